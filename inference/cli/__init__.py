@@ -1,0 +1,1 @@
+"""The `ordnance` command: one click group, one module per subcommand."""

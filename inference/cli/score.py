@@ -1,0 +1,102 @@
+"""``ordnance score``: candidate hazard points from mosaics or frames, with an exported ONNX model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from ordnance.inference.merge import MergeSettings
+from ordnance.inference.writers import FORMATS
+
+
+@click.command("score")
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--model", "model", required=True, type=click.Path(path_type=Path), help="Exported .onnx file.")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(FORMATS),
+    default=FORMATS,
+    show_default=True,
+    help="Output formats (repeat).",
+)
+@click.option("--score-threshold", type=float, default=None, help="Override the card's operating point.")
+@click.option("--overlap-px", type=int, default=None, help="Override the card's tile overlap (model px).")
+@click.option("--batch-size", type=int, default=0, show_default=True, help="Tiles per call; 0 = graph's.")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+@click.option(
+    "--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads; 0 = all cores."
+)
+@click.option(
+    "--gsd-tolerance",
+    type=float,
+    default=0.15,
+    show_default=True,
+    help="Relative GSD difference beyond which windows are resampled to the model's GSD.",
+)
+@click.option(
+    "--merge-ios",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Seam merge: intersection over the smaller box that makes two detections one.",
+)
+@click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
+@click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def score(
+    inputs,
+    model,
+    out_dir,
+    formats,
+    score_threshold,
+    overlap_px,
+    batch_size,
+    device,
+    threads,
+    gsd_tolerance,
+    merge_ios,
+    no_resume,
+    max_tiles,
+    no_progress,
+) -> None:
+    """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders or globs.
+
+    Writes candidates.gpkg (layers candidates and coverage), candidates.geojson (EPSG:4326),
+    candidates.csv, candidates.kml and manifest.json to OUT. A killed run resumes when run again with
+    the same arguments.
+    """
+    from ordnance.inference.scoring import ScoringJob
+    from ordnance.inference.scoring import score as run
+
+    job = ScoringJob(
+        inputs=tuple(inputs),
+        model=model,
+        out_dir=out_dir,
+        formats=tuple(formats),
+        score_threshold=score_threshold,
+        overlap_px=overlap_px,
+        batch_size=batch_size,
+        device=device,
+        threads=threads,
+        gsd_tolerance=gsd_tolerance,
+        merge=MergeSettings(ios_min=merge_ios),
+        resume=not no_resume,
+        max_tiles=max_tiles,
+        progress=not no_progress,
+    )
+    result = run(job)
+    if not result.complete:
+        click.echo(f"stopped after {max_tiles} windows; run the same command again to continue", err=True)
+        return
+    manifest = result.manifest
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest["counts"].items())) or "none"
+    mp_s = manifest["megapixels"] / max(manifest["timings"]["total_s"], 1e-9)
+    click.echo(
+        f"{manifest['candidates']} candidates ({counts}) over {manifest['area_scanned_ha']:.3f} ha, "
+        f"{mp_s:.2f} MP/s"
+    )
+    for name, path in result.outputs.items():
+        click.echo(f"  {name}: {path}")

@@ -1,0 +1,42 @@
+"""Pixel <-> map coordinates, and map -> WGS84.
+
+Pixel coordinates are continuous with the edge convention (the centre of pixel (0, 0) is (0.5, 0.5)), so
+an affine geotransform maps them directly: the transform maps (0, 0) to the outer corner of the first
+pixel, as GDAL and rasterio define it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from affine import Affine
+from pyproj import CRS, Transformer
+
+
+def pixel_to_map(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Map continuous pixel coordinates (edge convention) to the raster CRS."""
+    cols, rows = np.asarray(cols, dtype=np.float64), np.asarray(rows, dtype=np.float64)
+    a, b, c, d, e, f = transform.a, transform.b, transform.c, transform.d, transform.e, transform.f
+    return a * cols + b * rows + c, d * cols + e * rows + f
+
+
+def map_to_pixel(transform: Affine, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`pixel_to_map`: continuous (col, row) of map coordinates."""
+    return pixel_to_map(~transform, xs, ys)
+
+
+def to_wgs84(crs: CRS | str, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) in degrees of points in ``crs``."""
+    transformer = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
+    lon, lat = transformer.transform(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+    return np.asarray(lon), np.asarray(lat)
+
+
+def gsd_m(transform: Affine, crs: CRS | str | None) -> float | None:
+    """Ground sample distance in metres per pixel, or None without a projected CRS."""
+    if crs is None:
+        return None
+    crs = CRS.from_user_input(crs)
+    if not crs.is_projected:
+        return None
+    unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
+    return float(np.hypot(transform.a, transform.d)) * unit

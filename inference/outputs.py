@@ -1,0 +1,182 @@
+"""Turn merged detections into georeferenced candidates, write every output and the run manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+from affine import Affine
+from ordnance.inference.georef import pixel_to_map, to_wgs84
+from ordnance.inference.session import file_sha256
+from ordnance.inference.writers import write_csv, write_gpkg, write_json, write_lonlat_layer
+from pyproj import CRS
+
+log = logging.getLogger(__name__)
+
+
+def _coverage(plan, records, index: int, transform: Affine | None) -> shapely.Geometry:
+    """Union of the cores of windows that held data, in map units (pixels when not georeferenced)."""
+    skipped = {t for r in records if r["f"] == index for t in r.get("skip", [])}
+    cores = [t.core for t in plan.tiles if t.index not in skipped]
+    if not cores:
+        return shapely.MultiPolygon()
+    area = shapely.union_all(shapely.box(*np.array(cores).T))
+    if transform is not None:
+        area = shapely.transform(area, lambda xy: np.c_[pixel_to_map(transform, xy[:, 0], xy[:, 1])])
+    return area
+
+
+def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: dict, started: float):
+    """Merge, georeference and write the outputs of a complete run; return the ScoringResult."""
+    from ordnance.inference.scoring import ScoringResult, merge_records
+
+    tick = time.perf_counter()
+    card = detector.card
+    merged = merge_records(plans, checkpoint.records, job.merge)
+    timings["merge_s"] = time.perf_counter() - tick
+    columns: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "class",
+            "score",
+            "lon",
+            "lat",
+            "x",
+            "y",
+            "crs",
+            "epsg",
+            "location",
+            "bbox_px",
+            "width_m",
+            "height_m",
+            "gsd_m",
+            "source",
+        )
+    }
+    coverages, crs_set, area_m2, sources = [], set(), 0.0, []
+    for index, plan in enumerate(plans):
+        info = plan.info
+        rows = np.array([row for f, row in merged if f == index]).reshape(-1, 7)
+        geo = info.crs_wkt is not None
+        transform = Affine(*info.transform) if geo else None
+        cx, cy = (rows[:, 0] + rows[:, 2]) / 2, (rows[:, 1] + rows[:, 3]) / 2
+        if geo:
+            xs, ys = pixel_to_map(transform, cx, cy)
+            lon, lat = to_wgs84(info.crs_wkt, xs, ys)
+            crs_name = f"EPSG:{info.epsg}" if info.epsg else CRS.from_wkt(info.crs_wkt).name
+            location = "map"
+            crs_set.add(info.crs_wkt)
+        else:
+            xs, ys = cx, cy
+            gps = info.gps_lonlat
+            lon = np.full(len(rows), gps[0] if gps else np.nan)
+            lat = np.full(len(rows), gps[1] if gps else np.nan)
+            crs_name, location = "pixel", "frame_gps" if gps else "pixel"
+        gsd = info.gsd_m if info.gsd_m else np.nan
+        columns["class"] += [card.class_names[int(c)] for c in rows[:, 5]]
+        columns["score"] += rows[:, 4].round(6).tolist()
+        columns["lon"] += list(lon)
+        columns["lat"] += list(lat)
+        columns["x"] += list(xs)
+        columns["y"] += list(ys)
+        columns["crs"] += [crs_name] * len(rows)
+        columns["epsg"] += [info.epsg or 0] * len(rows)
+        columns["location"] += [location] * len(rows)
+        columns["bbox_px"] += [",".join(f"{v:.1f}" for v in r[:4]) for r in rows]
+        columns["width_m"] += list((rows[:, 2] - rows[:, 0]) * gsd)
+        columns["height_m"] += list((rows[:, 3] - rows[:, 1]) * gsd)
+        columns["gsd_m"] += [gsd] * len(rows)
+        columns["source"] += [info.path.name] * len(rows)
+        coverages.append(_coverage(plan, checkpoint.records, index, transform))
+        px = sum(r["px"] for r in checkpoint.records if r["f"] == index)
+        file_area = px * gsd**2 if geo and info.gsd_m else 0.0
+        area_m2 += file_area
+        sources.append(_source_entry(plan, px, file_area))
+
+    n = len(columns["class"])
+    table = {k: np.array(v) for k, v in columns.items()}
+    table["score"] = table["score"].astype(np.float64) if n else np.zeros(0)
+    for name in ("lon", "lat", "x", "y", "width_m", "height_m", "gsd_m"):
+        table[name] = table[name].astype(np.float64) if n else np.zeros(0)
+    table["epsg"] = table["epsg"].astype(np.int32) if n else np.zeros(0, np.int32)
+    table["id"] = np.arange(1, n + 1, dtype=np.int64)
+    table["model_name"] = np.array([card.model_name] * n, dtype=object)
+    table["model_version"] = np.array([card.model_version] * n, dtype=object)
+    table["model_sha256"] = np.array([detector.sha256] * n, dtype=object)
+    table["processed_utc"] = np.array([checkpoint.started_utc] * n, dtype=object)
+    table["review_status"] = np.array(["unreviewed"] * n, dtype=object)
+    for name in ("class", "crs", "location", "bbox_px", "source"):
+        table[name] = table[name].astype(object)
+
+    tick = time.perf_counter()
+    out = Path(job.out_dir)
+    outputs: dict[str, Path] = {}
+    if "gpkg" in job.formats:
+        one_crs = len(crs_set) == 1
+        crs_wkt = next(iter(crs_set)) if one_crs else ("EPSG:4326" if crs_set else None)
+        geom = np.c_[table["x"], table["y"]] if one_crs or not crs_set else np.c_[table["lon"], table["lat"]]
+        cover = shapely.union_all(coverages) if one_crs or not crs_set else shapely.MultiPolygon()
+        outputs["gpkg"] = out / "candidates.gpkg"
+        write_gpkg(outputs["gpkg"], table, geom, crs_wkt, cover)
+    if "geojson" in job.formats:
+        outputs["geojson"] = out / "candidates.geojson"
+        write_lonlat_layer(outputs["geojson"], table, "GeoJSON")
+    if "kml" in job.formats:
+        outputs["kml"] = out / "candidates.kml"
+        write_lonlat_layer(outputs["kml"], table, "KML")
+    if "csv" in job.formats:
+        outputs["csv"] = out / "candidates.csv"
+        write_csv(outputs["csv"], table)
+    timings["write_s"] = time.perf_counter() - tick
+    timings["total_s"] = time.perf_counter() - started
+    n_tiles = sum(len(p.tiles) for p in plans)
+    megapixels = sum(p.info.width * p.info.height for p in plans) / 1e6
+    manifest = {
+        "inputs": sources,
+        "model": {"path": str(detector.path), "sha256": detector.sha256, "card": card.to_json()},
+        "settings": {
+            "score_threshold": threshold,
+            "overlap_px": card.overlap_px if job.overlap_px is None else job.overlap_px,
+            "gsd_tolerance": job.gsd_tolerance,
+            "merge": {"ios_min": job.merge.ios_min, "centre_frac": job.merge.centre_frac},
+            "device": job.device,
+            "threads": job.threads,
+            "formats": list(job.formats),
+        },
+        "started_utc": checkpoint.started_utc,
+        "counts": dict(Counter(table["class"].tolist())),
+        "candidates": n,
+        "area_scanned_ha": area_m2 / 10_000,
+        "tiles": n_tiles,
+        "tiles_skipped": sum(len(r.get("skip", [])) for r in checkpoint.records),
+        "megapixels": megapixels,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "outputs": {k: v.name for k, v in outputs.items()},
+    }
+    outputs["manifest"] = out / "manifest.json"
+    write_json(outputs["manifest"], manifest)
+    log.info("%d candidates from %d file(s), %.2f ha scanned", n, len(plans), manifest["area_scanned_ha"])
+    return ScoringResult(True, table, outputs, manifest)
+
+
+def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:
+    info = plan.info
+    return {
+        "path": str(info.path),
+        "sha256": file_sha256(info.path),
+        "width": info.width,
+        "height": info.height,
+        "crs": info.crs_wkt and (f"EPSG:{info.epsg}" if info.epsg else info.crs_wkt),
+        "gsd_m": info.gsd_m,
+        "gps_lonlat": info.gps_lonlat,
+        "gsd_check": plan.gsd_note,
+        "tiles": len(plan.tiles),
+        "tile_src_px": plan.tile_src_px,
+        "area_scanned_ha": area_m2 / 10_000,
+        "valid_pixels": valid_px,
+    }

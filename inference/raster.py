@@ -1,0 +1,147 @@
+"""Reading model-ready tiles from rasters: band selection, scaling to uint8, masks, resampling."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from ordnance.inference.card import ModelCard
+from ordnance.inference.errors import InputError
+from ordnance.inference.georef import gsd_m
+from ordnance.inference.grid import Tile
+from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.windows import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the scorer needs to know about one input raster."""
+
+    path: Path
+    width: int
+    height: int
+    count: int
+    dtype: str
+    crs_wkt: str | None
+    epsg: int | None
+    transform: tuple[float, ...]
+    gsd_m: float | None
+    gps_lonlat: tuple[float, float] | None
+
+
+def open_raster(path: str | Path) -> rasterio.DatasetReader:
+    """Open a raster for reading, turning GDAL failures into one-line InputErrors."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file does not exist", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            return rasterio.open(path)
+    except RasterioIOError as error:
+        raise InputError(f"not a readable raster ({str(error).splitlines()[0][:160]})", path) from None
+
+
+def _exif_lonlat(tags: dict[str, str]) -> tuple[float, float] | None:
+    def dms(text: str) -> float:
+        parts = [float(p) for p in text.replace("(", " ").replace(")", " ").split()]
+        return parts[0] + parts[1] / 60 + parts[2] / 3600
+
+    try:
+        lat = dms(tags["EXIF_GPSLatitude"]) * (-1 if tags.get("EXIF_GPSLatitudeRef", "N") == "S" else 1)
+        lon = dms(tags["EXIF_GPSLongitude"]) * (-1 if tags.get("EXIF_GPSLongitudeRef", "E") == "W" else 1)
+    except (KeyError, ValueError, IndexError):
+        return None
+    return lon, lat
+
+
+def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
+    """Summarise an open raster."""
+    crs = dataset.crs
+    has_geo = crs is not None and not dataset.transform.is_identity
+    return RasterInfo(
+        path=Path(dataset.name),
+        width=dataset.width,
+        height=dataset.height,
+        count=dataset.count,
+        dtype=dataset.dtypes[0],
+        crs_wkt=crs.to_wkt() if has_geo else None,
+        epsg=crs.to_epsg() if has_geo else None,
+        transform=tuple(dataset.transform)[:6],
+        gsd_m=gsd_m(dataset.transform, crs) if has_geo else None,
+        gps_lonlat=None if has_geo else _exif_lonlat(dataset.tags()),
+    )
+
+
+def check_bands(dataset: rasterio.DatasetReader, card: ModelCard) -> None:
+    """Raise InputError when the raster cannot supply the bands the model reads."""
+    missing = [b for b in card.band_order if b > dataset.count]
+    if missing:
+        raise InputError(
+            f"raster has {dataset.count} band(s) but the model reads bands {list(card.band_order)}",
+            dataset.name,
+        )
+
+
+def value_range(dataset: rasterio.DatasetReader, card: ModelCard) -> tuple[float, float] | None:
+    """The source range mapped to 0..255, or None for 8-bit input read as is."""
+    if card.source_range is not None:
+        return card.source_range
+    if dataset.dtypes[0] == "uint8":
+        return None
+    lows, highs = [], []
+    for band in card.band_order:
+        stats = dataset.statistics(band, approx=True)
+        lows.append(stats.min)
+        highs.append(stats.max)
+    low, high = float(min(lows)), float(max(highs))
+    log.info("%s: %s data scaled from [%g, %g] to 0..255", dataset.name, dataset.dtypes[0], low, high)
+    return low, max(high, low + 1e-6)
+
+
+def read_tile(
+    dataset: rasterio.DatasetReader,
+    tile: Tile,
+    card: ModelCard,
+    scale_range: tuple[float, float] | None,
+    tile_src_px: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read one grid window as model input.
+
+    Args:
+        dataset: Open raster.
+        tile: Window in source pixels.
+        card: The model's card (band order, tile size S).
+        scale_range: From :func:`value_range`.
+        tile_src_px: Source pixels per tile side; a window of this side is resampled to S x S. A window
+            smaller than that (a raster smaller than one tile) is resampled by the same factor and padded.
+
+    Returns:
+        image (3, S, S) uint8 and valid (S, S) bool, S = card.tile_size_px. Padding and nodata, masked or
+        transparent pixels are 0 in the image and False in ``valid``.
+    """
+    size = card.tile_size_px
+    window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
+    out_w = min(size, round(tile.width * size / tile_src_px))
+    out_h = min(size, round(tile.height * size / tile_src_px))
+    resampling = Resampling.nearest if (out_w, out_h) == (tile.width, tile.height) else Resampling.bilinear
+    data = dataset.read(
+        list(card.band_order), window=window, out_shape=(3, out_h, out_w), resampling=resampling
+    )
+    mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
+    if scale_range is not None:
+        low, high = scale_range
+        data = np.clip((data.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).round()
+    data = data.astype(np.uint8, copy=False)
+    image = np.zeros((3, size, size), dtype=np.uint8)
+    valid = np.zeros((size, size), dtype=bool)
+    image[:, :out_h, :out_w] = np.where(mask, data, 0)
+    valid[:out_h, :out_w] = mask
+    return image, valid

@@ -1,0 +1,371 @@
+"""Score rasters with an exported detector: streaming, seam-safe, georeferenced, resumable.
+
+Windows on the shared tile grid are read on a background thread while ONNX Runtime computes; detections of
+each batch are appended to a checkpoint file, so a killed run restarted with the same arguments continues
+where it stopped. When every window is done, one global seam merge leaves one point per object, and the
+outputs are written under temporary names and renamed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ordnance.inference.errors import InputError, OutputError
+from ordnance.inference.grid import Tile, tile_grid
+from ordnance.inference.merge import MergeSettings, merge_detections
+from ordnance.inference.raster import check_bands, describe, open_raster, read_tile, value_range
+from ordnance.inference.session import DetectorSession, open_session
+from ordnance.inference.writers import FORMATS
+from rasterio.errors import RasterioIOError
+
+log = logging.getLogger(__name__)
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".vrt")
+PARTIAL_DIR = ".ordnance-partial"
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """One scoring run; mirrors ``ordnance score``.
+
+    Attributes:
+        inputs: Files, folders or glob patterns of GeoTIFF/COG/BigTIFF mosaics or JPEG/PNG frames.
+        model: The exported ``.onnx`` file with its card.
+        out_dir: Output folder; created when absent.
+        formats: Any of "gpkg", "geojson", "csv", "kml".
+        score_threshold: Overrides the card's operating point when set.
+        overlap_px: Overrides the card's recommended overlap (model pixels) when set.
+        batch_size: Tiles per ONNX Runtime call; 0 uses the graph's fixed batch, or 1.
+        device: "cpu", "cuda" or "tensorrt".
+        threads: ONNX Runtime intra-op threads; 0 = one per core.
+        gsd_tolerance: Relative GSD difference beyond which windows are resampled to the model's GSD.
+        merge: Seam merge rule.
+        resume: Continue from a checkpoint of an earlier run with the same arguments.
+        max_tiles: Stop after this many windows in this call, leaving a checkpoint and no outputs.
+        progress: Show a progress bar.
+    """
+
+    inputs: tuple[str, ...]
+    model: Path
+    out_dir: Path
+    formats: tuple[str, ...] = FORMATS
+    score_threshold: float | None = None
+    overlap_px: int | None = None
+    batch_size: int = 0
+    device: str = "cpu"
+    threads: int = 0
+    gsd_tolerance: float = 0.15
+    merge: MergeSettings = field(default_factory=MergeSettings)
+    resume: bool = True
+    max_tiles: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class ScoringResult:
+    """What a run produced. ``complete`` is False when it stopped at ``max_tiles``."""
+
+    complete: bool
+    candidates: dict[str, np.ndarray]
+    outputs: dict[str, Path]
+    manifest: dict[str, Any]
+
+
+def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
+    """Files, folders (their rasters, sorted) and glob patterns to a de-duplicated list of files."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+            if not found:
+                raise InputError("folder holds no GeoTIFF, JPEG or PNG files", path)
+            files.extend(found)
+        elif any(ch in item for ch in "*?["):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True))
+            if not found:
+                raise InputError("pattern matches no files", item)
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError("file does not exist", path)
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    return unique
+
+
+@dataclass
+class _FilePlan:
+    path: Path
+    info: Any
+    tiles: list[Tile]
+    tile_src_px: int
+    scale: float
+    scale_range: tuple[float, float] | None
+    gsd_note: str
+
+
+def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
+    card = detector.card
+    with open_raster(path) as dataset:
+        check_bands(dataset, card)
+        info = describe(dataset)
+        scale_range = value_range(dataset, card)
+    scale, note = 1.0, "no GSD (not georeferenced)"
+    if info.crs_wkt is None:
+        log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", path)
+    elif info.gsd_m is not None:
+        ratio = card.gsd_m / info.gsd_m
+        note = f"mosaic {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
+        if abs(ratio - 1) > job.gsd_tolerance:
+            scale = ratio
+            log.warning("%s: %s; windows are resampled by %.3f", path, note, 1 / ratio)
+            note += f"; resampled x{1 / ratio:.3f}"
+    overlap = card.overlap_px if job.overlap_px is None else job.overlap_px
+    tile_src = max(1, round(card.tile_size_px * scale))
+    tiles = tile_grid(info.width, info.height, tile_src, min(round(overlap * scale), tile_src - 1))
+    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note)
+
+
+def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
+    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    settings = {
+        k: v for k, v in asdict(job).items() if k in ("score_threshold", "overlap_px", "gsd_tolerance")
+    }
+    text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class _Checkpoint:
+    """Append-only JSON lines: a header, then one line per scored batch."""
+
+    def __init__(self, path: Path, key: str, resume: bool) -> None:
+        self.path = path
+        self.done: dict[int, set[int]] = {}
+        self.records: list[dict[str, Any]] = []
+        self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if resume and path.exists():
+            lines = path.read_text().splitlines()
+            header = json.loads(lines[0]) if lines else {}
+            if header.get("key") == key:
+                self.started_utc = header["started_utc"]
+                for line in lines[1:]:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:  # a line cut by a kill
+                        break
+                    self._add(record)
+                log.info("resuming: %d windows already scored", sum(len(v) for v in self.done.values()))
+        if not self.records:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"key": key, "started_utc": self.started_utc}) + "\n")
+        self._handle = open(path, "a")
+
+    def _add(self, record: dict[str, Any]) -> None:
+        self.done.setdefault(record["f"], set()).update(record["t"])
+        self.records.append(record)
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._add(record)
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self, remove: bool) -> None:
+        self._handle.close()
+        if remove:
+            self.path.unlink(missing_ok=True)
+
+
+def _reader(plan: _FilePlan, card, todo: list[Tile], batch: int, out: queue.Queue, stop: threading.Event):
+    """Background thread: read windows, drop empty ones, put batches on the queue."""
+    try:
+        with open_raster(plan.path) as dataset:
+            images, metas = [], []
+            for tile in todo:
+                if stop.is_set():
+                    return
+                try:
+                    image, valid = read_tile(dataset, tile, card, plan.scale_range, plan.tile_src_px)
+                except RasterioIOError as error:
+                    message = f"read failed in window {tile.bounds} (truncated or corrupt file: {error})"
+                    raise InputError(message, plan.path) from None
+                images.append(image)
+                metas.append((tile, valid))
+                if len(images) == batch:
+                    out.put((np.stack(images), metas))
+                    images, metas = [], []
+            if images:
+                out.put((np.stack(images), metas))
+    except BaseException as error:  # handed to the main thread, which raises it
+        out.put(error)
+        return
+    out.put(None)
+
+
+def _detections(plan: _FilePlan, tile: Tile, valid: np.ndarray, boxes, scores, labels, threshold: float):
+    """Detections of one tile in raster pixels, as rows [x0, y0, x1, y1, score, label, in_core]."""
+    size = valid.shape[0]
+    keep = scores >= threshold
+    boxes, scores, labels = boxes[keep].astype(np.float64), scores[keep], labels[keep]
+    cx = np.clip(((boxes[:, 0] + boxes[:, 2]) / 2).astype(int), 0, size - 1)
+    cy = np.clip(((boxes[:, 1] + boxes[:, 3]) / 2).astype(int), 0, size - 1)
+    on_data = valid[cy, cx]
+    boxes, scores, labels = boxes[on_data], scores[on_data], labels[on_data]
+    factor = plan.tile_src_px / size
+    boxes = boxes * factor + np.array([tile.col_off, tile.row_off] * 2)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    x0, y0, x1, y1 = tile.core
+    core = (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+    return np.c_[boxes, scores, labels, core].tolist()
+
+
+def _valid_core_px(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> float:
+    factor = plan.tile_src_px / valid.shape[0]
+    x0, y0, x1, y1 = ((np.array(tile.core) - [tile.col_off, tile.row_off] * 2) / factor).round().astype(int)
+    return float(valid[y0:y1, x0:x1].sum()) * factor**2
+
+
+def score(job: ScoringJob) -> ScoringResult:
+    """Run a scoring job. See :class:`ScoringJob`; outputs are described in README.md."""
+    from ordnance.inference.outputs import build_outputs  # the writers, after the heavy part
+
+    started = time.perf_counter()
+    files = expand_inputs(job.inputs)
+    detector = open_session(job.model, device=job.device, threads=job.threads)
+    card = detector.card
+    unknown = sorted(set(job.formats) - set(FORMATS))
+    if unknown:
+        raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)
+    _check_writable(Path(job.out_dir))
+    plans = [_plan(p, detector, job) for p in files]
+    key = _job_key(job, detector, files)
+    checkpoint = _Checkpoint(Path(job.out_dir) / PARTIAL_DIR / f"{key}.jsonl", key, job.resume)
+    threshold = card.score_threshold if job.score_threshold is None else job.score_threshold
+    batch = detector.fixed_batch or max(1, job.batch_size)
+    timings = {"infer_s": 0.0, "wait_s": 0.0}
+    budget = job.max_tiles
+    try:
+        for index, plan in enumerate(plans):
+            todo = [t for t in plan.tiles if t.index not in checkpoint.done.get(index, set())]
+            if budget is not None:
+                todo, budget = todo[:budget], budget - len(todo[:budget])
+            _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, job.progress)
+    finally:
+        complete = all(len(checkpoint.done.get(i, ())) == len(p.tiles) for i, p in enumerate(plans))
+        checkpoint.close(remove=False)
+    if not complete:
+        log.warning("stopped after max_tiles=%s; run again with the same arguments to resume", job.max_tiles)
+        return ScoringResult(False, {}, {}, {})
+    result = build_outputs(job, detector, plans, checkpoint, threshold, timings, started)
+    checkpoint.path.unlink(missing_ok=True)
+    if not any(checkpoint.path.parent.iterdir()):
+        checkpoint.path.parent.rmdir()
+    return result
+
+
+def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, progress) -> None:
+    from tqdm import tqdm
+
+    if not todo:
+        return
+    stop = threading.Event()
+    batches: queue.Queue = queue.Queue(maxsize=3)
+    thread = threading.Thread(
+        target=_reader, args=(plan, detector.card, todo, batch, batches, stop), daemon=True, name="reader"
+    )
+    thread.start()
+    done_before = len(checkpoint.done.get(index, ()))
+    bar = tqdm(
+        total=len(plan.tiles),
+        initial=done_before,
+        unit="tile",
+        desc=plan.path.name,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    try:
+        while True:
+            waited = time.perf_counter()
+            item = batches.get()
+            timings["wait_s"] += time.perf_counter() - waited
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            images, metas = item
+            run = [i for i, (_, valid) in enumerate(metas) if valid.any()]
+            outputs = None
+            if run:
+                tick = time.perf_counter()
+                outputs = _run_padded(detector, images[run], batch)
+                timings["infer_s"] += time.perf_counter() - tick
+            record = {"f": index, "t": [t.index for t, _ in metas], "d": [], "skip": [], "px": 0.0}
+            for slot, (tile, valid) in enumerate(metas):
+                if slot not in run:
+                    record["skip"].append(tile.index)
+                    continue
+                k = run.index(slot)
+                rows = _detections(plan, tile, valid, *(o[k] for o in outputs), threshold)
+                record["d"].extend([tile.index, *row] for row in rows)
+                record["px"] += _valid_core_px(plan, tile, valid)
+            checkpoint.append(record)
+            bar.update(len(metas))
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        bar.close()
+
+
+def _run_padded(detector: DetectorSession, images: np.ndarray, batch: int):
+    """Run in chunks of the graph's batch, padding the last chunk when the batch is fixed."""
+    fixed = detector.fixed_batch
+    n = len(images)
+    if fixed and n % fixed:
+        pad = np.zeros((fixed - n % fixed, *images.shape[1:]), dtype=images.dtype)
+        images = np.concatenate([images, pad])
+    step = fixed or batch
+    parts = [detector.run(images[i : i + step]) for i in range(0, len(images), step)]
+    return tuple(np.concatenate([p[j] for p in parts])[:n] for j in range(3))
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise OutputError(f"output folder is not writable ({error.strerror})", out_dir) from None
+
+
+def merge_records(plans: list[_FilePlan], records: list[dict[str, Any]], settings: MergeSettings):
+    """All checkpointed detections, merged per file. Returns (file index, rows) with rows as in
+    :func:`_detections`, sorted deterministically whatever order the batches ran in."""
+    merged = []
+    for index in range(len(plans)):
+        rows = [d for r in records if r["f"] == index for d in r["d"]]
+        if not rows:
+            continue
+        table = np.array(sorted(rows, key=lambda d: (d[0], -d[5], d[1], d[2])), dtype=np.float64)
+        keep = merge_detections(
+            table[:, 1:5], table[:, 5], table[:, 6].astype(int), priority=table[:, 7], settings=settings
+        )
+        merged.extend((index, table[k, 1:8]) for k in keep)
+    return merged
