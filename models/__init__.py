@@ -1,1 +1,5 @@
-"""ordnance."""
+"""Torch detectors and their builders."""
+
+from ordnance.models.detectors import DEFAULT_DETECTOR, ExportRefused, build_detector, list_detectors
+
+__all__ = ["DEFAULT_DETECTOR", "ExportRefused", "build_detector", "list_detectors"]

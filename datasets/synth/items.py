@@ -1,0 +1,212 @@
+"""Ordnance items and look-alikes drawn at their physical size, as RGBA stamps.
+
+Sizes are from ../shared/domain/ORDNANCE.md (approximate, in millimetres). Each stamp is drawn 4x
+supersampled and reduced with area averaging, lit from one sun direction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SS = 4  # supersampling factor
+
+OLIVE = (84, 92, 52)
+DARK_OLIVE = (58, 64, 38)
+GREEN = (72, 98, 48)
+SAND = (172, 152, 104)
+BROWN = (108, 80, 52)
+BLACK = (36, 36, 34)
+RUST = (122, 72, 42)
+GREY = (122, 122, 116)
+COPPER = (182, 112, 62)
+
+
+@dataclass(frozen=True)
+class ItemType:
+    """One kind of item. ``label`` is None for look-alikes (unlabelled)."""
+
+    name: str
+    label: str | None
+    shape: str
+    length_mm: tuple[float, float]
+    width_mm: tuple[float, float]
+    colours: tuple[tuple[int, int, int], ...]
+    height_mm: float
+
+
+CATALOG: dict[str, ItemType] = {
+    t.name: t
+    for t in [
+        ItemType("pfm1", "ap_mine", "butterfly", (118, 122), (58, 63), (GREEN, SAND, BROWN), 20),
+        ItemType("pmn", "ap_mine", "round_cross", (112, 121), (112, 121), (DARK_OLIVE, BLACK), 50),
+        ItemType("pma2", "ap_mine", "round_star", (66, 70), (66, 70), (GREEN, OLIVE), 40),
+        ItemType("ozm72", "ap_mine", "round", (75, 108), (75, 108), (OLIVE, RUST), 60),
+        ItemType("mon50", "ap_mine", "curved_box", (220, 230), (62, 68), (OLIVE, DARK_OLIVE), 80),
+        ItemType("tm62", "at_mine", "round_well", (315, 325), (315, 325), (OLIVE, DARK_OLIVE, GREEN), 110),
+        ItemType("tm57", "at_mine", "round_well", (312, 320), (312, 320), (OLIVE, RUST), 100),
+        ItemType("projectile", "uxo", "projectile", (500, 700), (122, 152), (RUST, OLIVE, DARK_OLIVE), 140),
+        ItemType("mortar", "uxo", "mortar", (330, 700), (82, 120), (OLIVE, RUST, DARK_OLIVE), 100),
+        ItemType("submunition", "uxo", "cylinder_ribbon", (83, 150), (39, 65), (OLIVE, GREY, RUST), 45),
+        ItemType("ball", "uxo", "sphere", (58, 62), (58, 62), (GREY, OLIVE), 60),
+        ItemType("grenade", "uxo", "grenade", (114, 117), (55, 58), (OLIVE, DARK_OLIVE), 55),
+        # look-alikes
+        ItemType("stone", None, "stone", (40, 350), (30, 250), (GREY, (140, 130, 118), (96, 90, 84)), 60),
+        ItemType("can", None, "cylinder", (110, 125), (60, 68), ((170, 170, 175), (150, 40, 40), (200, 180, 60)), 60),
+        ItemType("bottle", None, "bottle", (200, 300), (60, 80), ((60, 110, 60), (110, 70, 30), (190, 200, 200)), 70),
+        ItemType("tyre", None, "arc", (250, 600), (60, 110), (BLACK, (50, 48, 46)), 60),
+        ItemType("branch", None, "branch", (300, 1200), (20, 50), ((92, 70, 50), (120, 96, 70)), 40),
+    ]
+}
+LOOKALIKES = tuple(name for name, t in CATALOG.items() if t.label is None)
+
+
+def _rot(points: np.ndarray, angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return points @ np.array([[c, s], [-s, c]])
+
+
+def _poly(canvas: np.ndarray, pts_mm: np.ndarray, angle: float, scale: float, centre: float, value) -> None:
+    pts = _rot(np.asarray(pts_mm, np.float64), angle) * scale + centre
+    cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], value, lineType=cv2.LINE_AA, shift=4)
+
+
+def _ellipse(canvas, centre_mm, axes_mm, angle, scale, centre, value, thickness=-1) -> None:
+    c = _rot(np.array([centre_mm], np.float64), angle)[0] * scale + centre
+    axes = (max(1, round(axes_mm[0] * scale)), max(1, round(axes_mm[1] * scale)))
+    cv2.ellipse(canvas, (round(c[0]), round(c[1])), axes, -np.degrees(angle), 0, 360, value, thickness, cv2.LINE_AA)
+
+
+def _outline(shape: str, length: float, width: float, rng: np.random.Generator) -> list[tuple[str, object]]:
+    """Parts of an item in mm around its centre: ("poly", points) or ("ellipse", (centre, axes)), with a
+    tone (multiplier of the base colour)."""
+    L, W = length / 2, width / 2
+    if shape == "butterfly":
+        return [("poly", np.array([[-L, -W * 0.35], [L, -W * 0.35], [L, W * 0.05], [-L, W * 0.05]]), 1.0),
+                ("poly", np.array([[-L * 0.3, 0], [L * 0.95, 0], [L * 0.7, W], [-L * 0.1, W]]), 0.92),
+                ("poly", np.array([[-L * 0.2, -W * 0.3], [L * 0.3, -W * 0.3], [L * 0.2, -W], [-L * 0.1, -W]]), 1.05)]
+    if shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
+        parts = [("ellipse", ((0, 0), (L, W)), 1.0)]
+        if shape == "round_well":
+            parts += [("ring", ((0, 0), (L * 0.8, W * 0.8)), 0.8), ("ellipse", ((0, 0), (L * 0.28, W * 0.28)), 0.55)]
+        if shape == "round_cross":
+            parts += [("poly", np.array([[-L * 0.7, -W * 0.15], [L * 0.7, -W * 0.15], [L * 0.7, W * 0.15],
+                                         [-L * 0.7, W * 0.15]]), 0.7),
+                      ("poly", np.array([[-L * 0.15, -W * 0.7], [L * 0.15, -W * 0.7], [L * 0.15, W * 0.7],
+                                         [-L * 0.15, W * 0.7]]), 0.7)]  # fmt: skip
+        if shape == "round_star":
+            parts += [("ellipse", ((0, 0), (L * 0.35, W * 0.35)), 0.6)]
+        if shape == "round":
+            parts += [("ellipse", ((0, 0), (L * 0.3, W * 0.3)), 0.75)]
+        return parts
+    if shape == "curved_box":
+        t = np.linspace(-1, 1, 12)
+        top = np.c_[t * L, -W + 0.25 * W * (1 - t**2)]
+        return [("poly", np.r_[top, (top + [0, 2 * W])[::-1]], 1.0)]
+    if shape == "projectile":
+        body = np.array([[-L, -W], [L * 0.45, -W], [L, 0], [L * 0.45, W], [-L, W]])
+        band = np.array([[-L * 0.75, -W], [-L * 0.62, -W], [-L * 0.62, W], [-L * 0.75, W]])
+        return [("poly", body, 1.0), ("poly", band, "copper")]
+    if shape == "mortar":
+        return [("ellipse", ((L * 0.25, 0), (L * 0.72, W)), 1.0),
+                ("poly", np.array([[-L, -W * 0.25], [-L * 0.3, -W * 0.25], [-L * 0.3, W * 0.25], [-L, W * 0.25]]), 0.9),
+                ("poly", np.array([[-L, -W * 0.8], [-L * 0.8, -W * 0.8], [-L * 0.8, W * 0.8], [-L, W * 0.8]]), 0.8)]
+    if shape in ("cylinder_ribbon", "cylinder"):
+        parts = [("poly", np.array([[-L, -W], [L, -W], [L, W], [-L, W]]), 1.0),
+                 ("ellipse", ((L * 0.95, 0), (L * 0.08, W)), 1.15)]  # fmt: skip
+        if shape == "cylinder_ribbon" and rng.random() < 0.6:
+            parts.append(("poly", np.array([[-L * 2.2, -W * 0.2], [-L, -W * 0.2], [-L, W * 0.2], [-L * 2.2, W * 0.5]]),
+                          "ribbon"))  # fmt: skip
+        return parts
+    if shape == "grenade":
+        return [("ellipse", ((0, 0), (L, W)), 1.0),
+                ("poly", np.array([[L * 0.6, -W * 0.2], [L * 1.05, -W * 0.2], [L * 1.05, W * 0.2], [L * 0.6, W * 0.2]]), 0.8),
+                ("line", np.array([[-L * 0.3, -W], [-L * 0.3, W]]), 0.8),
+                ("line", np.array([[L * 0.2, -W], [L * 0.2, W]]), 0.8)]  # fmt: skip
+    if shape == "stone":
+        n = rng.integers(6, 11)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        radii = rng.uniform(0.7, 1.0, n)
+        return [("poly", np.c_[np.cos(angles) * L * radii, np.sin(angles) * W * radii], 1.0)]
+    if shape == "bottle":
+        return [("poly", np.array([[-L, -W], [L * 0.3, -W], [L * 0.55, -W * 0.4], [L, -W * 0.4], [L, W * 0.4],
+                                   [L * 0.55, W * 0.4], [L * 0.3, W], [-L, W]]), 1.0),
+                ("poly", np.array([[-L * 0.8, -W * 0.6], [L * 0.2, -W * 0.6], [L * 0.2, -W * 0.3],
+                                   [-L * 0.8, -W * 0.3]]), 1.5)]  # fmt: skip
+    if shape == "arc":
+        t = np.linspace(-0.8, 0.8, 14)
+        outer = np.c_[np.sin(t) * L, -np.cos(t) * L * 0.5]
+        return [("poly", np.r_[outer, (outer * [1, 1] + [0, W * 2])[::-1]], 1.0)]
+    if shape == "branch":
+        bend = rng.normal(0, W, 5)
+        pts = np.c_[np.linspace(-L, L, 5), bend]
+        parts = [("line", pts, 1.0)]
+        for _ in range(rng.integers(1, 4)):
+            start = pts[rng.integers(1, 4)]
+            tip = start + rng.normal(0, L * 0.3, 2)
+            parts.append(("line", np.array([start, tip]), 0.9))
+        return parts
+    raise ValueError(f"unknown shape {shape}")
+
+
+@dataclass
+class Stamp:
+    """An item rendered at one GSD: colour (h, w, 3) float32, alpha (h, w) float32, its centre in stamp
+    pixels, and its tight box (x0, y0, x1, y1) in stamp pixels."""
+
+    colour: np.ndarray
+    alpha: np.ndarray
+    centre: tuple[float, float]
+    box: tuple[float, float, float, float]
+    height_px: float
+
+
+def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float, float],
+                rng: np.random.Generator) -> Stamp:  # fmt: skip
+    """Draw one item, rotated by ``angle`` (radians), lit from ``sun_xy`` (unit vector towards the sun)."""
+    length = rng.uniform(*item.length_mm)
+    width = rng.uniform(*item.width_mm) if item.shape != "stone" else rng.uniform(0.6, 1.0) * length
+    if item.shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
+        width = length
+    scale = SS / (gsd_m * 1000)  # supersampled px per mm
+    reach = 1.2 * np.hypot(length, max(width, length * 0.4 if item.shape == "branch" else width)) / 2
+    if item.shape == "cylinder_ribbon":
+        reach *= 2.2
+    size = int(np.ceil(2 * reach * scale / SS)) * SS + 2 * SS
+    centre = size / 2
+    base = np.array(item.colours[rng.integers(len(item.colours))], np.float32)
+    base *= rng.uniform(0.8, 1.15)
+    colour = np.zeros((size, size, 3), np.float32)
+    alpha = np.zeros((size, size), np.float32)
+    thickness = max(1, round(width * scale))
+    for kind, geometry, tone in _outline(item.shape, length, width, rng):
+        tint = (np.array(COPPER, np.float32) if tone == "copper" else
+                np.array((200, 200, 190), np.float32) if tone == "ribbon" else base * tone)  # fmt: skip
+        layer = np.zeros((size, size), np.float32)
+        if kind == "poly":
+            _poly(layer, geometry, angle, scale, centre, 1.0)
+        elif kind in ("ellipse", "ring"):
+            (c, axes) = geometry
+            _ellipse(layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS))
+        else:
+            pts = _rot(np.asarray(geometry, np.float64), angle) * scale + centre
+            w = thickness if tone == 1.0 or item.shape == "branch" else max(1, SS // 2)
+            cv2.polylines(layer, [np.round(pts).astype(np.int32)], False, 1.0, w, cv2.LINE_AA)
+        colour = colour * (1 - layer[..., None]) + tint * layer[..., None]
+        alpha = np.maximum(alpha, layer)
+    # Lighting: brighter on the sun side of the item, darker opposite; fine weathering noise.
+    yy, xx = (np.mgrid[0:size, 0:size] - centre) / max(reach * scale, 1)
+    light = 1.0 + 0.35 * (xx * sun_xy[0] + yy * sun_xy[1])
+    grain = cv2.GaussianBlur(rng.normal(1.0, 0.12, (size, size)).astype(np.float32), (0, 0), SS * 0.7)
+    colour *= (light * grain)[..., None]
+    if item.label is not None and rng.random() < 0.5:  # dust and corrosion blotches
+        dirt = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), SS * 2) > 0.52
+        colour[dirt] = colour[dirt] * 0.6 + np.array(BROWN, np.float32) * 0.4
+    small = size // SS
+    colour = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
+    alpha = cv2.resize(alpha, (small, small), interpolation=cv2.INTER_AREA)
+    ys, xs = np.nonzero(alpha > 0.25)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0, 0, 1, 1)
+    return Stamp(colour, alpha, (small / 2, small / 2), box, item.height_mm / 1000 / gsd_m)

@@ -1,0 +1,142 @@
+"""A CenterNet-style detector for tiny objects: FPN to stride 4 over a torchvision backbone, with class
+heatmap, size and offset heads, and peak picking and top-k decoding that export into the ONNX graph."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FeaturePyramidNetwork
+
+STRIDE = 4
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = {
+    "resnet18": ("resnet18", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
+    "resnet34": ("resnet34", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
+    "mobilenet_v3_large": ("mobilenet_v3_large", {"3": "0", "6": "1", "12": "2", "16": "3"}),
+}
+
+
+def _backbone(name: str, weights: str | None) -> nn.Module:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    builder, layers = BACKBONES[name]
+    model = torchvision.models.get_model(builder, weights=weights)
+    body = model.features if name.startswith("mobilenet") else model
+    return IntermediateLayerGetter(body, return_layers=layers)
+
+
+class CenterNet(nn.Module):
+    """Heatmap detector at stride 4.
+
+    Input: float images (N, 3, H, W) in [0, 1], H and W multiples of 32; normalisation happens inside.
+    ``forward`` returns raw maps {"heatmap": (N, C, H/4, W/4) logits, "size": (N, 2, ...) log box size in
+    pixels, "offset": (N, 2, ...) sub-cell centre offset}; ``decode`` turns them into the top-k boxes.
+    """
+
+    def __init__(self, num_classes: int, *, backbone: str = "resnet18", backbone_weights: str | None = None,
+                 fpn_channels: int = 128, head_channels: int = 64) -> None:  # fmt: skip
+        super().__init__()
+        self.num_classes = num_classes
+        self.body = _backbone(backbone, backbone_weights)
+        with torch.no_grad():
+            channels = [f.shape[1] for f in self.body(torch.zeros(1, 3, 64, 64)).values()]
+        self.fpn = FeaturePyramidNetwork(channels, fpn_channels)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+        def head(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(fpn_channels, head_channels, 3, padding=1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(head_channels, out, 1))  # fmt: skip
+
+        self.heatmap = head(num_classes)
+        self.size = head(2)
+        self.offset = head(2)
+        nn.init.constant_(self.heatmap[-1].bias, -math.log((1 - 0.01) / 0.01))
+        nn.init.constant_(self.size[-1].bias, math.log(16.0))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (images - self.mean) / self.std
+        features = self.fpn(self.body(x))["0"]
+        return {"heatmap": self.heatmap(features), "size": self.size(features), "offset": self.offset(features)}
+
+    @staticmethod
+    def decode(maps: dict[str, torch.Tensor], k: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-k peaks of the heatmap as boxes (N, K, 4) xyxy in input pixels, scores (N, K), labels (N, K).
+
+        Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph.
+        """
+        heat = torch.sigmoid(maps["heatmap"])
+        n, c, h, w = heat.shape
+        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
+        scores, index = torch.topk(peaks.reshape(n, c * h * w), k)
+        labels = torch.div(index, h * w, rounding_mode="floor")
+        cell = index - labels * (h * w)
+        ys = torch.div(cell, w, rounding_mode="floor")
+        xs = cell - ys * w
+        size = maps["size"].reshape(n, 2, h * w)
+        offset = maps["offset"].reshape(n, 2, h * w)
+        gather = cell.unsqueeze(1).expand(n, 2, k)
+        wh = torch.exp(torch.gather(size, 2, gather).clamp(max=8.0))
+        off = torch.gather(offset, 2, gather)
+        cx = (xs.to(heat.dtype) + off[:, 0]) * STRIDE
+        cy = (ys.to(heat.dtype) + off[:, 1]) * STRIDE
+        boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
+        return boxes, scores, labels
+
+
+def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
+                      out_hw: tuple[int, int], max_objects: int = 256) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Training targets at stride 4: Gaussian heatmaps (elliptic, TTFNet-style sigma), and size/offset
+    targets at each object's centre cell."""
+    n = len(boxes)
+    h, w = out_hw
+    heat = torch.zeros(n, num_classes, h, w)
+    index = torch.zeros(n, max_objects, dtype=torch.long)
+    mask = torch.zeros(n, max_objects)
+    size = torch.zeros(n, max_objects, 2)
+    offset = torch.zeros(n, max_objects, 2)
+    ys, xs = torch.arange(h, dtype=torch.float32).view(-1, 1), torch.arange(w, dtype=torch.float32).view(1, -1)
+    for i, (b, l) in enumerate(zip(boxes, labels)):
+        for j, (box, label) in enumerate(zip(b[:max_objects], l[:max_objects])):
+            bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
+            if bw <= 0 or bh <= 0:
+                continue
+            cx, cy = float(box[0] + box[2]) / 2 / STRIDE, float(box[1] + box[3]) / 2 / STRIDE
+            ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
+            sx, sy = max(0.54 * bw / STRIDE / 6, 0.5), max(0.54 * bh / STRIDE / 6, 0.5)
+            g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
+            heat[i, label] = torch.maximum(heat[i, label], g)
+            index[i, j] = iy * w + ix
+            mask[i, j] = 1
+            size[i, j] = torch.tensor([math.log(bw), math.log(bh)])
+            offset[i, j] = torch.tensor([cx - ix, cy - iy])
+    return {"heatmap": heat, "index": index, "mask": mask, "size": size, "offset": offset}
+
+
+def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Penalty-reduced focal loss on the heatmap, L1 on log-size and offset at object centres."""
+    pred = torch.sigmoid(maps["heatmap"].float()).clamp(1e-4, 1 - 1e-4)
+    gt = targets["heatmap"]
+    pos = gt.eq(1).float()
+    neg_weight = torch.pow(1 - gt, 4)
+    pos_loss = torch.log(pred) * torch.pow(1 - pred, 2) * pos
+    neg_loss = torch.log(1 - pred) * torch.pow(pred, 2) * neg_weight * (1 - pos)
+    num_pos = pos.sum().clamp(min=1)
+    heat_loss = -(pos_loss.sum() + neg_loss.sum()) / num_pos
+    n = gt.shape[0]
+    mask = targets["mask"].unsqueeze(2)
+    denom = mask.sum().clamp(min=1)
+
+    def at_centres(name: str) -> torch.Tensor:
+        flat = maps[name].float().reshape(n, 2, -1)
+        return torch.gather(flat, 2, targets["index"].unsqueeze(1).expand(n, 2, -1)).permute(0, 2, 1)
+
+    size_loss = (F.l1_loss(at_centres("size"), targets["size"], reduction="none") * mask).sum() / denom
+    offset_loss = (F.l1_loss(at_centres("offset"), targets["offset"], reduction="none") * mask).sum() / denom
+    return {"heatmap": heat_loss, "size": 0.5 * size_loss, "offset": offset_loss}

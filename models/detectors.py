@@ -1,0 +1,199 @@
+"""Detectors behind one interface, built from one explicit dict (as torchvision's ``get_model``).
+
+Every detector takes float images (N, 3, S, S) in [0, 1] and labels 0..C-1:
+
+- ``losses(images, boxes, labels) -> dict`` in training,
+- ``predict(images) -> list[(boxes xyxy px, scores, labels)]`` in evaluation,
+- ``export_module(max_detections) -> nn.Module`` taking uint8 (N, 3, S, S) and returning fixed-shape
+  ``boxes`` (N, K, 4), ``scores`` (N, K), ``labels`` (N, K), or raising :class:`ExportRefused`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone
+
+from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets
+
+
+class ExportRefused(Exception):
+    """This detector cannot be exported in the ordnance ONNX contract; the message says why."""
+
+
+class UInt8Export(nn.Module):
+    """uint8 in, normalisation and decoding inside: the graph the field runs."""
+
+    def __init__(self, model: CenterNet, max_detections: int) -> None:
+        super().__init__()
+        self.model = model
+        self.k = max_detections
+
+    def forward(self, images: torch.Tensor):
+        maps = self.model(images.float() / 255.0)
+        boxes, scores, labels = CenterNet.decode(maps, self.k)
+        return boxes, scores, labels
+
+
+class CenterNetDetector(nn.Module):
+    """The default detector: CenterNet-style at stride 4 (see models/centernet.py)."""
+
+    def __init__(self, num_classes: int, *, backbone: str = "resnet18", backbone_weights: str | None = None,
+                 max_detections: int = 300) -> None:  # fmt: skip
+        super().__init__()
+        self.net = CenterNet(num_classes, backbone=backbone, backbone_weights=backbone_weights)
+        self.num_classes = num_classes
+        self.max_detections = max_detections
+
+    def losses(self, images, boxes, labels) -> dict[str, torch.Tensor]:
+        maps = self.net(images)
+        targets = centernet_targets(boxes, labels, self.num_classes, tuple(maps["heatmap"].shape[-2:]))
+        return centernet_loss(maps, {k: v.to(images.device) for k, v in targets.items()})
+
+    @torch.no_grad()
+    def predict(self, images):
+        boxes, scores, labels = CenterNet.decode(self.net(images), self.max_detections)
+        return list(zip(boxes, scores, labels))
+
+    def export_module(self, max_detections: int) -> nn.Module:
+        return UInt8Export(self.net, max_detections)
+
+    def head_prefixes(self) -> tuple[str, ...]:
+        """Parameters that depend on the class count (remapped when fine-tuning to new classes)."""
+        return ("net.heatmap.2.",)
+
+
+class TorchvisionDetector(nn.Module):
+    """A torchvision detector configured for tiny objects: no internal resize (min_size = max_size = tile
+    size), small anchors. Its labels are shifted by one (torchvision counts background)."""
+
+    def __init__(self, model: nn.Module, head_prefixes: tuple[str, ...], max_detections: int) -> None:
+        super().__init__()
+        self.model = model
+        self._heads = head_prefixes
+        self.max_detections = max_detections
+
+    def losses(self, images, boxes, labels) -> dict[str, torch.Tensor]:
+        self.model.train()
+        targets = [{"boxes": b, "labels": l + 1} for b, l in zip(boxes, labels)]
+        return self.model(list(images), targets)
+
+    @torch.no_grad()
+    def predict(self, images):
+        was = self.model.training
+        self.model.eval()
+        out = self.model(list(images))
+        self.model.train(was)
+        return [(o["boxes"], o["scores"], o["labels"] - 1) for o in out]
+
+    def export_module(self, max_detections: int) -> nn.Module:
+        raise ExportRefused(
+            f"{type(self.model).__name__} has data-dependent output sizes (NMS) and no fixed batch; the field "
+            "contract needs fixed-shape outputs. Export the default CenterNet detector instead."
+        )
+
+    def head_prefixes(self) -> tuple[str, ...]:
+        return self._heads
+
+
+def _small_anchors(levels: int) -> AnchorGenerator:
+    sizes = tuple((s,) for s in (8, 16, 32, 64, 128, 256)[:levels])
+    return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * levels)
+
+
+def _rcnn_common(tile_size_px: int, max_detections: int) -> dict:
+    return {"min_size": tile_size_px, "max_size": tile_size_px, "box_detections_per_img": max_detections}
+
+
+def _tv_common(tile_size_px: int, max_detections: int) -> dict:
+    return {"min_size": tile_size_px, "max_size": tile_size_px, "detections_per_img": max_detections}
+
+
+def build_centernet(*, num_classes: int, backbone: str = "resnet18", weights: str | None = None,
+                    tile_size_px: int = 512, max_detections: int = 300) -> nn.Module:  # fmt: skip
+    del tile_size_px
+    return CenterNetDetector(num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections)
+
+
+def build_fasterrcnn_mobilenet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
+                               max_detections: int = 300) -> nn.Module:  # fmt: skip
+    # Feature levels at strides 4, 8, 16, 32 (+ pool): the stock builder starts at stride 16.
+    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=weights, fpn=True,
+                                  trainable_layers=6, returned_layers=[1, 2, 3, 4])  # fmt: skip
+    model = torchvision.models.detection.FasterRCNN(
+        backbone, num_classes=num_classes + 1, rpn_anchor_generator=_small_anchors(5),
+        **_rcnn_common(tile_size_px, max_detections),
+    )  # fmt: skip
+    return TorchvisionDetector(model, ("model.roi_heads.box_predictor.",), max_detections)
+
+
+def build_fasterrcnn_resnet50_v2(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
+                                 max_detections: int = 300) -> nn.Module:  # fmt: skip
+    model = torchvision.models.detection.fasterrcnn_resnet50_fpn_v2(
+        weights=None, weights_backbone=weights, num_classes=num_classes + 1,
+        **_rcnn_common(tile_size_px, max_detections),
+    )  # fmt: skip
+    model.rpn.anchor_generator = _small_anchors(5)  # same anchors per location as the stock generator
+    return TorchvisionDetector(model, ("model.roi_heads.box_predictor.",), max_detections)
+
+
+def build_retinanet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
+                    max_detections: int = 300) -> nn.Module:  # fmt: skip
+    anchors = AnchorGenerator(tuple((s, s * 1.26, s * 1.59) for s in (8, 16, 32, 64, 128)), ((0.5, 1.0, 2.0),) * 5)
+    model = torchvision.models.detection.retinanet_resnet50_fpn_v2(
+        weights=None, weights_backbone=weights, num_classes=num_classes + 1,
+        **_tv_common(tile_size_px, max_detections),
+    )  # fmt: skip
+    model.anchor_generator = anchors  # 9 anchors per location, as the stock generator, from 8 px
+    return TorchvisionDetector(model, ("model.head.classification_head.cls_logits.",), max_detections)
+
+
+def build_fcos(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
+               max_detections: int = 300) -> nn.Module:  # fmt: skip
+    anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
+    model = torchvision.models.detection.fcos_resnet50_fpn(
+        weights=None, weights_backbone=weights, num_classes=num_classes + 1, anchor_generator=anchors,
+        **_tv_common(tile_size_px, max_detections),
+    )  # fmt: skip
+    return TorchvisionDetector(model, ("model.head.classification_head.cls_logits.",), max_detections)
+
+
+DETECTORS: dict[str, Callable[..., nn.Module]] = {
+    "centernet_resnet18": partial(build_centernet, backbone="resnet18"),
+    "centernet_resnet34": partial(build_centernet, backbone="resnet34"),
+    "centernet_mobilenet_v3": partial(build_centernet, backbone="mobilenet_v3_large"),
+    "fasterrcnn_mobilenet_v3_fpn": build_fasterrcnn_mobilenet,
+    "fasterrcnn_resnet50_fpn_v2": build_fasterrcnn_resnet50_v2,
+    "retinanet_resnet50_fpn_v2": build_retinanet,
+    "fcos_resnet50_fpn": build_fcos,
+}
+DEFAULT_DETECTOR = "centernet_resnet18"
+
+
+def list_detectors() -> list[str]:
+    """Names accepted by :func:`build_detector`."""
+    return sorted(DETECTORS)
+
+
+def build_detector(name: str, *, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
+                   max_detections: int = 300) -> nn.Module:  # fmt: skip
+    """Build a detector by name.
+
+    Args:
+        name: One of :func:`list_detectors`.
+        num_classes: Number of object classes (no background).
+        weights: torchvision weight name for the backbone (for example "ResNet18_Weights.IMAGENET1K_V1"),
+            which downloads where there is internet; None for random initialisation. To start from local
+            weights, fine-tune from a checkpoint (``init_checkpoint``) instead.
+        tile_size_px: Square input size; torchvision detectors are set not to resize.
+        max_detections: K, detections per image.
+    """
+    if name not in DETECTORS:
+        raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
+    return DETECTORS[name](num_classes=num_classes, weights=weights, tile_size_px=tile_size_px,
+                           max_detections=max_detections)  # fmt: skip
