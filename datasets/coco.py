@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from ordnance.datasets.records import DatasetError, DetectionDataset, Record, read_image
 from ordnance.inference.writers import write_json
 
@@ -66,7 +65,9 @@ def write_coco(dataset: DetectionDataset, path: str | Path, *, image_root: str |
     images, annotations = [], []
     for image_id, record in enumerate(dataset.records, start=1):
         if record.window is not None:
-            raise DatasetError("raster chips cannot be referenced from COCO; export them as images first", record.path)
+            raise DatasetError(
+                "raster chips cannot be referenced from COCO; export them as images first", record.path
+            )
         height, width = read_image(record.path).shape[:2]
         try:
             name = str(Path(record.path).resolve().relative_to(root.resolve()))
@@ -78,6 +79,8 @@ def write_coco(dataset: DetectionDataset, path: str | Path, *, image_root: str |
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
                                 "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
                                 "iscrowd": 0})  # fmt: skip
-    categories = [{"id": i + 1, "name": n, "supercategory": "hazard"} for i, n in enumerate(dataset.class_names)]
+    categories = [
+        {"id": i + 1, "name": n, "supercategory": "hazard"} for i, n in enumerate(dataset.class_names)
+    ]
     write_json(path, {"images": images, "annotations": annotations, "categories": categories})
     return path

@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pyogrio.raw
 import shapely
-from pyproj import CRS, Transformer
-
 from ordnance.datasets.records import DatasetError, DetectionDataset, Record
 from ordnance.inference.georef import gsd_m, map_to_pixel
 from ordnance.inference.grid import box_ioa, tile_grid
+from pyproj import CRS, Transformer
 
 
-def read_vector_boxes(vector: Path, raster, class_names: list[str], size_m: dict[str, float], class_field: str):
+def read_vector_boxes(
+    vector: Path, raster, class_names: list[str], size_m: dict[str, float], class_field: str
+):
     """Boxes (N, 4) in raster pixels and labels (N,) from a vector layer in any CRS.
 
     Points get a square box of the class's size in metres; polygons and lines their bounds.
@@ -25,7 +26,9 @@ def read_vector_boxes(vector: Path, raster, class_names: list[str], size_m: dict
     try:
         meta, _, wkb, fields = pyogrio.raw.read(vector)
     except Exception as error:  # GDAL errors of every kind
-        raise DatasetError(f"not a readable vector layer ({str(error).splitlines()[0][:160]})", vector) from None
+        raise DatasetError(
+            f"not a readable vector layer ({str(error).splitlines()[0][:160]})", vector
+        ) from None
     names = list(meta["fields"])
     if class_field not in names:
         raise DatasetError(f"has no '{class_field}' field (fields: {names})", vector)

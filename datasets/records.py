@@ -11,7 +11,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from ordnance.inference.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -121,7 +120,9 @@ def find_duplicates(paths: list[Path]) -> list[list[Path]]:
     return [sorted(group) for group in by_hash.values() if len(group) > 1]
 
 
-def map_class_names(source_names: Sequence[str], class_names: Sequence[str] | None, where: object) -> list[int]:
+def map_class_names(
+    source_names: Sequence[str], class_names: Sequence[str] | None, where: object
+) -> list[int]:
     """Index of each source class in the configured class list (matched by name)."""
     if class_names is None:
         return list(range(len(source_names)))

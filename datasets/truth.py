@@ -8,7 +8,6 @@ import numpy as np
 import pyogrio.raw
 import shapely
 from affine import Affine
-
 from ordnance.inference.georef import pixel_to_map, to_wgs84
 from ordnance.inference.writers import atomic_path
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from ordnance.datasets.records import DatasetError, DetectionDataset, Record, find_duplicates, map_class_names
 
 log = logging.getLogger(__name__)

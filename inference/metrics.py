@@ -53,7 +53,9 @@ def match_points(pred_xy: np.ndarray, pred_scores: np.ndarray, truth_xy: np.ndar
     matched = np.full(n_pred, -1, np.int64)
     if n_pred and n_truth:
         tree = shapely.STRtree(shapely.points(truth_xy))
-        p_idx, t_idx = tree.query(shapely.points(pred_xy), predicate="dwithin", distance=float(tolerance.max()))
+        p_idx, t_idx = tree.query(
+            shapely.points(pred_xy), predicate="dwithin", distance=float(tolerance.max())
+        )
         dist = np.hypot(*(pred_xy[p_idx] - truth_xy[t_idx]).T)
         ok = dist <= tolerance[t_idx]
         if pred_labels is not None and truth_labels is not None:
@@ -112,7 +114,9 @@ def summarise(matches: list[Matches], *, n_images: int | None = None, area_ha: f
             out["false_alarms_per_ha"] = n_fp / denominator
         for rate in rates:
             allowed = fp_c <= rate * denominator
-            out[f"recall_at_{rate:g}_fa_{unit}"] = float(recall_curve[allowed].max()) if allowed.any() else 0.0
+            out[f"recall_at_{rate:g}_fa_{unit}"] = (
+                float(recall_curve[allowed].max()) if allowed.any() else 0.0
+            )
     return out
 
 

@@ -13,6 +13,7 @@ from ordnance.inference.card import ModelCard
 from ordnance.inference.errors import InputError
 from ordnance.inference.georef import gsd_m
 from ordnance.inference.grid import Tile
+from ordnance.inference.preprocess import pad_to_tile
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
@@ -139,9 +140,7 @@ def read_tile(
     if scale_range is not None:
         low, high = scale_range
         data = np.clip((data.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).round()
-    data = data.astype(np.uint8, copy=False)
-    image = np.zeros((3, size, size), dtype=np.uint8)
-    valid = np.zeros((size, size), dtype=bool)
-    image[:, :out_h, :out_w] = np.where(mask, data, 0)
-    valid[:out_h, :out_w] = mask
+    data = np.where(mask, data.astype(np.uint8, copy=False), 0).astype(np.uint8)
+    image, valid = pad_to_tile(data, size)
+    valid[:out_h, :out_w] &= mask
     return image, valid

@@ -63,10 +63,16 @@ class CenterNet(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images - self.mean) / self.std
         features = self.fpn(self.body(x))["0"]
-        return {"heatmap": self.heatmap(features), "size": self.size(features), "offset": self.offset(features)}
+        return {
+            "heatmap": self.heatmap(features),
+            "size": self.size(features),
+            "offset": self.offset(features),
+        }
 
     @staticmethod
-    def decode(maps: dict[str, torch.Tensor], k: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode(
+        maps: dict[str, torch.Tensor], k: int = 300
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k peaks of the heatmap as boxes (N, K, 4) xyxy in input pixels, scores (N, K), labels (N, K).
 
         Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph.
@@ -86,7 +92,9 @@ class CenterNet(nn.Module):
         off = torch.gather(offset, 2, gather)
         cx = (xs.to(heat.dtype) + off[:, 0]) * STRIDE
         cy = (ys.to(heat.dtype) + off[:, 1]) * STRIDE
-        boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
+        boxes = torch.stack(
+            [cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2
+        )
         return boxes, scores, labels
 
 
@@ -101,7 +109,10 @@ def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num
     mask = torch.zeros(n, max_objects)
     size = torch.zeros(n, max_objects, 2)
     offset = torch.zeros(n, max_objects, 2)
-    ys, xs = torch.arange(h, dtype=torch.float32).view(-1, 1), torch.arange(w, dtype=torch.float32).view(1, -1)
+    ys, xs = (
+        torch.arange(h, dtype=torch.float32).view(-1, 1),
+        torch.arange(w, dtype=torch.float32).view(1, -1),
+    )
     for i, (b, l) in enumerate(zip(boxes, labels)):
         for j, (box, label) in enumerate(zip(b[:max_objects], l[:max_objects])):
             bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
@@ -119,7 +130,9 @@ def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num
     return {"heatmap": heat, "index": index, "mask": mask, "size": size, "offset": offset}
 
 
-def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def centernet_loss(
+    maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """Penalty-reduced focal loss on the heatmap, L1 on log-size and offset at object centres."""
     pred = torch.sigmoid(maps["heatmap"].float()).clamp(1e-4, 1 - 1e-4)
     gt = targets["heatmap"]

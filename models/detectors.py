@@ -15,11 +15,10 @@ from functools import partial
 
 import torch
 import torchvision
+from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
-
-from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets
 
 
 class ExportRefused(Exception):
@@ -117,7 +116,9 @@ def _tv_common(tile_size_px: int, max_detections: int) -> dict:
 def build_centernet(*, num_classes: int, backbone: str = "resnet18", weights: str | None = None,
                     tile_size_px: int = 512, max_detections: int = 300) -> nn.Module:  # fmt: skip
     del tile_size_px
-    return CenterNetDetector(num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections)
+    return CenterNetDetector(
+        num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections
+    )
 
 
 def build_fasterrcnn_mobilenet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
@@ -144,7 +145,9 @@ def build_fasterrcnn_resnet50_v2(*, num_classes: int, weights: str | None = None
 
 def build_retinanet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
                     max_detections: int = 300) -> nn.Module:  # fmt: skip
-    anchors = AnchorGenerator(tuple((s, s * 1.26, s * 1.59) for s in (8, 16, 32, 64, 128)), ((0.5, 1.0, 2.0),) * 5)
+    anchors = AnchorGenerator(
+        tuple((s, s * 1.26, s * 1.59) for s in (8, 16, 32, 64, 128)), ((0.5, 1.0, 2.0),) * 5
+    )
     model = torchvision.models.detection.retinanet_resnet50_fpn_v2(
         weights=None, weights_backbone=weights, num_classes=num_classes + 1,
         **_tv_common(tile_size_px, max_detections),

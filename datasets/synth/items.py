@@ -54,8 +54,24 @@ CATALOG: dict[str, ItemType] = {
         ItemType("grenade", "uxo", "grenade", (114, 117), (55, 58), (OLIVE, DARK_OLIVE), 55),
         # look-alikes
         ItemType("stone", None, "stone", (40, 350), (30, 250), (GREY, (140, 130, 118), (96, 90, 84)), 60),
-        ItemType("can", None, "cylinder", (110, 125), (60, 68), ((170, 170, 175), (150, 40, 40), (200, 180, 60)), 60),
-        ItemType("bottle", None, "bottle", (200, 300), (60, 80), ((60, 110, 60), (110, 70, 30), (190, 200, 200)), 70),
+        ItemType(
+            "can",
+            None,
+            "cylinder",
+            (110, 125),
+            (60, 68),
+            ((170, 170, 175), (150, 40, 40), (200, 180, 60)),
+            60,
+        ),
+        ItemType(
+            "bottle",
+            None,
+            "bottle",
+            (200, 300),
+            (60, 80),
+            ((60, 110, 60), (110, 70, 30), (190, 200, 200)),
+            70,
+        ),
         ItemType("tyre", None, "arc", (250, 600), (60, 110), (BLACK, (50, 48, 46)), 60),
         ItemType("branch", None, "branch", (300, 1200), (20, 50), ((92, 70, 50), (120, 96, 70)), 40),
     ]
@@ -76,7 +92,9 @@ def _poly(canvas: np.ndarray, pts_mm: np.ndarray, angle: float, scale: float, ce
 def _ellipse(canvas, centre_mm, axes_mm, angle, scale, centre, value, thickness=-1) -> None:
     c = _rot(np.array([centre_mm], np.float64), angle)[0] * scale + centre
     axes = (max(1, round(axes_mm[0] * scale)), max(1, round(axes_mm[1] * scale)))
-    cv2.ellipse(canvas, (round(c[0]), round(c[1])), axes, -np.degrees(angle), 0, 360, value, thickness, cv2.LINE_AA)
+    cv2.ellipse(
+        canvas, (round(c[0]), round(c[1])), axes, -np.degrees(angle), 0, 360, value, thickness, cv2.LINE_AA
+    )
 
 
 def _outline(shape: str, length: float, width: float, rng: np.random.Generator) -> list[tuple[str, object]]:
@@ -84,13 +102,22 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
     tone (multiplier of the base colour)."""
     L, W = length / 2, width / 2
     if shape == "butterfly":
-        return [("poly", np.array([[-L, -W * 0.35], [L, -W * 0.35], [L, W * 0.05], [-L, W * 0.05]]), 1.0),
-                ("poly", np.array([[-L * 0.3, 0], [L * 0.95, 0], [L * 0.7, W], [-L * 0.1, W]]), 0.92),
-                ("poly", np.array([[-L * 0.2, -W * 0.3], [L * 0.3, -W * 0.3], [L * 0.2, -W], [-L * 0.1, -W]]), 1.05)]
+        return [
+            ("poly", np.array([[-L, -W * 0.35], [L, -W * 0.35], [L, W * 0.05], [-L, W * 0.05]]), 1.0),
+            ("poly", np.array([[-L * 0.3, 0], [L * 0.95, 0], [L * 0.7, W], [-L * 0.1, W]]), 0.92),
+            (
+                "poly",
+                np.array([[-L * 0.2, -W * 0.3], [L * 0.3, -W * 0.3], [L * 0.2, -W], [-L * 0.1, -W]]),
+                1.05,
+            ),
+        ]
     if shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
         parts = [("ellipse", ((0, 0), (L, W)), 1.0)]
         if shape == "round_well":
-            parts += [("ring", ((0, 0), (L * 0.8, W * 0.8)), 0.8), ("ellipse", ((0, 0), (L * 0.28, W * 0.28)), 0.55)]
+            parts += [
+                ("ring", ((0, 0), (L * 0.8, W * 0.8)), 0.8),
+                ("ellipse", ((0, 0), (L * 0.28, W * 0.28)), 0.55),
+            ]
         if shape == "round_cross":
             parts += [("poly", np.array([[-L * 0.7, -W * 0.15], [L * 0.7, -W * 0.15], [L * 0.7, W * 0.15],
                                          [-L * 0.7, W * 0.15]]), 0.7),
@@ -110,9 +137,19 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
         band = np.array([[-L * 0.75, -W], [-L * 0.62, -W], [-L * 0.62, W], [-L * 0.75, W]])
         return [("poly", body, 1.0), ("poly", band, "copper")]
     if shape == "mortar":
-        return [("ellipse", ((L * 0.25, 0), (L * 0.72, W)), 1.0),
-                ("poly", np.array([[-L, -W * 0.25], [-L * 0.3, -W * 0.25], [-L * 0.3, W * 0.25], [-L, W * 0.25]]), 0.9),
-                ("poly", np.array([[-L, -W * 0.8], [-L * 0.8, -W * 0.8], [-L * 0.8, W * 0.8], [-L, W * 0.8]]), 0.8)]
+        return [
+            ("ellipse", ((L * 0.25, 0), (L * 0.72, W)), 1.0),
+            (
+                "poly",
+                np.array([[-L, -W * 0.25], [-L * 0.3, -W * 0.25], [-L * 0.3, W * 0.25], [-L, W * 0.25]]),
+                0.9,
+            ),
+            (
+                "poly",
+                np.array([[-L, -W * 0.8], [-L * 0.8, -W * 0.8], [-L * 0.8, W * 0.8], [-L, W * 0.8]]),
+                0.8,
+            ),
+        ]
     if shape in ("cylinder_ribbon", "cylinder"):
         parts = [("poly", np.array([[-L, -W], [L, -W], [L, W], [-L, W]]), 1.0),
                  ("ellipse", ((L * 0.95, 0), (L * 0.08, W)), 1.15)]  # fmt: skip
@@ -189,7 +226,9 @@ def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float,
             _poly(layer, geometry, angle, scale, centre, 1.0)
         elif kind in ("ellipse", "ring"):
             (c, axes) = geometry
-            _ellipse(layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS))
+            _ellipse(
+                layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS)
+            )
         else:
             pts = _rot(np.asarray(geometry, np.float64), angle) * scale + centre
             w = thickness if tone == 1.0 or item.shape == "branch" else max(1, SS // 2)
@@ -208,5 +247,9 @@ def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float,
     colour = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (small, small), interpolation=cv2.INTER_AREA)
     ys, xs = np.nonzero(alpha > 0.25)
-    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0, 0, 1, 1)
+    box = (
+        (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
+        if len(xs)
+        else (0, 0, 1, 1)
+    )
     return Stamp(colour, alpha, (small / 2, small / 2), box, item.height_mm / 1000 / gsd_m)

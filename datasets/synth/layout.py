@@ -7,7 +7,6 @@ cut to fit, so a tile holds a piece of a row or an ellipse, as a crop of a surve
 from __future__ import annotations
 
 import numpy as np
-
 from ordnance.datasets.synth.items import CATALOG
 from ordnance.datasets.synth.scene import BIOMES, Camera, PlacedItem, SceneSpec
 

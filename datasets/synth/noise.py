@@ -40,7 +40,9 @@ def fractal_noise(x0: float, y0: float, width: int, height: int, cell_px: float,
     total = np.zeros((height, width), np.float32)
     amplitude, norm = 1.0, 0.0
     for octave in range(octaves):
-        total += amplitude * value_noise(x0, y0, width, height, max(cell_px / 2**octave, 1.0), seed + 7919 * octave)
+        total += amplitude * value_noise(
+            x0, y0, width, height, max(cell_px / 2**octave, 1.0), seed + 7919 * octave
+        )
         norm += amplitude
         amplitude *= gain
     return total / norm

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
 from ordnance.datasets.synth.items import CATALOG, LOOKALIKES, render_item
 from ordnance.datasets.synth.noise import cell_rngs, fractal_noise, hash_uniform, value_noise
 
@@ -129,12 +128,22 @@ def _grass(image, weights, x0, y0, spec: SceneSpec) -> None:
         for angle in np.linspace(0, np.pi, 5)[:-1] + 0.3 * k:
             kernel = np.zeros((2 * length + 1, 2 * length + 1), np.float32)
             c = length
-            cv2.line(kernel, (int(c - np.cos(angle) * length), int(c - np.sin(angle) * length)),
-                     (int(c + np.cos(angle) * length), int(c + np.sin(angle) * length)), 1.0, 1, cv2.LINE_AA)
-            strokes = np.maximum(strokes, cv2.filter2D(white, -1, kernel / kernel.max(), borderType=cv2.BORDER_REFLECT))
+            cv2.line(
+                kernel,
+                (int(c - np.cos(angle) * length), int(c - np.sin(angle) * length)),
+                (int(c + np.cos(angle) * length), int(c + np.sin(angle) * length)),
+                1.0,
+                1,
+                cv2.LINE_AA,
+            )
+            strokes = np.maximum(
+                strokes, cv2.filter2D(white, -1, kernel / kernel.max(), borderType=cv2.BORDER_REFLECT)
+            )
         shade = hash_uniform(gx // 3, gy // 3, spec.seed * 5 + k)
         shades = np.array(_BLADES[name], np.float32)
-        colour = np.where((shade < 0.45)[..., None], shades[0], np.where((shade < 0.8)[..., None], shades[1], shades[2]))
+        colour = np.where(
+            (shade < 0.45)[..., None], shades[0], np.where((shade < 0.8)[..., None], shades[1], shades[2])
+        )
         cover = np.clip(strokes, 0, 1) * weights[name] * 0.9
         image[:] = image * (1 - cover[..., None]) + colour * cover[..., None]
 
@@ -151,9 +160,18 @@ def _blades_over(image, weights, top, left, h, w, spec: SceneSpec, rng) -> None:
         px, py = left + rng.uniform(0, w), top + rng.uniform(0, h)
         angle = rng.uniform(0, np.pi)
         end = (px + length * np.cos(angle), py + length * np.sin(angle))
-        shade = np.array(_BLADES["green_grass" if rng.random() < 0.5 else "dry_grass"][rng.integers(3)], np.float32)
-        cv2.line(image, (int(px * 4), int(py * 4)), (int(end[0] * 4), int(end[1] * 4)), shade.tolist(),
-                 max(1, round(0.004 / spec.gsd_m)), cv2.LINE_AA, shift=2)
+        shade = np.array(
+            _BLADES["green_grass" if rng.random() < 0.5 else "dry_grass"][rng.integers(3)], np.float32
+        )
+        cv2.line(
+            image,
+            (int(px * 4), int(py * 4)),
+            (int(end[0] * 4), int(end[1] * 4)),
+            shade.tolist(),
+            max(1, round(0.004 / spec.gsd_m)),
+            cv2.LINE_AA,
+            shift=2,
+        )
 
 
 def _shadow(image: np.ndarray, alpha: np.ndarray, top: int, left: int, offset: np.ndarray, strength: float):
@@ -230,7 +248,9 @@ def _shrubs(image, spec: SceneSpec, x0, y0) -> None:
         size = int(2 * r) + 4
         local = np.zeros((size, size), np.float32)
         cv2.circle(local, (size // 2, size // 2), int(r), 1.0, -1, cv2.LINE_AA)
-        edge = fractal_noise(px + x0, py + y0, size, size, max(r / 3, 2), int(rng.integers(1 << 30)), octaves=3)
+        edge = fractal_noise(
+            px + x0, py + y0, size, size, max(r / 3, 2), int(rng.integers(1 << 30)), octaves=3
+        )
         local *= np.clip((edge - 0.35) * 4, 0, 1)
         top, left = int(py - size / 2), int(px - size / 2)
         _shadow(image, local, top, left, -np.array(spec.sun_xy) * r * 0.6, 0.55)

@@ -11,12 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import shapely
-from tqdm import tqdm
-
 from ordnance.datasets.synth.items import CATALOG
 from ordnance.datasets.synth.layout import make_scene
 from ordnance.datasets.synth.scene import SceneSpec, render_block
 from ordnance.inference.grid import box_ioa
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +107,9 @@ def write_mosaic(path: Path, *, width_px: int, height_px: int, gsd_m: float = 0.
         {"mosaic": .tif, "truth_gpkg": .gpkg, "truth_geojson": .geojson}
     """
     import rasterio
+    from ordnance.datasets.truth import write_truth
     from rasterio.transform import from_origin
     from rasterio.windows import Window
-
-    from ordnance.datasets.truth import write_truth
 
     path = Path(path)
     spec, footprint = survey_scene(seed, width_px, height_px, gsd_m)
@@ -125,7 +123,9 @@ def write_mosaic(path: Path, *, width_px: int, height_px: int, gsd_m: float = 0.
     tmp = path.with_name(f".{path.stem}.partial.tif")
     workers = workers or os.cpu_count() or 1
     with rasterio.open(tmp, "w", **profile) as dst, ProcessPoolExecutor(workers) as pool:
-        for x0, y0, image in tqdm(pool.map(_mosaic_block, blocks), total=len(blocks), desc=path.name, unit="block"):
+        for x0, y0, image in tqdm(
+            pool.map(_mosaic_block, blocks), total=len(blocks), desc=path.name, unit="block"
+        ):
             dst.write(image.transpose(2, 0, 1), window=Window(x0, y0, image.shape[1], image.shape[0]))
     os.replace(tmp, path)
     truth = write_truth(path.with_suffix(""), spec, transform, epsg)

@@ -1,0 +1,127 @@
+"""A LightningDataModule over any reader, split by group (site, zone, file or spatial block), never by
+random tiles of one survey."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build_train_transform
+from ordnance.datasets.records import DetectionDataset, load_record
+from ordnance.datasets.splits import split_by_groups
+from ordnance.datasets.yolo import read_yolo
+from torch.utils.data import DataLoader, Dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyntheticData:
+    """Generate a synthetic YOLO dataset in ``data_yaml``'s folder when it is missing (seeded, resumable)."""
+
+    n_train: int = 2000
+    n_valid: int = 200
+    tile_px: int = 512
+    gsd_m: float = 0.01
+    seed: int = 0
+    empty_ratio: float = 0.1
+
+
+class _Transformed(Dataset):
+    def __init__(self, data: DetectionDataset, transform) -> None:
+        self.data, self.transform = data, transform
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int):
+        sample = load_record(self.data.records[index])
+        out = self.transform(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
+        image = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
+        boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
+        labels = torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1))
+        return image, boxes, labels, sample.source
+
+
+def collate(batch):
+    """uint8 images stacked (N, 3, S, S); boxes and labels as lists; sources."""
+    images, boxes, labels, sources = zip(*batch)
+    return torch.stack(images), list(boxes), list(labels), list(sources)
+
+
+class DetectionDataModule(L.LightningDataModule):
+    """Training and validation data from a YOLO/Roboflow export (``data.yaml``).
+
+    Args:
+        data_yaml: The export's data.yaml.
+        class_names: Configured classes (matched by name); default: data.yaml's names.
+        splits: Folders read. With ``val_groups``, they are pooled and re-split by group.
+        val_groups: Groups (zones, sites, blocks) held out for validation; None uses the export's own
+            ``valid`` folder.
+        group_pattern: Regex whose first group names a file's zone or site.
+        crop_px: Training crop side (a multiple of 32).
+        tile_size_px: Validation tiles are padded to this side, as the scorer pads.
+        batch_size, num_workers: Loader settings.
+        augment: Training augmentation.
+        synthetic: Generate the dataset first when data.yaml is missing.
+    """
+
+    def __init__(self, data_yaml: str, *, class_names: list[str] | None = None,
+                 splits: tuple[str, ...] = ("train", "valid"), val_groups: list[str] | None = None,
+                 group_pattern: str = r"Zone_(\d+)", crop_px: int = 512, tile_size_px: int = 512,
+                 batch_size: int = 4, num_workers: int = 2, augment: AugmentConfig | None = None,
+                 synthetic: SyntheticData | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.data_yaml = Path(data_yaml)
+        self.class_names = class_names
+        self.splits = list(splits)
+        self.val_groups = val_groups
+        self.group_pattern = group_pattern
+        self.crop_px, self.tile_size_px = crop_px, tile_size_px
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.augment = augment or AugmentConfig()
+        self.synthetic = synthetic
+        self.train_data: DetectionDataset | None = None
+        self.val_data: DetectionDataset | None = None
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None and not self.data_yaml.exists():
+            from ordnance.datasets.synth.writers import write_tile_dataset
+
+            s = self.synthetic
+            log.info("generating synthetic tiles in %s", self.data_yaml.parent)
+            write_tile_dataset(self.data_yaml.parent, n_train=s.n_train, n_valid=s.n_valid, tile_px=s.tile_px,
+                               gsd_m=s.gsd_m, seed=s.seed, empty_ratio=s.empty_ratio)  # fmt: skip
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_data is not None:
+            return
+        if self.val_groups:
+            pooled = read_yolo(self.data_yaml, self.splits, class_names=self.class_names,
+                               group_pattern=self.group_pattern)  # fmt: skip
+            self.train_data, self.val_data = split_by_groups(pooled, self.val_groups)
+        else:
+            self.train_data = read_yolo(self.data_yaml, "train", class_names=self.class_names)
+            self.val_data = read_yolo(self.data_yaml, "valid", class_names=self.class_names)
+        log.info("train: %d images, %d boxes; val: %d images, %d boxes", len(self.train_data),
+                 self.train_data.box_count(), len(self.val_data), self.val_data.box_count())  # fmt: skip
+
+    def train_dataloader(self) -> DataLoader:
+        data = _Transformed(self.train_data, build_train_transform(self.augment, self.crop_px))
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          collate_fn=collate, drop_last=True, persistent_workers=self.num_workers > 0)  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader:
+        data = _Transformed(self.val_data, build_eval_transform(self.tile_size_px))
+        return DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=collate, persistent_workers=self.num_workers > 0)  # fmt: skip
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

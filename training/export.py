@@ -1,0 +1,390 @@
+"""Export a trained detector to one self-describing ONNX file, gated on parity with PyTorch."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from ordnance.inference.card import CARD_KEY, INPUT_NAME, OUTPUT_NAMES, ModelCard
+from ordnance.inference.errors import OrdnanceError
+from ordnance.inference.metrics import match_points
+from ordnance.inference.preprocess import pad_to_tile
+from ordnance.inference.writers import write_json
+from ordnance.models import ExportRefused
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+
+
+class ExportError(OrdnanceError):
+    """The model cannot be exported, or failed the parity gate."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """How to export.
+
+    Attributes:
+        tile_size_px: Input side; default: the training tile size.
+        batch: Fixed batch, or 0 for a dynamic batch dimension.
+        max_detections: K rows per image in every output.
+        overlap_px: Recommended scoring overlap written to the card (model pixels).
+        parity_tiles: Validation tiles run through both runtimes.
+        parity_data: data.yaml whose validation images are used; default: seeded synthetic scenes.
+        min_matched: Share of PyTorch detections ONNX Runtime must reproduce (IoU >= 0.9).
+        max_score_diff: Largest allowed score difference.
+        parity_floor: Detections at or above this score are compared.
+        int8: Also write a statically quantised (QDQ) model.
+        calibration: data.yaml for int8 calibration tiles; default: parity_data or synthetic.
+        calibration_tiles: Tiles used to calibrate.
+        max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
+    """
+
+    tile_size_px: int | None = None
+    batch: int = 1
+    max_detections: int = 300
+    overlap_px: int | None = None
+    parity_tiles: int = 16
+    parity_data: str | None = None
+    min_matched: float = 0.995
+    max_score_diff: float = 1e-3
+    parity_floor: float = 0.05
+    int8: bool = False
+    calibration: str | None = None
+    calibration_tiles: int = 32
+    max_recall_drop: float = 0.01
+
+
+def load_task(checkpoint: Path):
+    from ordnance.training.task import DetectionTask
+
+    if not Path(checkpoint).is_file():
+        raise ExportError("checkpoint does not exist", checkpoint)
+    task = DetectionTask.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    return task.eval()
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in sorted(module.state_dict().items())}, buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, seed: int = 7):
+    """(images (n, 3, S, S) uint8, truth boxes per image): from a dataset's validation split, or from
+    seeded synthetic scenes. Both pass through :func:`pad_to_tile`, as the scorer's tiles do."""
+    images, truth = [], []
+    if data_yaml:
+        from ordnance.datasets.records import load_record
+        from ordnance.datasets.yolo import read_yolo
+
+        data = read_yolo(data_yaml, "valid")
+        for record in data.records[:n]:
+            sample = load_record(record)
+            tile, _ = pad_to_tile(np.ascontiguousarray(sample.image.transpose(2, 0, 1)), tile_px)
+            images.append(tile)
+            truth.append(sample.boxes)
+    else:
+        from ordnance.datasets.synth.layout import make_scene
+        from ordnance.datasets.synth.scene import render_block
+
+        for i in range(n):
+            spec = make_scene(900_000 + seed * 1000 + i, gsd_m or 0.01, tile_px, tile_px, patterns=2)
+            image, boxes = render_block(spec, 0, 0, tile_px, tile_px)
+            tile, _ = pad_to_tile(np.ascontiguousarray(image.transpose(2, 0, 1)), tile_px)
+            images.append(tile)
+            truth.append(np.array([b[:4] for b in boxes], np.float32).reshape(-1, 4))
+    if not images:
+        raise ExportError("no validation tiles found for the parity check", data_yaml)
+    return np.stack(images), truth
+
+
+def _export_graph(module: torch.nn.Module, path: Path, tile_px: int, batch: int) -> str:
+    example = torch.randint(0, 255, (max(batch, 1), 3, tile_px, tile_px), dtype=torch.uint8)
+    kwargs = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES), "opset_version": OPSET}
+    try:
+        dynamic = {"images": {0: torch.export.Dim("batch", min=1, max=64)}} if batch == 0 else None
+        torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, **kwargs)
+        exporter = "dynamo"
+    except Exception as error:  # the dynamo exporter's failures are many; the legacy one is the fallback
+        log.warning(
+            "dynamo export failed (%s); using the TorchScript exporter", str(error).splitlines()[0][:200]
+        )
+        axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if batch == 0 else None
+        torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes, **kwargs)
+        exporter = "torchscript"
+    return f"{exporter} (torch {torch.__version__})"
+
+
+def _simplify(path: Path) -> None:
+    import onnxslim
+
+    model = onnxslim.slim(onnx.load(str(path)))
+    onnx.save(model, str(path))
+
+
+def _session(model: onnx.ModelProto | str) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _run_ort(session: ort.InferenceSession, images: np.ndarray, batch: int):
+    step = batch or len(images)
+    parts = [
+        session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + step]})
+        for i in range(0, len(images), step)
+    ]
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
+
+
+def _recall(outputs, truth, threshold: float, floor_px: float = 4.0) -> float:
+    boxes, scores, _ = outputs
+    found = total = 0
+    for b, s, t in zip(boxes, scores, truth):
+        keep = s >= threshold
+        tol = np.maximum(np.max(t[:, 2:] - t[:, :2], axis=1) / 2, floor_px) if len(t) else np.zeros(0)
+        m = match_points((b[keep, :2] + b[keep, 2:]) / 2, s[keep], (t[:, :2] + t[:, 2:]) / 2, tol)
+        found += int(m.true_positive.sum())
+        total += len(t)
+    return found / max(total, 1)
+
+
+def compare(reference, candidate, truth, threshold: float, floor: float) -> dict:
+    """Parity of two runtimes' outputs on the same tiles: matched share (IoU >= 0.9, same label), largest
+    score difference, and recall at ``threshold`` of both."""
+    matched = total = 0
+    max_diff = 0.0
+    for rb, rs, rl, cb, cs, cl in zip(*reference, *candidate):
+        keep_r, keep_c = rs >= floor, cs >= floor * 0.5
+        rb_, rs_, rl_ = rb[keep_r], rs[keep_r], rl[keep_r]
+        cb_, cs_, cl_ = cb[keep_c], cs[keep_c], cl[keep_c]
+        total += len(rb_)
+        if len(rb_) and len(cb_):
+            iou = _iou(rb_, cb_) * (rl_[:, None] == cl_[None])
+            best = iou.argmax(axis=1)
+            ok = iou[np.arange(len(rb_)), best] >= 0.9
+            matched += int(ok.sum())
+            if ok.any():
+                max_diff = max(max_diff, float(np.abs(rs_[ok] - cs_[best[ok]]).max()))
+        max_diff = max(max_diff, float(np.abs(np.sort(rs)[::-1][:50] - np.sort(cs)[::-1][:50]).max()))
+    return {
+        "tiles": len(reference[0]),
+        "detections_compared": total,
+        "matched_share": matched / max(total, 1),
+        "max_score_diff": max_diff,
+        "recall_reference": _recall(reference, truth, threshold),
+        "recall_candidate": _recall(candidate, truth, threshold),
+        "threshold": threshold,
+    }
+
+
+def _with_card(model: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_KEY, card.to_json()
+    return model
+
+
+def _save_atomic(model: onnx.ModelProto, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _run_info(checkpoint: Path) -> tuple[str, str]:
+    """(MLflow run id, sha256 of the resolved config) from the run folder runs/<experiment>/<run>/."""
+    run_dir = Path(checkpoint).resolve().parent.parent
+    config = run_dir / "config.yaml"
+    digest = hashlib.sha256(config.read_bytes()).hexdigest() if config.exists() else ""
+    run_id = run_dir.name if len(run_dir.name) == 32 else ""
+    return run_id, digest
+
+
+def time_session(session: ort.InferenceSession, images: np.ndarray, batch: int, repeat: int = 3) -> float:
+    """Median milliseconds per tile."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        _run_ort(session, images, batch)
+        times.append((time.perf_counter() - start) / len(images) * 1000)
+    return float(np.median(times))
+
+
+def default_item_sizes(class_names: list[str]) -> dict[str, float]:
+    """Typical item size per class in metres, from the synthetic catalogue (mean over item types)."""
+    from ordnance.datasets.synth.items import CATALOG
+
+    sizes: dict[str, list[float]] = {}
+    for item in CATALOG.values():
+        if item.label in class_names:
+            sizes.setdefault(item.label, []).append(float(np.mean(item.length_mm)) / 1000)
+    return {k: round(float(np.mean(v)), 3) for k, v in sizes.items()}
+
+
+def export_checkpoint(
+    checkpoint: str | Path, output: str | Path, settings: ExportSettings = ExportSettings()
+) -> dict:
+    """Export a checkpoint to ``output`` (and ``output`` with ``.int8.onnx`` when asked).
+
+    The file is written only when the parity gate passes; the parity report goes into the card and into
+    ``<output>.parity.json``. Returns that report.
+
+    Raises:
+        ExportError: the detector cannot be exported in the contract, or parity failed.
+    """
+    checkpoint, output = Path(checkpoint), Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    task = load_task(checkpoint)
+    hp = task.hparams
+    tile = settings.tile_size_px or hp.tile_size_px
+    if tile % 32:
+        raise ExportError(f"tile size {tile} is not a multiple of 32", checkpoint)
+    try:
+        module = task.detector.export_module(settings.max_detections).eval()
+    except ExportRefused as error:
+        raise ExportError(f"{hp.model} cannot be exported: {error}", checkpoint) from None
+    threshold = float(task.operating_threshold)
+    images, truth = validation_tiles(settings.parity_tiles, tile, hp.gsd_m, settings.parity_data)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        exporter = _export_graph(module, raw, tile, settings.batch)
+        _simplify(raw)
+        model = onnx.load(str(raw))
+    onnx.checker.check_model(model)
+    with torch.no_grad():
+        reference = [t.numpy() for t in _torch_run(module, images, settings.batch)]
+    candidate = _run_ort(_session(model), images, settings.batch)
+    parity = compare(reference, candidate, truth, threshold, settings.parity_floor)
+    log.info("fp32 parity: %s", parity)
+    run_id, config_sha = _run_info(checkpoint)
+    card = ModelCard(
+        class_names=tuple(hp.class_names), tile_size_px=tile, gsd_m=float(hp.gsd_m or 0.01),
+        score_threshold=round(threshold, 6),
+        overlap_px=settings.overlap_px if settings.overlap_px is not None else min(tile // 4, 128),
+        batch_size=settings.batch, max_detections=settings.max_detections,
+        item_size_m=default_item_sizes(list(hp.class_names)), model_name=hp.model,
+        model_version=f"{checkpoint.stem}", weights_sha256=weights_sha256(task.detector),
+        mlflow_run_id=run_id, config_sha256=config_sha, exporter=exporter, opset=OPSET, parity={"fp32": parity},
+    )  # fmt: skip
+    report = {"fp32": parity, "card": json.loads(card.to_json())}
+    failed = (
+        parity["matched_share"] < settings.min_matched or parity["max_score_diff"] > settings.max_score_diff
+    )
+    write_json(output.with_suffix(".parity.json"), report | {"passed": not failed})
+    if failed:
+        raise ExportError(
+            f"parity gate failed: {parity['matched_share']:.4f} of detections matched (need {settings.min_matched}), "
+            f"max score difference {parity['max_score_diff']:.2e} (allowed {settings.max_score_diff:g})",
+            output,
+        )
+    _save_atomic(_with_card(model, card), output)
+    if settings.int8:
+        report["int8"] = export_int8(output, card, images, truth, settings, hp.gsd_m)
+        write_json(output.with_suffix(".parity.json"), report | {"passed": True})
+    return report
+
+
+def _torch_run(module: torch.nn.Module, images: np.ndarray, batch: int):
+    step = batch or len(images)
+    parts = [module(torch.from_numpy(images[i : i + step])) for i in range(0, len(images), step)]
+    return tuple(torch.cat([p[j] for p in parts]) for j in range(3))
+
+
+def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, settings: ExportSettings, gsd_m):
+    """Static QDQ quantisation calibrated on training tiles; its own parity report against fp32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calib, _ = validation_tiles(settings.calibration_tiles, card.tile_size_px, gsd_m,
+                                settings.calibration or settings.parity_data, seed=3)  # fmt: skip
+    batch = max(card.batch_size, 1)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(
+                [{INPUT_NAME: calib[i : i + batch]} for i in range(0, len(calib) - batch + 1, batch)]
+            )
+
+        def get_next(self):
+            return next(self.items, None)
+
+    out = fp32_path.with_suffix(".int8.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        staged = Path(tmp) / "int8.onnx"
+        quantize_static(str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["Conv", "Relu", "Add", "Resize"])  # fmt: skip
+        model = onnx.load(str(staged))
+    fp32_session, int8_session = _session(str(fp32_path)), _session(model)
+    reference = _run_ort(fp32_session, images, card.batch_size)
+    candidate = _run_ort(int8_session, images, card.batch_size)
+    parity = compare(reference, candidate, truth, card.score_threshold, settings.parity_floor)
+    parity["fp32_ms_per_tile"] = time_session(fp32_session, images[:8], card.batch_size)
+    parity["int8_ms_per_tile"] = time_session(int8_session, images[:8], card.batch_size)
+    parity["speedup"] = parity["fp32_ms_per_tile"] / parity["int8_ms_per_tile"]
+    drop = parity["recall_reference"] - parity["recall_candidate"]
+    log.info("int8 parity: %s", parity)
+    if drop > settings.max_recall_drop:
+        raise ExportError(f"int8 recall drops {drop:.3f} at threshold {card.score_threshold:.3f} "
+                          f"(allowed {settings.max_recall_drop})", out)  # fmt: skip
+    int8_card = card.replace(quantization="int8-qdq", parity={**card.parity, "int8_vs_fp32": parity})
+    _save_atomic(_with_card(model, int8_card), out)
+    return parity
+
+
+def register_in_mlflow(
+    output: Path, report: dict, tracking_uri: str | None = None, name: str = "ordnance-detector"
+):
+    """Log the ONNX file to its training run and register it as a model version, card fields as tags."""
+    import mlflow
+    from ordnance.training.tracking import default_tracking_uri
+
+    card = report["card"]
+    if not card.get("mlflow_run_id"):
+        log.warning("%s: no MLflow run id known; not registered", output)
+        return None
+    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    client = mlflow.MlflowClient()
+    client.log_artifact(card["mlflow_run_id"], str(output), "onnx")
+    parity_file = output.with_suffix(".parity.json")
+    if parity_file.exists():
+        client.log_artifact(card["mlflow_run_id"], str(parity_file), "onnx")
+    tags = {k: json.dumps(v) if isinstance(v, dict | list) else str(v) for k, v in card.items()}
+    try:
+        client.create_registered_model(name)
+    except mlflow.exceptions.MlflowException:
+        pass  # already registered
+    version = client.create_model_version(name, f"runs:/{card['mlflow_run_id']}/onnx/{output.name}",
+                                          run_id=card["mlflow_run_id"], tags=tags)  # fmt: skip
+    log.info("registered %s version %s", name, version.version)
+    return version

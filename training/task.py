@@ -1,0 +1,174 @@
+"""The LightningModule: any registered detector, AdamW with warmup and cosine decay, COCO mAP and
+hazard-point metrics, an operating point chosen for recall."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from ordnance.inference.metrics import match_points, pr_curve, summarise
+from ordnance.models import build_detector
+from torchmetrics.detection import MeanAveragePrecision
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLASSES = ("ap_mine", "at_mine", "uxo")
+
+
+class DetectionTask(L.LightningModule):
+    """Train and validate a detector from :func:`ordnance.models.build_detector`.
+
+    Args:
+        model: Detector name (``ordnance.models.list_detectors()``).
+        class_names: Classes, in label order.
+        weights: torchvision backbone weight name (downloads where there is internet), or None.
+        init_checkpoint: Start from these weights (a Lightning .ckpt or a state-dict .pt); class heads whose
+            shape differs (another class count) are re-initialised.
+        lr, weight_decay, warmup_steps: AdamW with linear warmup then cosine decay per step.
+        tile_size_px: Input side for this model (export and scoring use it).
+        gsd_m: Ground sample distance of the training imagery, metres per pixel (0 when unknown).
+        max_detections: K, detections per image.
+        tolerance_floor_px: A detection hits a truth item when its centre is within half the item's size,
+            or this many pixels when that is smaller.
+        min_precision: The operating point is the lowest score threshold whose validation precision is at
+            least this (recall first).
+        fa_per_image: False-alarm rates per image at which recall is reported.
+    """
+
+    monitor = "val/hazard_ap"
+    mode = "max"
+
+    def __init__(self, model: str = "centernet_resnet18", class_names: list[str] = DEFAULT_CLASSES,
+                 weights: str | None = None, init_checkpoint: str | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, warmup_steps: int = 100, tile_size_px: int = 512, gsd_m: float = 0.01,
+                 max_detections: int = 300, tolerance_floor_px: float = 4.0, min_precision: float = 0.5,
+                 fa_per_image: tuple[float, ...] = (0.1, 1.0)) -> None:  # fmt: skip
+        super().__init__()
+        self.save_hyperparameters()
+        self.class_names = list(class_names)
+        self.configure_models()
+        self.register_buffer("operating_threshold", torch.tensor(0.3))
+        self._val: list = []
+        self.map_metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval",
+                                               max_detection_thresholds=[1, 10, max_detections])  # fmt: skip
+
+    def configure_models(self) -> None:
+        hp = self.hparams
+        self.detector = build_detector(hp.model, num_classes=len(hp.class_names), weights=hp.weights,
+                                       tile_size_px=hp.tile_size_px, max_detections=hp.max_detections)  # fmt: skip
+        if hp.init_checkpoint:
+            load_init_weights(self.detector, Path(hp.init_checkpoint))
+
+    def forward(self, images: torch.Tensor):
+        """uint8 or float [0, 1] images -> list of (boxes, scores, labels)."""
+        return self.detector.predict(_to_float(images))
+
+    def training_step(self, batch, batch_idx):
+        images, boxes, labels, _ = batch
+        losses = self.detector.losses(_to_float(images), boxes, labels)
+        loss = sum(losses.values())
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, boxes, labels, _ = batch
+        predictions = self(images)
+        self.map_metric.update(
+            [{"boxes": b.float(), "scores": s.float(), "labels": l} for b, s, l in predictions],
+            [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)],
+        )
+        for (pb, ps, pl), tb, tl in zip(predictions, boxes, labels):
+            keep = ps >= 0.01
+            self._val.append((pb[keep].cpu().numpy(), ps[keep].cpu().numpy(), pl[keep].cpu().numpy(),
+                              tb.cpu().numpy(), tl.cpu().numpy()))  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        coco = self.map_metric.compute()
+        self.map_metric.reset()
+        metrics = {"val/map50": float(coco["map_50"]), "val/map": float(coco["map"])}
+        matches = hazard_matches(self._val, self.hparams.tolerance_floor_px)
+        n_images = len(self._val)
+        self._val = []
+        threshold = choose_threshold(matches, self.hparams.min_precision)
+        if not self.trainer.sanity_checking:
+            self.operating_threshold.fill_(threshold)
+        overall = summarise(matches, n_images=n_images, fa_per_image=tuple(self.hparams.fa_per_image))
+        at_op = summarise(matches, n_images=n_images, threshold=threshold)
+        metrics.update({
+            "val/hazard_ap": overall["ap"],
+            "val/hazard_recall_max": overall["recall"],
+            "val/recall": at_op["recall"],
+            "val/precision": at_op["precision"],
+            "val/fa_per_image": at_op["false_alarms_per_image"],
+            "val/threshold": threshold,
+        })  # fmt: skip
+        for key, value in overall.items():
+            if key.startswith("recall_at_"):
+                metrics[f"val/{key}"] = value
+        self.log_dict(metrics, prog_bar=False)
+        self.print(" ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
+        self.last_val_matches = matches
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(hp.warmup_steps, total // 4)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 255.0 if images.dtype == torch.uint8 else images
+
+
+def hazard_matches(records, floor_px: float):
+    """Per-image point matching of (pred boxes, scores, labels, truth boxes, truth labels), class-agnostic."""
+    matches = []
+    for pb, ps, _, tb, _ in records:
+        pc = (pb[:, :2] + pb[:, 2:]) / 2
+        tc = (tb[:, :2] + tb[:, 2:]) / 2
+        tolerance = (
+            np.maximum(np.max(tb[:, 2:] - tb[:, :2], axis=1) / 2, floor_px) if len(tb) else np.zeros(0)
+        )
+        matches.append(match_points(pc, ps, tc, tolerance))
+    return matches
+
+
+def choose_threshold(matches, min_precision: float) -> float:
+    """Lowest score threshold whose precision is at least ``min_precision`` (highest recall); 0.5 if none."""
+    thresholds, _, precision = pr_curve(matches)
+    ok = np.nonzero(precision >= min_precision)[0]
+    return float(thresholds[ok.max()]) if len(ok) else 0.5
+
+
+def load_init_weights(detector: torch.nn.Module, path: Path) -> None:
+    """Load weights for fine-tuning; class heads of another shape are left at their initialisation."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: init_checkpoint does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = state.get("state_dict", state)
+    state = {k.removeprefix("detector."): v for k, v in state.items() if not k.startswith("map_metric")}
+    own = detector.state_dict()
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    usable = {k: v for k, v in state.items() if k in own and k not in skipped}
+    missing = sorted(set(own) - set(usable))
+    detector.load_state_dict(usable, strict=False)
+    log.info("init_checkpoint %s: loaded %d tensors; re-initialised %s", path, len(usable), skipped or "none")
+    if len(usable) < len(own) // 2:
+        raise ValueError(
+            f"{path}: only {len(usable)} of {len(own)} tensors match this detector; wrong model?"
+        )
+    detector.reinitialised = skipped + missing
