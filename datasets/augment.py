@@ -34,9 +34,7 @@ class AugmentConfig:
 
 
 def _bbox_params(min_visibility: float) -> A.BboxParams:
-    return A.BboxParams(
-        format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility, clip=True
-    )
+    return A.BboxParams(format="pascal_voc", label_fields=["labels"], min_visibility=min_visibility, clip=True)
 
 
 def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
@@ -52,9 +50,7 @@ def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
         c = config.colour
         steps.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=c / 8, p=0.8))
     if config.blur > 0:
-        steps.append(
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=config.blur)
-        )
+        steps.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=config.blur))
     if config.noise > 0:
         steps.append(A.GaussNoise(std_range=(0.01, 0.04), p=config.noise))
     if config.jpeg > 0:
@@ -69,7 +65,9 @@ def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
 def build_eval_transform(tile_px: int) -> A.Compose:
     """Evaluation: pad (top-left, zeros) to a multiple of the tile; never resize, as the scorer."""
     return A.Compose(
-        [A.PadIfNeeded(tile_px, tile_px, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0),
-         A.Crop(0, 0, tile_px, tile_px)],
+        [
+            A.PadIfNeeded(tile_px, tile_px, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0),
+            A.Crop(0, 0, tile_px, tile_px),
+        ],
         bbox_params=_bbox_params(0.0),
-    )  # fmt: skip
+    )

@@ -10,8 +10,9 @@ from ordnance.datasets.records import DatasetError, DetectionDataset, Record, re
 from ordnance.inference.writers import write_json
 
 
-def read_coco(annotations: str | Path, image_root: str | Path | None = None, *,
-              class_names: list[str] | None = None) -> DetectionDataset:  # fmt: skip
+def read_coco(
+    annotations: str | Path, image_root: str | Path | None = None, *, class_names: list[str] | None = None
+) -> DetectionDataset:
     """Read a COCO detection file. Categories are matched by name to ``class_names`` (default: the
     file's categories sorted by id). Images without annotations are negatives."""
     annotations = Path(annotations)
@@ -44,13 +45,22 @@ def read_coco(annotations: str | Path, image_root: str | Path | None = None, *,
                 )
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w <= 0 or h <= 0 or x < -0.5 or y < -0.5 or x + w > width + 0.5 or y + h > height + 0.5:
-                raise DatasetError(f"annotation {ann.get('id')}: box {ann['bbox']} outside image "
-                                   f"{image['file_name']} ({width:g} x {height:g})", annotations)  # fmt: skip
+                raise DatasetError(
+                    f"annotation {ann.get('id')}: box {ann['bbox']} outside image "
+                    f"{image['file_name']} ({width:g} x {height:g})",
+                    annotations,
+                )
             boxes.append([x / width, y / height, (x + w) / width, (y + h) / height])
             labels.append(names.index(name))
         path = root / image["file_name"]
-        records.append(Record(path, np.clip(np.array(boxes, np.float64).reshape(-1, 4), 0, 1), np.array(labels, np.int64),
-                              group=Path(image["file_name"]).parent.name or "default"))  # fmt: skip
+        records.append(
+            Record(
+                path,
+                np.clip(np.array(boxes, np.float64).reshape(-1, 4), 0, 1),
+                np.array(labels, np.int64),
+                group=Path(image["file_name"]).parent.name or "default",
+            )
+        )
     return DetectionDataset(records, names)
 
 
@@ -65,9 +75,7 @@ def write_coco(dataset: DetectionDataset, path: str | Path, *, image_root: str |
     images, annotations = [], []
     for image_id, record in enumerate(dataset.records, start=1):
         if record.window is not None:
-            raise DatasetError(
-                "raster chips cannot be referenced from COCO; export them as images first", record.path
-            )
+            raise DatasetError("raster chips cannot be referenced from COCO; export them as images first", record.path)
         height, width = read_image(record.path).shape[:2]
         try:
             name = str(Path(record.path).resolve().relative_to(root.resolve()))
@@ -76,11 +84,16 @@ def write_coco(dataset: DetectionDataset, path: str | Path, *, image_root: str |
         images.append({"id": image_id, "file_name": name, "width": width, "height": height})
         for box, label in zip(np.asarray(record.boxes_norm, np.float64), record.labels):
             x0, y0, x1, y1 = box * [width, height, width, height]
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(label) + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                                "iscrowd": 0})  # fmt: skip
-    categories = [
-        {"id": i + 1, "name": n, "supercategory": "hazard"} for i, n in enumerate(dataset.class_names)
-    ]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                    "iscrowd": 0,
+                }
+            )
+    categories = [{"id": i + 1, "name": n, "supercategory": "hazard"} for i, n in enumerate(dataset.class_names)]
     write_json(path, {"images": images, "annotations": annotations, "categories": categories})
     return path

@@ -70,11 +70,21 @@ class DetectionDataModule(L.LightningDataModule):
         synthetic: Generate the dataset first when data.yaml is missing.
     """
 
-    def __init__(self, data_yaml: str, *, class_names: list[str] | None = None,
-                 splits: tuple[str, ...] = ("train", "valid"), val_groups: list[str] | None = None,
-                 group_pattern: str = r"Zone_(\d+)", crop_px: int = 512, tile_size_px: int = 512,
-                 batch_size: int = 4, num_workers: int = 2, augment: AugmentConfig | None = None,
-                 synthetic: SyntheticData | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_yaml: str,
+        *,
+        class_names: list[str] | None = None,
+        splits: tuple[str, ...] = ("train", "valid"),
+        val_groups: list[str] | None = None,
+        group_pattern: str = r"Zone_(\d+)",
+        crop_px: int = 512,
+        tile_size_px: int = 512,
+        batch_size: int = 4,
+        num_workers: int = 2,
+        augment: AugmentConfig | None = None,
+        synthetic: SyntheticData | None = None,
+    ) -> None:
         super().__init__()
         self.data_yaml = Path(data_yaml)
         self.class_names = class_names
@@ -94,31 +104,57 @@ class DetectionDataModule(L.LightningDataModule):
 
             s = self.synthetic
             log.info("generating synthetic tiles in %s", self.data_yaml.parent)
-            write_tile_dataset(self.data_yaml.parent, n_train=s.n_train, n_valid=s.n_valid, tile_px=s.tile_px,
-                               gsd_m=s.gsd_m, seed=s.seed, empty_ratio=s.empty_ratio)  # fmt: skip
+            write_tile_dataset(
+                self.data_yaml.parent,
+                n_train=s.n_train,
+                n_valid=s.n_valid,
+                tile_px=s.tile_px,
+                gsd_m=s.gsd_m,
+                seed=s.seed,
+                empty_ratio=s.empty_ratio,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:
             return
         if self.val_groups:
-            pooled = read_yolo(self.data_yaml, self.splits, class_names=self.class_names,
-                               group_pattern=self.group_pattern)  # fmt: skip
+            pooled = read_yolo(
+                self.data_yaml, self.splits, class_names=self.class_names, group_pattern=self.group_pattern
+            )
             self.train_data, self.val_data = split_by_groups(pooled, self.val_groups)
         else:
             self.train_data = read_yolo(self.data_yaml, "train", class_names=self.class_names)
             self.val_data = read_yolo(self.data_yaml, "valid", class_names=self.class_names)
-        log.info("train: %d images, %d boxes; val: %d images, %d boxes", len(self.train_data),
-                 self.train_data.box_count(), len(self.val_data), self.val_data.box_count())  # fmt: skip
+        log.info(
+            "train: %d images, %d boxes; val: %d images, %d boxes",
+            len(self.train_data),
+            self.train_data.box_count(),
+            len(self.val_data),
+            self.val_data.box_count(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         data = _Transformed(self.train_data, build_train_transform(self.augment, self.crop_px))
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
-                          collate_fn=collate, drop_last=True, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=True,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            drop_last=True,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         data = _Transformed(self.val_data, build_eval_transform(self.tile_size_px))
-        return DataLoader(data, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=collate, persistent_workers=self.num_workers > 0)  # fmt: skip
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -13,9 +13,7 @@ from ordnance.inference.grid import box_ioa, tile_grid
 from pyproj import CRS, Transformer
 
 
-def read_vector_boxes(
-    vector: Path, raster, class_names: list[str], size_m: dict[str, float], class_field: str
-):
+def read_vector_boxes(vector: Path, raster, class_names: list[str], size_m: dict[str, float], class_field: str):
     """Boxes (N, 4) in raster pixels and labels (N,) from a vector layer in any CRS.
 
     Points get a square box of the class's size in metres; polygons and lines their bounds.
@@ -26,9 +24,7 @@ def read_vector_boxes(
     try:
         meta, _, wkb, fields = pyogrio.raw.read(vector)
     except Exception as error:  # GDAL errors of every kind
-        raise DatasetError(
-            f"not a readable vector layer ({str(error).splitlines()[0][:160]})", vector
-        ) from None
+        raise DatasetError(f"not a readable vector layer ({str(error).splitlines()[0][:160]})", vector) from None
     names = list(meta["fields"])
     if class_field not in names:
         raise DatasetError(f"has no '{class_field}' field (fields: {names})", vector)
@@ -53,10 +49,20 @@ def read_vector_boxes(
     return bounds.astype(np.float64), labels
 
 
-def read_geotiff_chips(raster_path: str | Path, vector_path: str | Path, *, class_names: list[str],
-                       size_m: dict[str, float], tile_px: int = 512, overlap_px: int = 96, min_ioa: float = 0.5,
-                       negative_ratio: float = 0.2, class_field: str = "class", seed: int = 0,
-                       block_px: int | None = None) -> DetectionDataset:  # fmt: skip
+def read_geotiff_chips(
+    raster_path: str | Path,
+    vector_path: str | Path,
+    *,
+    class_names: list[str],
+    size_m: dict[str, float],
+    tile_px: int = 512,
+    overlap_px: int = 96,
+    min_ioa: float = 0.5,
+    negative_ratio: float = 0.2,
+    class_field: str = "class",
+    seed: int = 0,
+    block_px: int | None = None,
+) -> DetectionDataset:
     """Chips of a mosaic on the scorer's tile grid, with the labels that fall in each.
 
     Args:

@@ -120,9 +120,7 @@ def find_duplicates(paths: list[Path]) -> list[list[Path]]:
     return [sorted(group) for group in by_hash.values() if len(group) > 1]
 
 
-def map_class_names(
-    source_names: Sequence[str], class_names: Sequence[str] | None, where: object
-) -> list[int]:
+def map_class_names(source_names: Sequence[str], class_names: Sequence[str] | None, where: object) -> list[int]:
     """Index of each source class in the configured class list (matched by name)."""
     if class_names is None:
         return list(range(len(source_names)))

@@ -32,12 +32,26 @@ def write_truth(stem: Path, spec, transform: Affine, epsg: int) -> dict[str, Pat
     out = {"truth_gpkg": Path(f"{stem}_truth.gpkg"), "truth_geojson": Path(f"{stem}_truth.geojson")}
     names, values = list(fields), list(fields.values())
     with atomic_path(out["truth_gpkg"]) as tmp:
-        pyogrio.raw.write(tmp, shapely.to_wkb(shapely.points(np.c_[xs, ys])) if items else np.array([], object),
-                          field_data=values, fields=names, layer="truth", driver="GPKG", geometry_type="Point",
-                          crs=f"EPSG:{epsg}")  # fmt: skip
+        pyogrio.raw.write(
+            tmp,
+            shapely.to_wkb(shapely.points(np.c_[xs, ys])) if items else np.array([], object),
+            field_data=values,
+            fields=names,
+            layer="truth",
+            driver="GPKG",
+            geometry_type="Point",
+            crs=f"EPSG:{epsg}",
+        )
     lon, lat = to_wgs84(f"EPSG:{epsg}", xs, ys)
     with atomic_path(out["truth_geojson"]) as tmp:
-        pyogrio.raw.write(tmp, shapely.to_wkb(shapely.points(np.c_[lon, lat])) if items else np.array([], object),
-                          field_data=values, fields=names, layer="truth", driver="GeoJSON", geometry_type="Point",
-                          crs="EPSG:4326")  # fmt: skip
+        pyogrio.raw.write(
+            tmp,
+            shapely.to_wkb(shapely.points(np.c_[lon, lat])) if items else np.array([], object),
+            field_data=values,
+            fields=names,
+            layer="truth",
+            driver="GeoJSON",
+            geometry_type="Point",
+            crs="EPSG:4326",
+        )
     return out

@@ -57,8 +57,13 @@ def zone_group(path: Path, pattern: str = r"Zone_(\d+)") -> str:
     return f"zone_{match.group(1)}" if match else "unzoned"
 
 
-def read_yolo(data_yaml: str | Path, splits: str | list[str] = "train", *,
-              class_names: list[str] | None = None, group_pattern: str = r"Zone_(\d+)") -> DetectionDataset:  # fmt: skip
+def read_yolo(
+    data_yaml: str | Path,
+    splits: str | list[str] = "train",
+    *,
+    class_names: list[str] | None = None,
+    group_pattern: str = r"Zone_(\d+)",
+) -> DetectionDataset:
     """Read one or more splits of a YOLO export.
 
     Args:
@@ -90,8 +95,11 @@ def read_yolo(data_yaml: str | Path, splits: str | list[str] = "train", *,
         images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         for image in images:
             label = label_dir / f"{image.stem}.txt"
-            boxes, labels = _parse_labels(label, len(names)) if label.exists() else (np.zeros((0, 4), np.float32),
-                                                                                    np.zeros(0, np.int64))  # fmt: skip
+            boxes, labels = (
+                _parse_labels(label, len(names))
+                if label.exists()
+                else (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+            )
             records.append(Record(image, boxes, index[labels], zone_group(image, group_pattern)))
     dataset = DetectionDataset(records, class_names or names)
     dataset.duplicates = find_duplicates([r.path for r in records])

@@ -32,8 +32,15 @@ class Matches:
     n_truth: int
 
 
-def match_points(pred_xy: np.ndarray, pred_scores: np.ndarray, truth_xy: np.ndarray, tolerance: np.ndarray | float,
-                 *, pred_labels: np.ndarray | None = None, truth_labels: np.ndarray | None = None) -> Matches:  # fmt: skip
+def match_points(
+    pred_xy: np.ndarray,
+    pred_scores: np.ndarray,
+    truth_xy: np.ndarray,
+    tolerance: np.ndarray | float,
+    *,
+    pred_labels: np.ndarray | None = None,
+    truth_labels: np.ndarray | None = None,
+) -> Matches:
     """Greedy matching by descending score within each truth item's tolerance radius.
 
     Args:
@@ -53,9 +60,7 @@ def match_points(pred_xy: np.ndarray, pred_scores: np.ndarray, truth_xy: np.ndar
     matched = np.full(n_pred, -1, np.int64)
     if n_pred and n_truth:
         tree = shapely.STRtree(shapely.points(truth_xy))
-        p_idx, t_idx = tree.query(
-            shapely.points(pred_xy), predicate="dwithin", distance=float(tolerance.max())
-        )
+        p_idx, t_idx = tree.query(shapely.points(pred_xy), predicate="dwithin", distance=float(tolerance.max()))
         dist = np.hypot(*(pred_xy[p_idx] - truth_xy[t_idx]).T)
         ok = dist <= tolerance[t_idx]
         if pred_labels is not None and truth_labels is not None:
@@ -76,9 +81,15 @@ def match_points(pred_xy: np.ndarray, pred_scores: np.ndarray, truth_xy: np.ndar
     return Matches(scores, tp, dup, matched, n_truth)
 
 
-def summarise(matches: list[Matches], *, n_images: int | None = None, area_ha: float | None = None,
-              fa_per_image: tuple[float, ...] = (0.1, 1.0), fa_per_ha: tuple[float, ...] = (1.0, 5.0, 10.0),
-              threshold: float | None = None) -> dict[str, float]:  # fmt: skip
+def summarise(
+    matches: list[Matches],
+    *,
+    n_images: int | None = None,
+    area_ha: float | None = None,
+    fa_per_image: tuple[float, ...] = (0.1, 1.0),
+    fa_per_ha: tuple[float, ...] = (1.0, 5.0, 10.0),
+    threshold: float | None = None,
+) -> dict[str, float]:
     """Recall, precision, F1, AP over score thresholds and recall at fixed false-alarm rates.
 
     Duplicates count as false alarms. ``threshold`` picks the operating point for recall/precision/F1
@@ -114,9 +125,7 @@ def summarise(matches: list[Matches], *, n_images: int | None = None, area_ha: f
             out["false_alarms_per_ha"] = n_fp / denominator
         for rate in rates:
             allowed = fp_c <= rate * denominator
-            out[f"recall_at_{rate:g}_fa_{unit}"] = (
-                float(recall_curve[allowed].max()) if allowed.any() else 0.0
-            )
+            out[f"recall_at_{rate:g}_fa_{unit}"] = float(recall_curve[allowed].max()) if allowed.any() else 0.0
     return out
 
 

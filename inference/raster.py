@@ -133,9 +133,7 @@ def read_tile(
     out_w = min(size, round(tile.width * size / tile_src_px))
     out_h = min(size, round(tile.height * size / tile_src_px))
     resampling = Resampling.nearest if (out_w, out_h) == (tile.width, tile.height) else Resampling.bilinear
-    data = dataset.read(
-        list(card.band_order), window=window, out_shape=(3, out_h, out_w), resampling=resampling
-    )
+    data = dataset.read(list(card.band_order), window=window, out_shape=(3, out_h, out_w), resampling=resampling)
     mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
     if scale_range is not None:
         low, high = scale_range

@@ -141,9 +141,7 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
 
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    settings = {
-        k: v for k, v in asdict(job).items() if k in ("score_threshold", "overlap_px", "gsd_tolerance")
-    }
+    settings = {k: v for k, v in asdict(job).items() if k in ("score_threshold", "overlap_px", "gsd_tolerance")}
     text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 

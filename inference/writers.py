@@ -107,9 +107,7 @@ def write_lonlat_layer(path: Path, table: dict[str, np.ndarray], driver: str) ->
     has = np.isfinite(np.asarray(table["lon"], dtype=np.float64)) if len(table["lon"]) else np.zeros(0, bool)
     sub = {k: np.asarray(v)[has] for k, v in table.items()}
     names, values = _field_arrays(sub)
-    points = (
-        shapely.to_wkb(shapely.points(np.c_[sub["lon"], sub["lat"]])) if has.any() else np.array([], object)
-    )
+    points = shapely.to_wkb(shapely.points(np.c_[sub["lon"], sub["lat"]])) if has.any() else np.array([], object)
     extra = {"NameField": "class", "DescriptionField": "score"} if driver == "KML" else {}
     with atomic_path(path) as tmp:
         pyogrio.raw.write(

@@ -39,8 +39,15 @@ class CenterNet(nn.Module):
     pixels, "offset": (N, 2, ...) sub-cell centre offset}; ``decode`` turns them into the top-k boxes.
     """
 
-    def __init__(self, num_classes: int, *, backbone: str = "resnet18", backbone_weights: str | None = None,
-                 fpn_channels: int = 128, head_channels: int = 64) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        backbone: str = "resnet18",
+        backbone_weights: str | None = None,
+        fpn_channels: int = 128,
+        head_channels: int = 64,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.body = _backbone(backbone, backbone_weights)
@@ -51,8 +58,11 @@ class CenterNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         def head(out: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(fpn_channels, head_channels, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(head_channels, out, 1))  # fmt: skip
+            return nn.Sequential(
+                nn.Conv2d(fpn_channels, head_channels, 3, padding=1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(head_channels, out, 1),
+            )
 
         self.heatmap = head(num_classes)
         self.size = head(2)
@@ -70,9 +80,7 @@ class CenterNet(nn.Module):
         }
 
     @staticmethod
-    def decode(
-        maps: dict[str, torch.Tensor], k: int = 300
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode(maps: dict[str, torch.Tensor], k: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k peaks of the heatmap as boxes (N, K, 4) xyxy in input pixels, scores (N, K), labels (N, K).
 
         Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph.
@@ -92,14 +100,17 @@ class CenterNet(nn.Module):
         off = torch.gather(offset, 2, gather)
         cx = (xs.to(heat.dtype) + off[:, 0]) * STRIDE
         cy = (ys.to(heat.dtype) + off[:, 1]) * STRIDE
-        boxes = torch.stack(
-            [cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2
-        )
+        boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
         return boxes, scores, labels
 
 
-def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num_classes: int,
-                      out_hw: tuple[int, int], max_objects: int = 256) -> dict[str, torch.Tensor]:  # fmt: skip
+def centernet_targets(
+    boxes: list[torch.Tensor],
+    labels: list[torch.Tensor],
+    num_classes: int,
+    out_hw: tuple[int, int],
+    max_objects: int = 256,
+) -> dict[str, torch.Tensor]:
     """Training targets at stride 4: Gaussian heatmaps (elliptic, TTFNet-style sigma), and size/offset
     targets at each object's centre cell."""
     n = len(boxes)
@@ -130,9 +141,7 @@ def centernet_targets(boxes: list[torch.Tensor], labels: list[torch.Tensor], num
     return {"heatmap": heat, "index": index, "mask": mask, "size": size, "offset": offset}
 
 
-def centernet_loss(
-    maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
+def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Penalty-reduced focal loss on the heatmap, L1 on log-size and offset at object centres."""
     pred = torch.sigmoid(maps["heatmap"].float()).clamp(1e-4, 1 - 1e-4)
     gt = targets["heatmap"]

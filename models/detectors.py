@@ -42,8 +42,14 @@ class UInt8Export(nn.Module):
 class CenterNetDetector(nn.Module):
     """The default detector: CenterNet-style at stride 4 (see models/centernet.py)."""
 
-    def __init__(self, num_classes: int, *, backbone: str = "resnet18", backbone_weights: str | None = None,
-                 max_detections: int = 300) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        backbone: str = "resnet18",
+        backbone_weights: str | None = None,
+        max_detections: int = 300,
+    ) -> None:
         super().__init__()
         self.net = CenterNet(num_classes, backbone=backbone, backbone_weights=backbone_weights)
         self.num_classes = num_classes
@@ -113,56 +119,72 @@ def _tv_common(tile_size_px: int, max_detections: int) -> dict:
     return {"min_size": tile_size_px, "max_size": tile_size_px, "detections_per_img": max_detections}
 
 
-def build_centernet(*, num_classes: int, backbone: str = "resnet18", weights: str | None = None,
-                    tile_size_px: int = 512, max_detections: int = 300) -> nn.Module:  # fmt: skip
+def build_centernet(
+    *,
+    num_classes: int,
+    backbone: str = "resnet18",
+    weights: str | None = None,
+    tile_size_px: int = 512,
+    max_detections: int = 300,
+) -> nn.Module:
     del tile_size_px
-    return CenterNetDetector(
-        num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections
-    )
+    return CenterNetDetector(num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections)
 
 
-def build_fasterrcnn_mobilenet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
-                               max_detections: int = 300) -> nn.Module:  # fmt: skip
+def build_fasterrcnn_mobilenet(
+    *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+) -> nn.Module:
     # Feature levels at strides 4, 8, 16, 32 (+ pool): the stock builder starts at stride 16.
-    backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights=weights, fpn=True,
-                                  trainable_layers=6, returned_layers=[1, 2, 3, 4])  # fmt: skip
+    backbone = mobilenet_backbone(
+        backbone_name="mobilenet_v3_large", weights=weights, fpn=True, trainable_layers=6, returned_layers=[1, 2, 3, 4]
+    )
     model = torchvision.models.detection.FasterRCNN(
-        backbone, num_classes=num_classes + 1, rpn_anchor_generator=_small_anchors(5),
+        backbone,
+        num_classes=num_classes + 1,
+        rpn_anchor_generator=_small_anchors(5),
         **_rcnn_common(tile_size_px, max_detections),
-    )  # fmt: skip
+    )
     return TorchvisionDetector(model, ("model.roi_heads.box_predictor.",), max_detections)
 
 
-def build_fasterrcnn_resnet50_v2(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
-                                 max_detections: int = 300) -> nn.Module:  # fmt: skip
+def build_fasterrcnn_resnet50_v2(
+    *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+) -> nn.Module:
     model = torchvision.models.detection.fasterrcnn_resnet50_fpn_v2(
-        weights=None, weights_backbone=weights, num_classes=num_classes + 1,
+        weights=None,
+        weights_backbone=weights,
+        num_classes=num_classes + 1,
         **_rcnn_common(tile_size_px, max_detections),
-    )  # fmt: skip
+    )
     model.rpn.anchor_generator = _small_anchors(5)  # same anchors per location as the stock generator
     return TorchvisionDetector(model, ("model.roi_heads.box_predictor.",), max_detections)
 
 
-def build_retinanet(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
-                    max_detections: int = 300) -> nn.Module:  # fmt: skip
-    anchors = AnchorGenerator(
-        tuple((s, s * 1.26, s * 1.59) for s in (8, 16, 32, 64, 128)), ((0.5, 1.0, 2.0),) * 5
-    )
+def build_retinanet(
+    *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+) -> nn.Module:
+    anchors = AnchorGenerator(tuple((s, s * 1.26, s * 1.59) for s in (8, 16, 32, 64, 128)), ((0.5, 1.0, 2.0),) * 5)
     model = torchvision.models.detection.retinanet_resnet50_fpn_v2(
-        weights=None, weights_backbone=weights, num_classes=num_classes + 1,
+        weights=None,
+        weights_backbone=weights,
+        num_classes=num_classes + 1,
         **_tv_common(tile_size_px, max_detections),
-    )  # fmt: skip
+    )
     model.anchor_generator = anchors  # 9 anchors per location, as the stock generator, from 8 px
     return TorchvisionDetector(model, ("model.head.classification_head.cls_logits.",), max_detections)
 
 
-def build_fcos(*, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
-               max_detections: int = 300) -> nn.Module:  # fmt: skip
+def build_fcos(
+    *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+) -> nn.Module:
     anchors = AnchorGenerator(((8,), (16,), (32,), (64,), (128,)), ((1.0,),) * 5)
     model = torchvision.models.detection.fcos_resnet50_fpn(
-        weights=None, weights_backbone=weights, num_classes=num_classes + 1, anchor_generator=anchors,
+        weights=None,
+        weights_backbone=weights,
+        num_classes=num_classes + 1,
+        anchor_generator=anchors,
         **_tv_common(tile_size_px, max_detections),
-    )  # fmt: skip
+    )
     return TorchvisionDetector(model, ("model.head.classification_head.cls_logits.",), max_detections)
 
 
@@ -183,8 +205,9 @@ def list_detectors() -> list[str]:
     return sorted(DETECTORS)
 
 
-def build_detector(name: str, *, num_classes: int, weights: str | None = None, tile_size_px: int = 512,
-                   max_detections: int = 300) -> nn.Module:  # fmt: skip
+def build_detector(
+    name: str, *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+) -> nn.Module:
     """Build a detector by name.
 
     Args:
@@ -198,5 +221,6 @@ def build_detector(name: str, *, num_classes: int, weights: str | None = None, t
     """
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
-    return DETECTORS[name](num_classes=num_classes, weights=weights, tile_size_px=tile_size_px,
-                           max_detections=max_detections)  # fmt: skip
+    return DETECTORS[name](
+        num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections
+    )

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def blob_model_bytes(
-    tile_px: int, *, batch: int = 1, k: int = 64, radius_px: float = 4.0, card=None
-) -> bytes:
+def blob_model_bytes(tile_px: int, *, batch: int = 1, k: int = 64, radius_px: float = 4.0, card=None) -> bytes:
     """A deterministic ONNX detector in the ordnance contract that finds bright blobs.
 
     uint8 (N, 3, S, S) -> grey -> 3x3 mean -> local maxima (5x5 max-pool) -> top-k. Each peak becomes a

@@ -17,13 +17,14 @@ def trainer_defaults() -> dict:
     return {
         "logger": lazy_instance(OrdnanceMLFlowLogger),
         "callbacks": [
-            ModelCheckpoint(monitor=DetectionTask.monitor, mode=DetectionTask.mode, save_last=True,
-                            filename="best-{epoch:03d}"),
+            ModelCheckpoint(
+                monitor=DetectionTask.monitor, mode=DetectionTask.mode, save_last=True, filename="best-{epoch:03d}"
+            ),
             LearningRateMonitor(logging_interval="step"),
             MLflowArtifacts(),
         ],
         "default_root_dir": "runs",
-    }  # fmt: skip
+    }
 
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
@@ -42,8 +43,9 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     )
 
 
-@click.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                          "help_option_names": []})  # fmt: skip
+@click.command(
+    "train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def train(args: tuple[str, ...]) -> None:
     """Train detectors from YAML configs (LightningCLI): fit, validate, test, predict. See --help."""

@@ -119,9 +119,7 @@ def _export_graph(module: torch.nn.Module, path: Path, tile_px: int, batch: int)
         torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=dynamic, **kwargs)
         exporter = "dynamo"
     except Exception as error:  # the dynamo exporter's failures are many; the legacy one is the fallback
-        log.warning(
-            "dynamo export failed (%s); using the TorchScript exporter", str(error).splitlines()[0][:200]
-        )
+        log.warning("dynamo export failed (%s); using the TorchScript exporter", str(error).splitlines()[0][:200])
         axes = {name: {0: "batch"} for name in (INPUT_NAME, *OUTPUT_NAMES)} if batch == 0 else None
         torch.onnx.export(module, (example,), str(path), dynamo=False, dynamic_axes=axes, **kwargs)
         exporter = "torchscript"
@@ -144,10 +142,7 @@ def _session(model: onnx.ModelProto | str) -> ort.InferenceSession:
 
 def _run_ort(session: ort.InferenceSession, images: np.ndarray, batch: int):
     step = batch or len(images)
-    parts = [
-        session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + step]})
-        for i in range(0, len(images), step)
-    ]
+    parts = [session.run(list(OUTPUT_NAMES), {INPUT_NAME: images[i : i + step]}) for i in range(0, len(images), step)]
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(3))
 
 
@@ -249,9 +244,7 @@ def default_item_sizes(class_names: list[str]) -> dict[str, float]:
     return {k: round(float(np.mean(v)), 3) for k, v in sizes.items()}
 
 
-def export_checkpoint(
-    checkpoint: str | Path, output: str | Path, settings: ExportSettings = ExportSettings()
-) -> dict:
+def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: ExportSettings = ExportSettings()) -> dict:
     """Export a checkpoint to ``output`` (and ``output`` with ``.int8.onnx`` when asked).
 
     The file is written only when the parity gate passes; the parity report goes into the card and into
@@ -286,18 +279,25 @@ def export_checkpoint(
     log.info("fp32 parity: %s", parity)
     run_id, config_sha = _run_info(checkpoint)
     card = ModelCard(
-        class_names=tuple(hp.class_names), tile_size_px=tile, gsd_m=float(hp.gsd_m or 0.01),
+        class_names=tuple(hp.class_names),
+        tile_size_px=tile,
+        gsd_m=float(hp.gsd_m or 0.01),
         score_threshold=round(threshold, 6),
         overlap_px=settings.overlap_px if settings.overlap_px is not None else min(tile // 4, 128),
-        batch_size=settings.batch, max_detections=settings.max_detections,
-        item_size_m=default_item_sizes(list(hp.class_names)), model_name=hp.model,
-        model_version=f"{checkpoint.stem}", weights_sha256=weights_sha256(task.detector),
-        mlflow_run_id=run_id, config_sha256=config_sha, exporter=exporter, opset=OPSET, parity={"fp32": parity},
-    )  # fmt: skip
-    report = {"fp32": parity, "card": json.loads(card.to_json())}
-    failed = (
-        parity["matched_share"] < settings.min_matched or parity["max_score_diff"] > settings.max_score_diff
+        batch_size=settings.batch,
+        max_detections=settings.max_detections,
+        item_size_m=default_item_sizes(list(hp.class_names)),
+        model_name=hp.model,
+        model_version=f"{checkpoint.stem}",
+        weights_sha256=weights_sha256(task.detector),
+        mlflow_run_id=run_id,
+        config_sha256=config_sha,
+        exporter=exporter,
+        opset=OPSET,
+        parity={"fp32": parity},
     )
+    report = {"fp32": parity, "card": json.loads(card.to_json())}
+    failed = parity["matched_share"] < settings.min_matched or parity["max_score_diff"] > settings.max_score_diff
     write_json(output.with_suffix(".parity.json"), report | {"passed": not failed})
     if failed:
         raise ExportError(
@@ -323,15 +323,14 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    calib, _ = validation_tiles(settings.calibration_tiles, card.tile_size_px, gsd_m,
-                                settings.calibration or settings.parity_data, seed=3)  # fmt: skip
+    calib, _ = validation_tiles(
+        settings.calibration_tiles, card.tile_size_px, gsd_m, settings.calibration or settings.parity_data, seed=3
+    )
     batch = max(card.batch_size, 1)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter(
-                [{INPUT_NAME: calib[i : i + batch]} for i in range(0, len(calib) - batch + 1, batch)]
-            )
+            self.items = iter([{INPUT_NAME: calib[i : i + batch]} for i in range(0, len(calib) - batch + 1, batch)])
 
         def get_next(self):
             return next(self.items, None)
@@ -341,9 +340,16 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
-        quantize_static(str(pre), str(staged), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "Relu", "Add", "Resize"])  # fmt: skip
+        quantize_static(
+            str(pre),
+            str(staged),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["Conv", "Relu", "Add", "Resize"],
+        )
         model = onnx.load(str(staged))
     fp32_session, int8_session = _session(str(fp32_path)), _session(model)
     reference = _run_ort(fp32_session, images, card.batch_size)
@@ -355,16 +361,17 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
     drop = parity["recall_reference"] - parity["recall_candidate"]
     log.info("int8 parity: %s", parity)
     if drop > settings.max_recall_drop:
-        raise ExportError(f"int8 recall drops {drop:.3f} at threshold {card.score_threshold:.3f} "
-                          f"(allowed {settings.max_recall_drop})", out)  # fmt: skip
+        raise ExportError(
+            f"int8 recall drops {drop:.3f} at threshold {card.score_threshold:.3f} "
+            f"(allowed {settings.max_recall_drop})",
+            out,
+        )
     int8_card = card.replace(quantization="int8-qdq", parity={**card.parity, "int8_vs_fp32": parity})
     _save_atomic(_with_card(model, int8_card), out)
     return parity
 
 
-def register_in_mlflow(
-    output: Path, report: dict, tracking_uri: str | None = None, name: str = "ordnance-detector"
-):
+def register_in_mlflow(output: Path, report: dict, tracking_uri: str | None = None, name: str = "ordnance-detector"):
     """Log the ONNX file to its training run and register it as a model version, card fields as tags."""
     import mlflow
     from ordnance.training.tracking import default_tracking_uri
@@ -384,7 +391,8 @@ def register_in_mlflow(
         client.create_registered_model(name)
     except mlflow.exceptions.MlflowException:
         pass  # already registered
-    version = client.create_model_version(name, f"runs:/{card['mlflow_run_id']}/onnx/{output.name}",
-                                          run_id=card["mlflow_run_id"], tags=tags)  # fmt: skip
+    version = client.create_model_version(
+        name, f"runs:/{card['mlflow_run_id']}/onnx/{output.name}", run_id=card["mlflow_run_id"], tags=tags
+    )
     log.info("registered %s version %s", name, version.version)
     return version

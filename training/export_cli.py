@@ -9,39 +9,59 @@ import click
 
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file to write."
-)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .onnx file to write.")
 @click.option("--tile-size", type=int, default=None, help="Input side in pixels (default: training tile).")
 @click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch; 0 = dynamic.")
 @click.option("--max-detections", type=int, default=300, show_default=True, help="K rows per output.")
 @click.option("--overlap", type=int, default=None, help="Recommended scoring overlap for the card (px).")
-@click.option(
-    "--parity-data", type=str, default=None, help="data.yaml for parity tiles (default: synthetic)."
-)
+@click.option("--parity-data", type=str, default=None, help="data.yaml for parity tiles (default: synthetic).")
 @click.option("--parity-tiles", type=int, default=16, show_default=True)
 @click.option("--int8", is_flag=True, help="Also write a static int8 (QDQ) model.")
+@click.option("--calibration", type=str, default=None, help="data.yaml of training tiles for int8 calibration.")
 @click.option(
-    "--calibration", type=str, default=None, help="data.yaml of training tiles for int8 calibration."
+    "--register/--no-register",
+    default=True,
+    show_default=True,
+    help="Log the file to the training run in MLflow and register a model version.",
 )
-@click.option("--register/--no-register", default=True, show_default=True,
-              help="Log the file to the training run in MLflow and register a model version.")  # fmt: skip
-def export(checkpoint, output, tile_size, batch, max_detections, overlap, parity_data, parity_tiles, int8,
-           calibration, register) -> None:  # fmt: skip
+def export(
+    checkpoint,
+    output,
+    tile_size,
+    batch,
+    max_detections,
+    overlap,
+    parity_data,
+    parity_tiles,
+    int8,
+    calibration,
+    register,
+) -> None:
     """Export CHECKPOINT to one ONNX file with its model card, after the parity gate."""
     from ordnance.training.export import ExportSettings, export_checkpoint, register_in_mlflow
 
-    settings = ExportSettings(tile_size_px=tile_size, batch=batch, max_detections=max_detections,
-                              overlap_px=overlap, parity_tiles=parity_tiles, parity_data=parity_data, int8=int8,
-                              calibration=calibration)  # fmt: skip
+    settings = ExportSettings(
+        tile_size_px=tile_size,
+        batch=batch,
+        max_detections=max_detections,
+        overlap_px=overlap,
+        parity_tiles=parity_tiles,
+        parity_data=parity_data,
+        int8=int8,
+        calibration=calibration,
+    )
     report = export_checkpoint(checkpoint, output, settings)
     fp32 = report["fp32"]
-    click.echo(f"{output}: parity {fp32['matched_share']:.4f} matched, max score diff {fp32['max_score_diff']:.2e}, "
-               f"recall {fp32['recall_reference']:.3f} (torch) / {fp32['recall_candidate']:.3f} (onnx) at "
-               f"{fp32['threshold']:.3f}")  # fmt: skip
+    click.echo(
+        f"{output}: parity {fp32['matched_share']:.4f} matched, max score diff {fp32['max_score_diff']:.2e}, "
+        f"recall {fp32['recall_reference']:.3f} (torch) / {fp32['recall_candidate']:.3f} (onnx) at "
+        f"{fp32['threshold']:.3f}"
+    )
     if "int8" in report:
         q = report["int8"]
-        click.echo(f"{output.with_suffix('.int8.onnx')}: recall {q['recall_candidate']:.3f} vs {q['recall_reference']:.3f}"
-                   f" fp32, {q['speedup']:.2f}x faster ({q['int8_ms_per_tile']:.0f} vs {q['fp32_ms_per_tile']:.0f} ms/tile)")  # fmt: skip
+        click.echo(
+            f"{output.with_suffix('.int8.onnx')}: recall {q['recall_candidate']:.3f} vs {q['recall_reference']:.3f}"
+            f" fp32, {q['speedup']:.2f}x faster ({q['int8_ms_per_tile']:.0f} vs {q['fp32_ms_per_tile']:.0f} ms/tile)"
+        )
     if register:
         register_in_mlflow(output, report)

@@ -42,24 +42,44 @@ class DetectionTask(L.LightningModule):
     monitor = "val/hazard_ap"
     mode = "max"
 
-    def __init__(self, model: str = "centernet_resnet18", class_names: list[str] = DEFAULT_CLASSES,
-                 weights: str | None = None, init_checkpoint: str | None = None, lr: float = 1e-3,
-                 weight_decay: float = 1e-4, warmup_steps: int = 100, tile_size_px: int = 512, gsd_m: float = 0.01,
-                 max_detections: int = 300, tolerance_floor_px: float = 4.0, min_precision: float = 0.5,
-                 fa_per_image: tuple[float, ...] = (0.1, 1.0)) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: str = "centernet_resnet18",
+        class_names: list[str] = DEFAULT_CLASSES,
+        weights: str | None = None,
+        init_checkpoint: str | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 100,
+        tile_size_px: int = 512,
+        gsd_m: float = 0.01,
+        max_detections: int = 300,
+        tolerance_floor_px: float = 4.0,
+        min_precision: float = 0.5,
+        fa_per_image: tuple[float, ...] = (0.1, 1.0),
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
         self.configure_models()
         self.register_buffer("operating_threshold", torch.tensor(0.3))
         self._val: list = []
-        self.map_metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval",
-                                               max_detection_thresholds=[1, 10, max_detections])  # fmt: skip
+        self.map_metric = MeanAveragePrecision(
+            box_format="xyxy",
+            iou_type="bbox",
+            backend="faster_coco_eval",
+            max_detection_thresholds=[1, 10, max_detections],
+        )
 
     def configure_models(self) -> None:
         hp = self.hparams
-        self.detector = build_detector(hp.model, num_classes=len(hp.class_names), weights=hp.weights,
-                                       tile_size_px=hp.tile_size_px, max_detections=hp.max_detections)  # fmt: skip
+        self.detector = build_detector(
+            hp.model,
+            num_classes=len(hp.class_names),
+            weights=hp.weights,
+            tile_size_px=hp.tile_size_px,
+            max_detections=hp.max_detections,
+        )
         if hp.init_checkpoint:
             load_init_weights(self.detector, Path(hp.init_checkpoint))
 
@@ -84,8 +104,15 @@ class DetectionTask(L.LightningModule):
         )
         for (pb, ps, pl), tb, tl in zip(predictions, boxes, labels):
             keep = ps >= 0.01
-            self._val.append((pb[keep].cpu().numpy(), ps[keep].cpu().numpy(), pl[keep].cpu().numpy(),
-                              tb.cpu().numpy(), tl.cpu().numpy()))  # fmt: skip
+            self._val.append(
+                (
+                    pb[keep].cpu().numpy(),
+                    ps[keep].cpu().numpy(),
+                    pl[keep].cpu().numpy(),
+                    tb.cpu().numpy(),
+                    tl.cpu().numpy(),
+                )
+            )
 
     def on_validation_epoch_end(self) -> None:
         coco = self.map_metric.compute()
@@ -99,14 +126,16 @@ class DetectionTask(L.LightningModule):
             self.operating_threshold.fill_(threshold)
         overall = summarise(matches, n_images=n_images, fa_per_image=tuple(self.hparams.fa_per_image))
         at_op = summarise(matches, n_images=n_images, threshold=threshold)
-        metrics.update({
-            "val/hazard_ap": overall["ap"],
-            "val/hazard_recall_max": overall["recall"],
-            "val/recall": at_op["recall"],
-            "val/precision": at_op["precision"],
-            "val/fa_per_image": at_op["false_alarms_per_image"],
-            "val/threshold": threshold,
-        })  # fmt: skip
+        metrics.update(
+            {
+                "val/hazard_ap": overall["ap"],
+                "val/hazard_recall_max": overall["recall"],
+                "val/recall": at_op["recall"],
+                "val/precision": at_op["precision"],
+                "val/fa_per_image": at_op["false_alarms_per_image"],
+                "val/threshold": threshold,
+            }
+        )
         for key, value in overall.items():
             if key.startswith("recall_at_"):
                 metrics[f"val/{key}"] = value
@@ -140,9 +169,7 @@ def hazard_matches(records, floor_px: float):
     for pb, ps, _, tb, _ in records:
         pc = (pb[:, :2] + pb[:, 2:]) / 2
         tc = (tb[:, :2] + tb[:, 2:]) / 2
-        tolerance = (
-            np.maximum(np.max(tb[:, 2:] - tb[:, :2], axis=1) / 2, floor_px) if len(tb) else np.zeros(0)
-        )
+        tolerance = np.maximum(np.max(tb[:, 2:] - tb[:, :2], axis=1) / 2, floor_px) if len(tb) else np.zeros(0)
         matches.append(match_points(pc, ps, tc, tolerance))
     return matches
 
@@ -168,7 +195,5 @@ def load_init_weights(detector: torch.nn.Module, path: Path) -> None:
     detector.load_state_dict(usable, strict=False)
     log.info("init_checkpoint %s: loaded %d tensors; re-initialised %s", path, len(usable), skipped or "none")
     if len(usable) < len(own) // 2:
-        raise ValueError(
-            f"{path}: only {len(usable)} of {len(own)} tensors match this detector; wrong model?"
-        )
+        raise ValueError(f"{path}: only {len(usable)} of {len(own)} tensors match this detector; wrong model?")
     detector.reinitialised = skipped + missing

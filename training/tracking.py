@@ -36,12 +36,21 @@ def default_artifact_location() -> str | None:
 class OrdnanceMLFlowLogger(MLFlowLogger):
     """MLFlowLogger with the project's defaults for the store and artifacts."""
 
-    def __init__(self, experiment_name: str = "ordnance", run_name: str | None = None,
-                 tracking_uri: str | None = None, log_model: bool | str = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        experiment_name: str = "ordnance",
+        run_name: str | None = None,
+        tracking_uri: str | None = None,
+        log_model: bool | str = False,
+    ) -> None:
         uri = tracking_uri or default_tracking_uri()
-        super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri,
-                         artifact_location=None if tracking_uri else default_artifact_location(),
-                         log_model=log_model)  # fmt: skip
+        super().__init__(
+            experiment_name=experiment_name,
+            run_name=run_name,
+            tracking_uri=uri,
+            artifact_location=None if tracking_uri else default_artifact_location(),
+            log_model=log_model,
+        )
 
 
 def _flatten(prefix: str, value, out: dict) -> dict:
@@ -123,9 +132,7 @@ def plot_pr(recall, precision, threshold: float, thresholds, path: Path) -> None
         i = int(np.argmin(np.abs(thresholds - threshold)))
         ax.plot(recall[i], precision[i], "o", color="crimson", label=f"operating point {threshold:.2f}")
         ax.legend(loc="lower left")
-    ax.set(
-        xlabel="hazard recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="validation PR curve"
-    )
+    ax.set(xlabel="hazard recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="validation PR curve")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -149,9 +156,7 @@ def write_preview(trainer: L.Trainer, pl_module: L.LightningModule, path: Path, 
     for image, truth, (pb, ps, _) in zip(images, boxes, predictions):
         canvas = np.ascontiguousarray(image.permute(1, 2, 0).numpy()[..., ::-1])
         for b in truth.numpy():
-            cv2.rectangle(
-                canvas, (int(b[0]) - 2, int(b[1]) - 2), (int(b[2]) + 2, int(b[3]) + 2), (0, 220, 0), 1
-            )
+            cv2.rectangle(canvas, (int(b[0]) - 2, int(b[1]) - 2), (int(b[2]) + 2, int(b[3]) + 2), (0, 220, 0), 1)
         for b, s in zip(pb.cpu().numpy(), ps.cpu().numpy()):
             if s >= threshold:
                 cv2.rectangle(canvas, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 0, 255), 1)

@@ -92,9 +92,7 @@ def _poly(canvas: np.ndarray, pts_mm: np.ndarray, angle: float, scale: float, ce
 def _ellipse(canvas, centre_mm, axes_mm, angle, scale, centre, value, thickness=-1) -> None:
     c = _rot(np.array([centre_mm], np.float64), angle)[0] * scale + centre
     axes = (max(1, round(axes_mm[0] * scale)), max(1, round(axes_mm[1] * scale)))
-    cv2.ellipse(
-        canvas, (round(c[0]), round(c[1])), axes, -np.degrees(angle), 0, 360, value, thickness, cv2.LINE_AA
-    )
+    cv2.ellipse(canvas, (round(c[0]), round(c[1])), axes, -np.degrees(angle), 0, 360, value, thickness, cv2.LINE_AA)
 
 
 def _outline(shape: str, length: float, width: float, rng: np.random.Generator) -> list[tuple[str, object]]:
@@ -119,10 +117,18 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
                 ("ellipse", ((0, 0), (L * 0.28, W * 0.28)), 0.55),
             ]
         if shape == "round_cross":
-            parts += [("poly", np.array([[-L * 0.7, -W * 0.15], [L * 0.7, -W * 0.15], [L * 0.7, W * 0.15],
-                                         [-L * 0.7, W * 0.15]]), 0.7),
-                      ("poly", np.array([[-L * 0.15, -W * 0.7], [L * 0.15, -W * 0.7], [L * 0.15, W * 0.7],
-                                         [-L * 0.15, W * 0.7]]), 0.7)]  # fmt: skip
+            parts += [
+                (
+                    "poly",
+                    np.array([[-L * 0.7, -W * 0.15], [L * 0.7, -W * 0.15], [L * 0.7, W * 0.15], [-L * 0.7, W * 0.15]]),
+                    0.7,
+                ),
+                (
+                    "poly",
+                    np.array([[-L * 0.15, -W * 0.7], [L * 0.15, -W * 0.7], [L * 0.15, W * 0.7], [-L * 0.15, W * 0.7]]),
+                    0.7,
+                ),
+            ]
         if shape == "round_star":
             parts += [("ellipse", ((0, 0), (L * 0.35, W * 0.35)), 0.6)]
         if shape == "round":
@@ -131,7 +137,7 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
     if shape == "curved_box":
         t = np.linspace(-1, 1, 12)
         top = np.c_[t * L, -W + 0.25 * W * (1 - t**2)]
-        return [("poly", np.r_[top, (top + [0, 2 * W])[::-1]], 1.0)]
+        return [("poly", np.r_[top, (top + [0, 2 * W])[::-1]], 1.0)]  # noqa: RUF005 (numpy addition)
     if shape == "projectile":
         body = np.array([[-L, -W], [L * 0.45, -W], [L, 0], [L * 0.45, W], [-L, W]])
         band = np.array([[-L * 0.75, -W], [-L * 0.62, -W], [-L * 0.62, W], [-L * 0.75, W]])
@@ -151,27 +157,55 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
             ),
         ]
     if shape in ("cylinder_ribbon", "cylinder"):
-        parts = [("poly", np.array([[-L, -W], [L, -W], [L, W], [-L, W]]), 1.0),
-                 ("ellipse", ((L * 0.95, 0), (L * 0.08, W)), 1.15)]  # fmt: skip
+        parts = [
+            ("poly", np.array([[-L, -W], [L, -W], [L, W], [-L, W]]), 1.0),
+            ("ellipse", ((L * 0.95, 0), (L * 0.08, W)), 1.15),
+        ]
         if shape == "cylinder_ribbon" and rng.random() < 0.6:
-            parts.append(("poly", np.array([[-L * 2.2, -W * 0.2], [-L, -W * 0.2], [-L, W * 0.2], [-L * 2.2, W * 0.5]]),
-                          "ribbon"))  # fmt: skip
+            parts.append(
+                ("poly", np.array([[-L * 2.2, -W * 0.2], [-L, -W * 0.2], [-L, W * 0.2], [-L * 2.2, W * 0.5]]), "ribbon")
+            )
         return parts
     if shape == "grenade":
-        return [("ellipse", ((0, 0), (L, W)), 1.0),
-                ("poly", np.array([[L * 0.6, -W * 0.2], [L * 1.05, -W * 0.2], [L * 1.05, W * 0.2], [L * 0.6, W * 0.2]]), 0.8),
-                ("line", np.array([[-L * 0.3, -W], [-L * 0.3, W]]), 0.8),
-                ("line", np.array([[L * 0.2, -W], [L * 0.2, W]]), 0.8)]  # fmt: skip
+        return [
+            ("ellipse", ((0, 0), (L, W)), 1.0),
+            (
+                "poly",
+                np.array([[L * 0.6, -W * 0.2], [L * 1.05, -W * 0.2], [L * 1.05, W * 0.2], [L * 0.6, W * 0.2]]),
+                0.8,
+            ),
+            ("line", np.array([[-L * 0.3, -W], [-L * 0.3, W]]), 0.8),
+            ("line", np.array([[L * 0.2, -W], [L * 0.2, W]]), 0.8),
+        ]
     if shape == "stone":
         n = rng.integers(6, 11)
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
         radii = rng.uniform(0.7, 1.0, n)
         return [("poly", np.c_[np.cos(angles) * L * radii, np.sin(angles) * W * radii], 1.0)]
     if shape == "bottle":
-        return [("poly", np.array([[-L, -W], [L * 0.3, -W], [L * 0.55, -W * 0.4], [L, -W * 0.4], [L, W * 0.4],
-                                   [L * 0.55, W * 0.4], [L * 0.3, W], [-L, W]]), 1.0),
-                ("poly", np.array([[-L * 0.8, -W * 0.6], [L * 0.2, -W * 0.6], [L * 0.2, -W * 0.3],
-                                   [-L * 0.8, -W * 0.3]]), 1.5)]  # fmt: skip
+        return [
+            (
+                "poly",
+                np.array(
+                    [
+                        [-L, -W],
+                        [L * 0.3, -W],
+                        [L * 0.55, -W * 0.4],
+                        [L, -W * 0.4],
+                        [L, W * 0.4],
+                        [L * 0.55, W * 0.4],
+                        [L * 0.3, W],
+                        [-L, W],
+                    ]
+                ),
+                1.0,
+            ),
+            (
+                "poly",
+                np.array([[-L * 0.8, -W * 0.6], [L * 0.2, -W * 0.6], [L * 0.2, -W * 0.3], [-L * 0.8, -W * 0.3]]),
+                1.5,
+            ),
+        ]
     if shape == "arc":
         t = np.linspace(-0.8, 0.8, 14)
         outer = np.c_[np.sin(t) * L, -np.cos(t) * L * 0.5]
@@ -200,8 +234,9 @@ class Stamp:
     height_px: float
 
 
-def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float, float],
-                rng: np.random.Generator) -> Stamp:  # fmt: skip
+def render_item(
+    item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float, float], rng: np.random.Generator
+) -> Stamp:
     """Draw one item, rotated by ``angle`` (radians), lit from ``sun_xy`` (unit vector towards the sun)."""
     length = rng.uniform(*item.length_mm)
     width = rng.uniform(*item.width_mm) if item.shape != "stone" else rng.uniform(0.6, 1.0) * length
@@ -219,16 +254,19 @@ def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float,
     alpha = np.zeros((size, size), np.float32)
     thickness = max(1, round(width * scale))
     for kind, geometry, tone in _outline(item.shape, length, width, rng):
-        tint = (np.array(COPPER, np.float32) if tone == "copper" else
-                np.array((200, 200, 190), np.float32) if tone == "ribbon" else base * tone)  # fmt: skip
+        tint = (
+            np.array(COPPER, np.float32)
+            if tone == "copper"
+            else np.array((200, 200, 190), np.float32)
+            if tone == "ribbon"
+            else base * tone
+        )
         layer = np.zeros((size, size), np.float32)
         if kind == "poly":
             _poly(layer, geometry, angle, scale, centre, 1.0)
         elif kind in ("ellipse", "ring"):
             (c, axes) = geometry
-            _ellipse(
-                layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS)
-            )
+            _ellipse(layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS))
         else:
             pts = _rot(np.asarray(geometry, np.float64), angle) * scale + centre
             w = thickness if tone == 1.0 or item.shape == "branch" else max(1, SS // 2)
@@ -247,9 +285,5 @@ def render_item(item: ItemType, gsd_m: float, angle: float, sun_xy: tuple[float,
     colour = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (small, small), interpolation=cv2.INTER_AREA)
     ys, xs = np.nonzero(alpha > 0.25)
-    box = (
-        (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        if len(xs)
-        else (0, 0, 1, 1)
-    )
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0, 0, 1, 1)
     return Stamp(colour, alpha, (small / 2, small / 2), box, item.height_mm / 1000 / gsd_m)

@@ -30,8 +30,10 @@ def _ap_cluster(rng, w, h):
     centre = rng.uniform([0, 0], [w, h])
     n = rng.integers(3, 10)
     kind = AP_TYPES[rng.integers(len(AP_TYPES))]
-    return [(kind if rng.random() < 0.8 else AP_TYPES[rng.integers(len(AP_TYPES))], p)
-            for p in centre + rng.normal(0, rng.uniform(0.5, 2.0), (n, 2))]  # fmt: skip
+    return [
+        (kind if rng.random() < 0.8 else AP_TYPES[rng.integers(len(AP_TYPES))], p)
+        for p in centre + rng.normal(0, rng.uniform(0.5, 2.0), (n, 2))
+    ]
 
 
 def _pfm_ellipse(rng, w, h):
@@ -49,8 +51,7 @@ def _submunitions(rng, w, h):
     centre = rng.uniform([0, 0], [w, h])
     a, b = min(rng.uniform(50, 100), max(w, 2)), min(rng.uniform(20, 50), max(h, 2))
     n = int(rng.integers(20, 80) * min(1.0, a * b / 2000)) + int(rng.integers(2, 8))
-    return [("submunition" if rng.random() < 0.75 else "ball", p)
-            for p in centre + rng.normal(0, 0.4, (n, 2)) * [a, b]]  # fmt: skip
+    return [("submunition" if rng.random() < 0.75 else "ball", p) for p in centre + rng.normal(0, 0.4, (n, 2)) * [a, b]]
 
 
 def _isolated_uxo(rng, w, h):
@@ -58,12 +59,25 @@ def _isolated_uxo(rng, w, h):
     return [(UXO_TYPES[rng.integers(len(UXO_TYPES))], p) for p in rng.uniform([0, 0], [w, h], (n, 2))]
 
 
-PATTERNS = {"at_row": _at_row, "ap_cluster": _ap_cluster, "pfm_ellipse": _pfm_ellipse,
-            "submunitions": _submunitions, "isolated_uxo": _isolated_uxo}  # fmt: skip
+PATTERNS = {
+    "at_row": _at_row,
+    "ap_cluster": _ap_cluster,
+    "pfm_ellipse": _pfm_ellipse,
+    "submunitions": _submunitions,
+    "isolated_uxo": _isolated_uxo,
+}
 
 
-def make_scene(seed: int, gsd_m: float, width_px: int, height_px: int, *, patterns: int | None = None,
-               biome: str | None = None, empty: bool = False) -> SceneSpec:  # fmt: skip
+def make_scene(
+    seed: int,
+    gsd_m: float,
+    width_px: int,
+    height_px: int,
+    *,
+    patterns: int | None = None,
+    biome: str | None = None,
+    empty: bool = False,
+) -> SceneSpec:
     """A random scene. ``patterns`` layouts are drawn (default: about one per 0.2 ha, at least 2)."""
     rng = np.random.default_rng(seed)
     w_m, h_m = width_px * gsd_m, height_px * gsd_m
@@ -82,16 +96,34 @@ def make_scene(seed: int, gsd_m: float, width_px: int, height_px: int, *, patter
             continue
         taken = np.vstack([taken, [x, y, radius]])
         buried = float(rng.choice([0.0, 0.0, rng.uniform(0.1, 0.5)]))
-        items.append(PlacedItem(kind, x / gsd_m, y / gsd_m, float(rng.uniform(0, 2 * np.pi)), buried,
-                                int(rng.integers(2**31))))  # fmt: skip
+        items.append(
+            PlacedItem(kind, x / gsd_m, y / gsd_m, float(rng.uniform(0, 2 * np.pi)), buried, int(rng.integers(2**31)))
+        )
     sun = rng.uniform(0, 2 * np.pi)
-    camera = Camera(blur_sigma_px=float(rng.uniform(0.3, 1.1)), noise_sigma=float(rng.uniform(1, 5)),
-                    jpeg_quality=int(rng.integers(70, 96)), exposure=float(rng.uniform(0.8, 1.2)))  # fmt: skip
+    camera = Camera(
+        blur_sigma_px=float(rng.uniform(0.3, 1.1)),
+        noise_sigma=float(rng.uniform(1, 5)),
+        jpeg_quality=int(rng.integers(70, 96)),
+        exposure=float(rng.uniform(0.8, 1.2)),
+    )
     track = None
     if rng.random() < 0.4:
-        track = (float(rng.uniform(0, h_m)), float(rng.uniform(-0.3, 0.3)), float(rng.uniform(0, 2)),
-                 float(rng.uniform(20, 80)))  # fmt: skip
-    return SceneSpec(seed=seed, gsd_m=gsd_m, width_px=width_px, height_px=height_px, biome=biome,
-                     sun_xy=(float(np.cos(sun)), float(np.sin(sun))), items=tuple(items), camera=camera,
-                     lookalikes_per_m2=float(rng.uniform(0.05, 0.4)), shrubs_per_m2=float(rng.uniform(0, 0.04)),
-                     track=track)  # fmt: skip
+        track = (
+            float(rng.uniform(0, h_m)),
+            float(rng.uniform(-0.3, 0.3)),
+            float(rng.uniform(0, 2)),
+            float(rng.uniform(20, 80)),
+        )
+    return SceneSpec(
+        seed=seed,
+        gsd_m=gsd_m,
+        width_px=width_px,
+        height_px=height_px,
+        biome=biome,
+        sun_xy=(float(np.cos(sun)), float(np.sin(sun))),
+        items=tuple(items),
+        camera=camera,
+        lookalikes_per_m2=float(rng.uniform(0.05, 0.4)),
+        shrubs_per_m2=float(rng.uniform(0, 0.04)),
+        track=track,
+    )

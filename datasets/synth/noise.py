@@ -34,15 +34,14 @@ def value_noise(x0: float, y0: float, width: int, height: int, cell_px: float, s
     return (top * (1 - fy)[:, None] + bottom * fy[:, None]).astype(np.float32)
 
 
-def fractal_noise(x0: float, y0: float, width: int, height: int, cell_px: float, seed: int,
-                  octaves: int = 5, gain: float = 0.5) -> np.ndarray:  # fmt: skip
+def fractal_noise(
+    x0: float, y0: float, width: int, height: int, cell_px: float, seed: int, octaves: int = 5, gain: float = 0.5
+) -> np.ndarray:
     """Sum of octaves of value noise, normalised to roughly [0, 1]."""
     total = np.zeros((height, width), np.float32)
     amplitude, norm = 1.0, 0.0
     for octave in range(octaves):
-        total += amplitude * value_noise(
-            x0, y0, width, height, max(cell_px / 2**octave, 1.0), seed + 7919 * octave
-        )
+        total += amplitude * value_noise(x0, y0, width, height, max(cell_px / 2**octave, 1.0), seed + 7919 * octave)
         norm += amplitude
         amplitude *= gain
     return total / norm

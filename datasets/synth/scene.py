@@ -22,8 +22,10 @@ _BASE = {
     "gravel": (138, 132, 122),
     "sand": (188, 170, 132),
 }
-_BLADES = {"green_grass": ((60, 96, 40), (96, 128, 60), (48, 76, 34)), "dry_grass": ((170, 154, 100),
-           (136, 120, 76), (190, 176, 124))}  # fmt: skip
+_BLADES = {
+    "green_grass": ((60, 96, 40), (96, 128, 60), (48, 76, 34)),
+    "dry_grass": ((170, 154, 100), (136, 120, 76), (190, 176, 124)),
+}
 BIOMES = {  # terrain weights of each biome
     "meadow": {"green_grass": 1.0, "dry_grass": 0.4, "bare_soil": 0.25},
     "steppe": {"dry_grass": 1.0, "green_grass": 0.3, "bare_soil": 0.4, "gravel": 0.2},
@@ -136,9 +138,7 @@ def _grass(image, weights, x0, y0, spec: SceneSpec) -> None:
                 1,
                 cv2.LINE_AA,
             )
-            strokes = np.maximum(
-                strokes, cv2.filter2D(white, -1, kernel / kernel.max(), borderType=cv2.BORDER_REFLECT)
-            )
+            strokes = np.maximum(strokes, cv2.filter2D(white, -1, kernel / kernel.max(), borderType=cv2.BORDER_REFLECT))
         shade = hash_uniform(gx // 3, gy // 3, spec.seed * 5 + k)
         shades = np.array(_BLADES[name], np.float32)
         colour = np.where(
@@ -160,9 +160,7 @@ def _blades_over(image, weights, top, left, h, w, spec: SceneSpec, rng) -> None:
         px, py = left + rng.uniform(0, w), top + rng.uniform(0, h)
         angle = rng.uniform(0, np.pi)
         end = (px + length * np.cos(angle), py + length * np.sin(angle))
-        shade = np.array(
-            _BLADES["green_grass" if rng.random() < 0.5 else "dry_grass"][rng.integers(3)], np.float32
-        )
+        shade = np.array(_BLADES["green_grass" if rng.random() < 0.5 else "dry_grass"][rng.integers(3)], np.float32)
         cv2.line(
             image,
             (int(px * 4), int(py * 4)),
@@ -232,8 +230,16 @@ def _lookalikes(spec: SceneSpec, x0: int, y0: int, w: int, h: int) -> list[Place
             name = LOOKALIKES[rng.integers(len(LOOKALIKES))]
             if name == "stone" and rng.random() < 0.5:
                 name = "stone"
-            found.append(PlacedItem(name, rng.uniform(cx, cx + cell), rng.uniform(cy, cy + cell),
-                                    rng.uniform(0, 2 * np.pi), 0.0, int(rng.integers(2**31))))  # fmt: skip
+            found.append(
+                PlacedItem(
+                    name,
+                    rng.uniform(cx, cx + cell),
+                    rng.uniform(cy, cy + cell),
+                    rng.uniform(0, 2 * np.pi),
+                    0.0,
+                    int(rng.integers(2**31)),
+                )
+            )
     return found
 
 
@@ -248,9 +254,7 @@ def _shrubs(image, spec: SceneSpec, x0, y0) -> None:
         size = int(2 * r) + 4
         local = np.zeros((size, size), np.float32)
         cv2.circle(local, (size // 2, size // 2), int(r), 1.0, -1, cv2.LINE_AA)
-        edge = fractal_noise(
-            px + x0, py + y0, size, size, max(r / 3, 2), int(rng.integers(1 << 30)), octaves=3
-        )
+        edge = fractal_noise(px + x0, py + y0, size, size, max(r / 3, 2), int(rng.integers(1 << 30)), octaves=3)
         local *= np.clip((edge - 0.35) * 4, 0, 1)
         top, left = int(py - size / 2), int(px - size / 2)
         _shadow(image, local, top, left, -np.array(spec.sun_xy) * r * 0.6, 0.55)
@@ -296,6 +300,6 @@ def _camera(image: np.ndarray, spec: SceneSpec, bx: int, by: int) -> np.ndarray:
     image = image + rng.normal(0, cam.noise_sigma, image.shape).astype(np.float32)
     image = np.clip(image, 1, 255).astype(np.uint8)
     if cam.jpeg_quality < 100:
-        ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, cam.jpeg_quality])
+        _, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, cam.jpeg_quality])
         image = cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1]
     return np.clip(image, 1, 255)

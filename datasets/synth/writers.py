@@ -32,14 +32,30 @@ def _tile(args):
         if box_ioa(np.array([[x0, y0, x1, y1]]), (0, 0, tile_px, tile_px))[0] < min_visibility:
             continue
         x0, y0, x1, y1 = np.clip([x0, y0, x1, y1], 0, tile_px)
-        rows.append((CLASS_NAMES.index(cls), (x0 + x1) / 2 / tile_px, (y0 + y1) / 2 / tile_px,
-                     (x1 - x0) / tile_px, (y1 - y0) / tile_px))  # fmt: skip
+        rows.append(
+            (
+                CLASS_NAMES.index(cls),
+                (x0 + x1) / 2 / tile_px,
+                (y0 + y1) / 2 / tile_px,
+                (x1 - x0) / tile_px,
+                (y1 - y0) / tile_px,
+            )
+        )
     return image, rows
 
 
-def write_tile_dataset(out_dir: Path, *, n_train: int, n_valid: int, tile_px: int = 512, gsd_m: float = 0.01,
-                       seed: int = 0, empty_ratio: float = 0.1, min_visibility: float = 0.5,
-                       workers: int = 0) -> Path:  # fmt: skip
+def write_tile_dataset(
+    out_dir: Path,
+    *,
+    n_train: int,
+    n_valid: int,
+    tile_px: int = 512,
+    gsd_m: float = 0.01,
+    seed: int = 0,
+    empty_ratio: float = 0.1,
+    min_visibility: float = 0.5,
+    workers: int = 0,
+) -> Path:
     """A YOLO dataset (Roboflow layout, ``data.yaml``) of independent synthetic scenes.
 
     Train and valid tiles come from disjoint seed ranges (different scenes), so nothing leaks.
@@ -60,10 +76,12 @@ def write_tile_dataset(out_dir: Path, *, n_train: int, n_valid: int, tile_px: in
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers) as pool:
         results = pool.map(_tile, [j[2] for j in todo], chunksize=4)
-        for (split, stem, _), (image, rows) in tqdm(zip(todo, results), total=len(todo), desc="tiles",
-                                                     initial=len(jobs) - len(todo), unit="tile"):  # fmt: skip
-            cv2.imwrite(str(out_dir / split / "images" / f"{stem}.jpg"), image[..., ::-1],
-                        [cv2.IMWRITE_JPEG_QUALITY, 95])  # fmt: skip
+        for (split, stem, _), (image, rows) in tqdm(
+            zip(todo, results), total=len(todo), desc="tiles", initial=len(jobs) - len(todo), unit="tile"
+        ):
+            cv2.imwrite(
+                str(out_dir / split / "images" / f"{stem}.jpg"), image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]
+            )
             label = out_dir / split / "labels" / f"{stem}.txt"
             tmp = label.with_suffix(".tmp")
             tmp.write_text("".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in rows))
@@ -98,9 +116,18 @@ def _mosaic_block(args):
     return x0, y0, image
 
 
-def write_mosaic(path: Path, *, width_px: int, height_px: int, gsd_m: float = 0.01, seed: int = 0,
-                 epsg: int = 32636, origin_xy: tuple[float, float] = (411_000.0, 5_535_000.0),
-                 block_px: int = 1024, workers: int = 0) -> dict[str, Path]:  # fmt: skip
+def write_mosaic(
+    path: Path,
+    *,
+    width_px: int,
+    height_px: int,
+    gsd_m: float = 0.01,
+    seed: int = 0,
+    epsg: int = 32636,
+    origin_xy: tuple[float, float] = (411_000.0, 5_535_000.0),
+    block_px: int = 1024,
+    workers: int = 0,
+) -> dict[str, Path]:
     """Write a survey mosaic block by block (memory does not grow with size) and its truth points.
 
     Returns:
@@ -114,18 +141,32 @@ def write_mosaic(path: Path, *, width_px: int, height_px: int, gsd_m: float = 0.
     path = Path(path)
     spec, footprint = survey_scene(seed, width_px, height_px, gsd_m)
     transform = from_origin(origin_xy[0], origin_xy[1], gsd_m, gsd_m)
-    profile = dict(driver="GTiff", width=width_px, height=height_px, count=3, dtype="uint8",
-                   crs=f"EPSG:{epsg}", transform=transform, nodata=0, tiled=True, blockxsize=512,
-                   blockysize=512, compress="deflate", predictor=2, BIGTIFF="IF_SAFER",
-                   photometric="RGB")  # fmt: skip
-    blocks = [(spec, footprint, x, y, min(block_px, width_px - x), min(block_px, height_px - y))
-              for y in range(0, height_px, block_px) for x in range(0, width_px, block_px)]  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=width_px,
+        height=height_px,
+        count=3,
+        dtype="uint8",
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+        nodata=0,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        predictor=2,
+        BIGTIFF="IF_SAFER",
+        photometric="RGB",
+    )
+    blocks = [
+        (spec, footprint, x, y, min(block_px, width_px - x), min(block_px, height_px - y))
+        for y in range(0, height_px, block_px)
+        for x in range(0, width_px, block_px)
+    ]
     tmp = path.with_name(f".{path.stem}.partial.tif")
     workers = workers or os.cpu_count() or 1
     with rasterio.open(tmp, "w", **profile) as dst, ProcessPoolExecutor(workers) as pool:
-        for x0, y0, image in tqdm(
-            pool.map(_mosaic_block, blocks), total=len(blocks), desc=path.name, unit="block"
-        ):
+        for x0, y0, image in tqdm(pool.map(_mosaic_block, blocks), total=len(blocks), desc=path.name, unit="block"):
             dst.write(image.transpose(2, 0, 1), window=Window(x0, y0, image.shape[1], image.shape[0]))
     os.replace(tmp, path)
     truth = write_truth(path.with_suffix(""), spec, transform, epsg)

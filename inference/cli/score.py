@@ -26,9 +26,7 @@ from ordnance.inference.writers import FORMATS
 @click.option("--overlap-px", type=int, default=None, help="Override the card's tile overlap (model px).")
 @click.option("--batch-size", type=int, default=0, show_default=True, help="Tiles per call; 0 = graph's.")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
-@click.option(
-    "--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads; 0 = all cores."
-)
+@click.option("--threads", type=int, default=0, show_default=True, help="ONNX Runtime threads; 0 = all cores.")
 @click.option(
     "--gsd-tolerance",
     type=float,
@@ -95,8 +93,7 @@ def score(
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(manifest["counts"].items())) or "none"
     mp_s = manifest["megapixels"] / max(manifest["timings"]["total_s"], 1e-9)
     click.echo(
-        f"{manifest['candidates']} candidates ({counts}) over {manifest['area_scanned_ha']:.3f} ha, "
-        f"{mp_s:.2f} MP/s"
+        f"{manifest['candidates']} candidates ({counts}) over {manifest['area_scanned_ha']:.3f} ha, {mp_s:.2f} MP/s"
     )
     for name, path in result.outputs.items():
         click.echo(f"  {name}: {path}")

@@ -117,9 +117,7 @@ def test_outputs_read_back(tmp_path, scene):
     assert rows[0]["epsg"] == "32636" and rows[0]["class"] == "ap_mine"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"] == {"ap_mine": len(centres)}
-    assert (
-        manifest["inputs"][0]["sha256"] and json.loads(manifest["model"]["card"])["model_name"] == "blobnet"
-    )
+    assert manifest["inputs"][0]["sha256"] and json.loads(manifest["model"]["card"])["model_name"] == "blobnet"
     assert result.complete
 
 
@@ -178,13 +176,9 @@ def test_frames_without_crs_get_pixel_coordinates(tmp_path, blob_model, write_ge
     data = gaussian_blobs(240, 320, [(50, 60), (300, 200)])
     frames = tmp_path / "frames"
     frames.mkdir()
-    with rasterio.open(
-        frames / "f1.png", "w", driver="PNG", width=320, height=240, count=3, dtype="uint8"
-    ) as d:
+    with rasterio.open(frames / "f1.png", "w", driver="PNG", width=320, height=240, count=3, dtype="uint8") as d:
         d.write(data)
-    result = score(
-        ScoringJob(inputs=(str(frames),), model=blob_model(TILE), out_dir=tmp_path / "o", progress=False)
-    )
+    result = score(ScoringJob(inputs=(str(frames),), model=blob_model(TILE), out_dir=tmp_path / "o", progress=False))
     table = result.candidates
     assert sorted(zip(table["x"].round(1), table["y"].round(1))) == [(50.5, 60.5), (300.5, 200.5)]
     assert set(table["crs"]) == {"pixel"}
