@@ -82,7 +82,7 @@ def make_scene(
     rng = np.random.default_rng(seed)
     w_m, h_m = width_px * gsd_m, height_px * gsd_m
     biome = biome or list(BIOMES)[rng.integers(len(BIOMES))]
-    n_patterns = 0 if empty else (patterns or max(2, int(w_m * h_m / 2000)))
+    n_patterns = 0 if empty else (patterns or max(3, int(w_m * h_m / 1000)))
     candidates = []
     for _ in range(n_patterns):
         name = list(PATTERNS)[rng.integers(len(PATTERNS))]
