@@ -97,7 +97,7 @@ class LogConfig(SaveConfigCallback):
 class MLflowArtifacts(L.Callback):
     """After each validation: a PR curve PNG and a preview of predictions; at the end, the best checkpoint."""
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger
         matches = getattr(pl_module, "last_val_matches", None)
         if trainer.sanity_checking or not isinstance(logger, MLFlowLogger) or not matches:

@@ -1,0 +1,109 @@
+"""Export: the card round-trips through the file, the parity gate holds and bites, the file runs without
+torch, and detectors that cannot meet the contract are refused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ordnance.inference.card import ModelCard
+from ordnance.inference.session import open_session
+from ordnance.training.export import ExportError, ExportSettings, export_checkpoint, validation_tiles
+
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory, tiny_data):
+    import os
+
+    from ordnance.training.cli import main
+
+    root = tmp_path_factory.mktemp("export")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
+    repo = Path(__file__).resolve().parents[2]
+    main(["fit", "--config", str(repo / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
+          "--trainer.max_steps", "4", "--trainer.default_root_dir", str(root / "runs")])  # fmt: skip
+    return next(root.glob("runs/**/checkpoints/last.ckpt"))
+
+
+def test_card_round_trips_through_file(tiny_checkpoint, tmp_path):
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", ExportSettings(parity_tiles=4))
+    session = open_session(tmp_path / "m.onnx")
+    card = session.card
+    assert card == ModelCard.from_json(json.dumps(report["card"]))
+    assert card.class_names == ("ap_mine", "at_mine", "uxo") and card.tile_size_px == 256
+    assert card.gsd_m == 0.01 and card.opset == 18 and len(card.weights_sha256) == 64
+    assert card.mlflow_run_id and len(card.config_sha256) == 64
+    assert card.parity["fp32"]["matched_share"] >= 0.995
+    assert ModelCard.from_json(card.to_json()) == card
+    saved = json.loads((tmp_path / "m.parity.json").read_text())
+    assert saved["passed"] and saved["fp32"] == card.parity["fp32"]
+
+
+def test_parity_on_tiny_model_and_gate_bites(tiny_checkpoint, tmp_path):
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "ok.onnx", ExportSettings(parity_tiles=4, batch=2))
+    fp32 = report["fp32"]
+    assert fp32["detections_compared"] > 0
+    assert fp32["matched_share"] >= 0.995 and fp32["max_score_diff"] <= 1e-3
+    assert fp32["recall_reference"] == pytest.approx(fp32["recall_candidate"], abs=1e-9)
+    strict = ExportSettings(parity_tiles=4, max_score_diff=0.0)
+    if fp32["max_score_diff"] > 0:
+        with pytest.raises(ExportError, match="parity gate failed"):
+            export_checkpoint(tiny_checkpoint, tmp_path / "strict.onnx", strict)
+        assert not (tmp_path / "strict.onnx").exists()
+
+
+def test_exported_file_runs_where_torch_cannot_import(tiny_checkpoint, tmp_path):
+    import torch
+
+    from ordnance.training.export import load_task
+
+    export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", ExportSettings(parity_tiles=2))
+    images, _ = validation_tiles(2, 256, 0.01, None, seed=11)
+    np.save(tmp_path / "tiles.npy", images)
+    module = load_task(tiny_checkpoint).detector.export_module(300).eval()
+    with torch.no_grad():
+        boxes, scores, _ = module(torch.from_numpy(images[:1]))
+    code = f"""
+import sys
+sys.modules["torch"] = None  # importing torch now fails
+import numpy as np
+from ordnance.inference.session import open_session
+s = open_session({str(tmp_path / "m.onnx")!r})
+boxes, scores, labels = s.run(np.load({str(tmp_path / "tiles.npy")!r})[:1])
+np.save({str(tmp_path / "out.npy")!r}, np.concatenate([boxes[0], scores[0][:, None]], axis=1))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = np.load(tmp_path / "out.npy")
+    np.testing.assert_allclose(out[:20, 4], scores[0, :20].numpy(), atol=1e-4)
+    np.testing.assert_allclose(out[:20, :4], boxes[0, :20].numpy(), atol=1e-2)
+
+
+def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
+    settings = ExportSettings(parity_tiles=4, int8=True, calibration_tiles=4, max_recall_drop=1.0)
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", settings)
+    q = report["int8"]
+    assert q["int8_ms_per_tile"] > 0 and q["fp32_ms_per_tile"] > 0
+    card = open_session(tmp_path / "m.int8.onnx").card
+    assert card.quantization == "int8-qdq" and "int8_vs_fp32" in card.parity
+
+
+def test_torchvision_detectors_are_refused(tmp_path):
+    import torch
+
+    from ordnance.training.task import DetectionTask
+
+    task = DetectionTask(model="fasterrcnn_mobilenet_v3_fpn", tile_size_px=256)
+    ckpt = tmp_path / "frcnn.ckpt"
+    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
+                "pytorch-lightning_version": "2.6.6"}, ckpt)  # fmt: skip
+    with pytest.raises(ExportError, match="cannot be exported: .*fixed-shape outputs"):
+        export_checkpoint(ckpt, tmp_path / "x.onnx", ExportSettings(parity_tiles=1))
+    assert not (tmp_path / "x.onnx").exists()
