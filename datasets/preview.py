@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from ordnance.datasets.records import DetectionDataset, load_record
 
 COLOURS = [(230, 60, 60), (60, 120, 240), (240, 200, 40), (60, 200, 90), (200, 80, 220)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
-
 from ordnance.datasets.geochips import read_geotiff_chips
 from ordnance.datasets.records import DatasetError, load_record
 from ordnance.datasets.synth.writers import write_mosaic

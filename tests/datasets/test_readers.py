@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 from conftest import THERMAL
-
 from ordnance.datasets.coco import read_coco, write_coco
 from ordnance.datasets.records import DatasetError, load_record
 from ordnance.datasets.splits import split_by_groups

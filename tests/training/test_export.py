@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from ordnance.inference.card import ModelCard
 from ordnance.inference.session import open_session
 from ordnance.training.export import ExportError, ExportSettings, export_checkpoint, validation_tiles
@@ -61,7 +60,6 @@ def test_parity_on_tiny_model_and_gate_bites(tiny_checkpoint, tmp_path):
 
 def test_exported_file_runs_where_torch_cannot_import(tiny_checkpoint, tmp_path):
     import torch
-
     from ordnance.training.export import load_task
 
     export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", ExportSettings(parity_tiles=2))
@@ -97,7 +95,6 @@ def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
 
 def test_torchvision_detectors_are_refused(tmp_path):
     import torch
-
     from ordnance.training.task import DetectionTask
 
     task = DetectionTask(model="fasterrcnn_mobilenet_v3_fpn", tile_size_px=256)

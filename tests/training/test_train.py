@@ -7,7 +7,6 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-
 from ordnance.models import list_detectors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,7 +45,6 @@ def test_resume_continues_from_checkpoint(fit, tmp_path, tiny_data):
     last = next(p for p in _checkpoints(tmp_path) if p.name == "last.ckpt")
     assert first.trainer.global_step == 2
     from lightning import Callback
-
     from ordnance.training.cli import main
 
     class StartStep(Callback):
