@@ -30,8 +30,15 @@ def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, coco, p
     from ordnance.datasets.synth.writers import write_tile_dataset
     from ordnance.datasets.yolo import read_yolo
 
-    data_yaml = write_tile_dataset(out_dir, n_train=n_train, n_valid=n_valid, tile_px=tile_px, gsd_m=gsd_cm / 100,
-                                   seed=seed, empty_ratio=empty_ratio)  # fmt: skip
+    data_yaml = write_tile_dataset(
+        out_dir,
+        n_train=n_train,
+        n_valid=n_valid,
+        tile_px=tile_px,
+        gsd_m=gsd_cm / 100,
+        seed=seed,
+        empty_ratio=empty_ratio,
+    )
     click.echo(f"{data_yaml}")
     if coco:
         from ordnance.datasets.coco import write_coco
@@ -58,8 +65,9 @@ def mosaic(output, width, height, gsd_cm, seed, epsg, workers) -> None:
     from ordnance.datasets.synth.writers import write_mosaic
 
     start = time.perf_counter()
-    paths = write_mosaic(output, width_px=width, height_px=height or width, gsd_m=gsd_cm / 100, seed=seed,
-                         epsg=epsg, workers=workers)  # fmt: skip
+    paths = write_mosaic(
+        output, width_px=width, height_px=height or width, gsd_m=gsd_cm / 100, seed=seed, epsg=epsg, workers=workers
+    )
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     )

@@ -19,8 +19,16 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, names, 
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         cv2.rectangle(canvas, (x0 - pad, y0 - pad), (x1 + pad, y1 + pad), colour, 1, cv2.LINE_AA)
         if names:
-            cv2.putText(canvas, str(names[int(label)]), (x0 - pad, max(y0 - pad - 3, 8)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.35, colour, 1, cv2.LINE_AA)  # fmt: skip
+            cv2.putText(
+                canvas,
+                str(names[int(label)]),
+                (x0 - pad, max(y0 - pad - 3, 8)),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                colour,
+                1,
+                cv2.LINE_AA,
+            )
     return canvas
 
 
@@ -30,16 +38,20 @@ def contact_sheet(images: list[np.ndarray], columns: int = 4, cell_px: int = 384
     sheet = np.full((rows * (cell_px + 4) + 4, columns * (cell_px + 4) + 4, 3), 255, np.uint8)
     for i, image in enumerate(images):
         scale = cell_px / max(image.shape[:2])
-        small = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                           interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)  # fmt: skip
+        small = cv2.resize(
+            image,
+            (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST,
+        )
         r, c = divmod(i, columns)
         y, x = 4 + r * (cell_px + 4), 4 + c * (cell_px + 4)
         sheet[y : y + small.shape[0], x : x + small.shape[1]] = small
     return sheet
 
 
-def preview_dataset(dataset: DetectionDataset, path: str | Path, *, n: int = 16, columns: int = 4,
-                    cell_px: int = 384, seed: int = 0) -> Path:  # fmt: skip
+def preview_dataset(
+    dataset: DetectionDataset, path: str | Path, *, n: int = 16, columns: int = 4, cell_px: int = 384, seed: int = 0
+) -> Path:
     """Write a contact sheet of ``n`` records (seeded choice, those with boxes first)."""
     rng = np.random.default_rng(seed)
     with_boxes = [i for i, r in enumerate(dataset.records) if len(r.labels)]

@@ -27,7 +27,8 @@ class ModelCard:
     Attributes:
         class_names: Class names, index = label id in the ``labels`` output.
         tile_size_px: Fixed square input size (H = W) of the graph, in pixels.
-        gsd_m: Ground sample distance the model was trained at, metres per pixel.
+        gsd_m: Ground sample distance the model was trained at, metres per pixel; 0 when the training
+            imagery had no single GSD (frames from varying heights): the scorer then never resamples.
         score_threshold: Score of the chosen operating point; candidates below it are not reported.
         overlap_px: Recommended overlap between neighbouring tiles, in model pixels. It must exceed the
             largest object the model should see whole.
@@ -75,8 +76,8 @@ class ModelCard:
     def __post_init__(self) -> None:
         if not self.class_names:
             raise ValueError("a model card needs at least one class name")
-        if self.tile_size_px <= 0 or self.gsd_m <= 0:
-            raise ValueError("tile_size_px and gsd_m must be positive")
+        if self.tile_size_px <= 0 or self.gsd_m < 0:
+            raise ValueError("tile_size_px must be positive and gsd_m not negative")
         if not 0 <= self.overlap_px < self.tile_size_px:
             raise ValueError("overlap_px must be in [0, tile_size_px)")
         if len(self.band_order) != 3:

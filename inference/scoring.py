@@ -126,7 +126,7 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
     scale, note = 1.0, "no GSD (not georeferenced)"
     if info.crs_wkt is None:
         log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", path)
-    elif info.gsd_m is not None:
+    elif info.gsd_m is not None and card.gsd_m > 0:
         ratio = card.gsd_m / info.gsd_m
         note = f"mosaic {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
         if abs(ratio - 1) > job.gsd_tolerance:

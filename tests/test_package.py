@@ -65,8 +65,12 @@ def test_group_lists_subcommands_and_version():
 
 def test_wheel_installs_without_train_extra(tmp_path):
     """Build the wheel, install it (base dependencies only) into a fresh venv, score with it."""
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(REPO)],
-                   check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wheel = next((tmp_path / "dist").glob("ordnance-*.whl"))
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
@@ -80,6 +84,7 @@ def test_wheel_installs_without_train_extra(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "False"]
-    cli = subprocess.run([str(tmp_path / "venv" / "bin" / "ordnance"), "train", "fit"], capture_output=True,
-                         text=True, timeout=120)  # fmt: skip
+    cli = subprocess.run(
+        [str(tmp_path / "venv" / "bin" / "ordnance"), "train", "fit"], capture_output=True, text=True, timeout=120
+    )
     assert cli.returncode != 0 and "ordnance[train]" in cli.stderr

@@ -283,7 +283,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
     card = ModelCard(
         class_names=tuple(hp.class_names),
         tile_size_px=tile,
-        gsd_m=float(hp.gsd_m or 0.01),
+        gsd_m=float(hp.gsd_m),
         score_threshold=round(threshold, 6),
         overlap_px=settings.overlap_px if settings.overlap_px is not None else min(tile // 4, 128),
         batch_size=settings.batch,

@@ -40,10 +40,18 @@ def test_mosaic_is_georeferenced_with_collar(survey):
 
 
 def test_chips_follow_grid_and_ioa_rule(survey):
-    boxes, classes = truth_boxes(survey)
+    boxes, _classes = truth_boxes(survey)
     assert len(boxes) > 5
-    data = read_geotiff_chips(survey["mosaic"], survey["truth_gpkg"], class_names=CLASSES, size_m=SIZES,
-                              tile_px=256, overlap_px=64, min_ioa=0.5, negative_ratio=0.0)  # fmt: skip
+    data = read_geotiff_chips(
+        survey["mosaic"],
+        survey["truth_gpkg"],
+        class_names=CLASSES,
+        size_m=SIZES,
+        tile_px=256,
+        overlap_px=64,
+        min_ioa=0.5,
+        negative_ratio=0.0,
+    )
     grid = {(t.col_off, t.row_off): t for t in tile_grid(1400, 1100, 256, 64)}
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     owners = np.zeros(len(boxes), int)
@@ -65,18 +73,39 @@ def test_chips_follow_grid_and_ioa_rule(survey):
 
 
 def test_vector_in_other_crs_is_reprojected(survey):
-    a = read_geotiff_chips(survey["mosaic"], survey["truth_gpkg"], class_names=CLASSES, size_m=SIZES, tile_px=256,
-                           overlap_px=64, negative_ratio=0)  # fmt: skip
-    b = read_geotiff_chips(survey["mosaic"], survey["truth_geojson"], class_names=CLASSES, size_m=SIZES, tile_px=256,
-                           overlap_px=64, negative_ratio=0)  # fmt: skip
+    a = read_geotiff_chips(
+        survey["mosaic"],
+        survey["truth_gpkg"],
+        class_names=CLASSES,
+        size_m=SIZES,
+        tile_px=256,
+        overlap_px=64,
+        negative_ratio=0,
+    )
+    b = read_geotiff_chips(
+        survey["mosaic"],
+        survey["truth_geojson"],
+        class_names=CLASSES,
+        size_m=SIZES,
+        tile_px=256,
+        overlap_px=64,
+        negative_ratio=0,
+    )
     assert [r.window for r in a.records] == [r.window for r in b.records]
     for ra, rb in zip(a.records, b.records):
         np.testing.assert_allclose(ra.boxes_norm * 256, rb.boxes_norm * 256, atol=0.01)
 
 
 def test_negatives_ratio_and_errors(survey, tmp_path):
-    data = read_geotiff_chips(survey["mosaic"], survey["truth_gpkg"], class_names=CLASSES, size_m=SIZES, tile_px=256,
-                              overlap_px=64, negative_ratio=0.5)  # fmt: skip
+    data = read_geotiff_chips(
+        survey["mosaic"],
+        survey["truth_gpkg"],
+        class_names=CLASSES,
+        size_m=SIZES,
+        tile_px=256,
+        overlap_px=64,
+        negative_ratio=0.5,
+    )
     n_pos = sum(1 for r in data.records if len(r.labels))
     n_all = len(tile_grid(1400, 1100, 256, 64))
     assert sum(1 for r in data.records if not len(r.labels)) == min(round(0.5 * n_pos), n_all - n_pos)

@@ -49,9 +49,13 @@ def test_yolo_duplicates_reported(tmp_path):
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("0 0.9 0.5 0.4 0.2\n", "box outside the image"), ("5 0.5 0.5 0.1 0.1\n", "class 5"),
-     ("0 0.5 0.5\n", "expected 'class cx cy w h'"), ("0 a b c d\n", "not numbers")],
-)  # fmt: skip
+    [
+        ("0 0.9 0.5 0.4 0.2\n", "box outside the image"),
+        ("5 0.5 0.5 0.1 0.1\n", "class 5"),
+        ("0 0.5 0.5\n", "expected 'class cx cy w h'"),
+        ("0 a b c d\n", "not numbers"),
+    ],
+)
 def test_yolo_bad_labels_name_the_file(tmp_path, text, message):
     data_yaml = make_yolo(tmp_path, {"train/bad": text})
     with pytest.raises(DatasetError, match=message) as info:
@@ -73,17 +77,24 @@ def test_missing_and_corrupt_files(tmp_path):
 
 def coco_file(tmp_path, annotations, categories=None):
     cv2.imwrite(str(tmp_path / "img.png"), np.full((40, 50, 3), 90, np.uint8))
-    payload = {"images": [{"id": 1, "file_name": "img.png", "width": 50, "height": 40}],
-               "annotations": annotations,
-               "categories": categories or [{"id": 1, "name": "ap_mine"}, {"id": 2, "name": "uxo"}]}  # fmt: skip
+    payload = {
+        "images": [{"id": 1, "file_name": "img.png", "width": 50, "height": 40}],
+        "annotations": annotations,
+        "categories": categories or [{"id": 1, "name": "ap_mine"}, {"id": 2, "name": "uxo"}],
+    }
     path = tmp_path / "coco.json"
     path.write_text(json.dumps(payload))
     return path
 
 
 def test_coco_round_trip_is_lossless(tmp_path):
-    path = coco_file(tmp_path, [{"id": 1, "image_id": 1, "category_id": 2, "bbox": [3.25, 4.5, 10.125, 7.0]},
-                                {"id": 2, "image_id": 1, "category_id": 1, "bbox": [30, 20, 5, 6]}])  # fmt: skip
+    path = coco_file(
+        tmp_path,
+        [
+            {"id": 1, "image_id": 1, "category_id": 2, "bbox": [3.25, 4.5, 10.125, 7.0]},
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [30, 20, 5, 6]},
+        ],
+    )
     first = read_coco(path, class_names=["ap_mine", "uxo"])
     written = write_coco(first, tmp_path / "again.json")
     second = read_coco(written, class_names=["ap_mine", "uxo"])
@@ -100,8 +111,11 @@ def test_coco_bad_input(tmp_path):
     outside = coco_file(tmp_path, [{"id": 7, "image_id": 1, "category_id": 1, "bbox": [45, 30, 20, 5]}])
     with pytest.raises(DatasetError, match="annotation 7: box .* outside image"):
         read_coco(outside)
-    unknown = coco_file(tmp_path, [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2]}],
-                        [{"id": 1, "name": "ap_mine"}, {"id": 3, "name": "bottle"}])  # fmt: skip
+    unknown = coco_file(
+        tmp_path,
+        [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [1, 1, 2, 2]}],
+        [{"id": 1, "name": "ap_mine"}, {"id": 3, "name": "bottle"}],
+    )
     with pytest.raises(DatasetError, match="unknown category 'bottle'"):
         read_coco(unknown, class_names=["ap_mine"])
     empty = coco_file(tmp_path, [])

@@ -25,8 +25,16 @@ def fit(tiny_data, tmp_path):
     from ordnance.training.cli import main
 
     def run(*extra: str, subcommand: str = "fit"):
-        args = [subcommand, "--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
-                "--trainer.default_root_dir", str(tmp_path / "runs"), *extra]  # fmt: skip
+        args = [
+            subcommand,
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--data.data_yaml",
+            str(tiny_data),
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs"),
+            *extra,
+        ]
         return main(args)
 
     return run

@@ -26,8 +26,19 @@ def tiny_checkpoint(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("export")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     repo = Path(__file__).resolve().parents[2]
-    main(["fit", "--config", str(repo / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
-          "--trainer.max_steps", "4", "--trainer.default_root_dir", str(root / "runs")])  # fmt: skip
+    main(
+        [
+            "fit",
+            "--config",
+            str(repo / "configs" / "tiny.yaml"),
+            "--data.data_yaml",
+            str(tiny_data),
+            "--trainer.max_steps",
+            "4",
+            "--trainer.default_root_dir",
+            str(root / "runs"),
+        ]
+    )
     return next(root.glob("runs/**/checkpoints/last.ckpt"))
 
 
@@ -99,8 +110,10 @@ def test_torchvision_detectors_are_refused(tmp_path):
 
     task = DetectionTask(model="fasterrcnn_mobilenet_v3_fpn", tile_size_px=256)
     ckpt = tmp_path / "frcnn.ckpt"
-    torch.save({"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams),
-                "pytorch-lightning_version": "2.6.6"}, ckpt)  # fmt: skip
+    torch.save(
+        {"state_dict": task.state_dict(), "hyper_parameters": dict(task.hparams), "pytorch-lightning_version": "2.6.6"},
+        ckpt,
+    )
     with pytest.raises(ExportError, match="cannot be exported: .*fixed-shape outputs"):
         export_checkpoint(ckpt, tmp_path / "x.onnx", ExportSettings(parity_tiles=1))
     assert not (tmp_path / "x.onnx").exists()

@@ -51,9 +51,21 @@ def test_resume_continues_from_checkpoint(fit, tmp_path, tiny_data):
         def on_train_start(self, trainer, pl_module):
             self.step = trainer.global_step
 
-    cli = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
-                "--trainer.max_steps", "6", "--trainer.max_epochs", "3",
-                "--trainer.default_root_dir", str(tmp_path / "runs2")], run=False)  # fmt: skip
+    cli = main(
+        [
+            "--config",
+            str(REPO / "configs" / "tiny.yaml"),
+            "--data.data_yaml",
+            str(tiny_data),
+            "--trainer.max_steps",
+            "6",
+            "--trainer.max_epochs",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path / "runs2"),
+        ],
+        run=False,
+    )
     start = StartStep()
     cli.trainer.callbacks.append(start)
     cli.trainer.fit(cli.model, cli.datamodule, ckpt_path=str(last))
