@@ -103,7 +103,7 @@ def evaluate_mosaic(
     cover, area = _scanned(predictions, crs, area_ha)
     if cover is not None:
         inside = shapely.contains_xy(
-            cover.buffer(1e-6), shapely.get_x(t_geoms.centroid), shapely.get_y(t_geoms.centroid)
+            cover.buffer(1e-6), shapely.get_x(shapely.centroid(t_geoms)), shapely.get_y(shapely.centroid(t_geoms))
         )
         t_geoms = t_geoms[inside]
         t_table = {k: np.asarray(v)[inside] for k, v in t_table.items()}
