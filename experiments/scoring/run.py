@@ -36,9 +36,22 @@ def tiled_mosaic(path: Path, size_px: int, seed: int = 0) -> Path:
     from rasterio.windows import Window
 
     block, _ = render_block(make_scene(seed, 0.01, 1024, 1024, patterns=3), 0, 0, 1024, 1024)
-    profile = dict(driver="GTiff", width=size_px, height=size_px, count=3, dtype="uint8", crs="EPSG:32636",
-                   transform=from_origin(411000, 5535000, 0.01, 0.01), tiled=True, blockxsize=512, blockysize=512,
-                   compress="deflate", zlevel=1, BIGTIFF="YES", nodata=0)  # fmt: skip
+    profile = dict(
+        driver="GTiff",
+        width=size_px,
+        height=size_px,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32636",
+        transform=from_origin(411000, 5535000, 0.01, 0.01),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="deflate",
+        zlevel=1,
+        BIGTIFF="YES",
+        nodata=0,
+    )
     tmp = path.with_suffix(".partial.tif")
     with rasterio.open(tmp, "w", **profile) as dst:
         for y in range(0, size_px, 1024):
@@ -101,8 +114,14 @@ def throughput(model: Path, size_px: int) -> dict:
     scored = scored_rss(mosaic, model, DATA / f"out_{size_px}")
     megapixels = size_px**2 / 1e6
     scorer_mp_s = megapixels / scored["timings"]["total_s"]
-    return {"mosaic_px": size_px, "megapixels": megapixels, "bare_loop": bare, "scorer": scored,
-            "scorer_mp_per_s": scorer_mp_s, "ratio_to_bare": scorer_mp_s / bare["mp_per_s"]}  # fmt: skip
+    return {
+        "mosaic_px": size_px,
+        "megapixels": megapixels,
+        "bare_loop": bare,
+        "scorer": scored,
+        "scorer_mp_per_s": scorer_mp_s,
+        "ratio_to_bare": scorer_mp_s / bare["mp_per_s"],
+    }
 
 
 def main() -> None:
@@ -112,16 +131,24 @@ def main() -> None:
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[10000, 40000])
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
-    results: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-                     "date": time.strftime("%Y-%m-%d")}  # fmt: skip
+    results: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     if args.model:
         results["throughput"] = throughput(args.model, args.size)
     if args.rss_sizes:
         from ordnance.inference.card import ModelCard
         from ordnance.training.blobnet import blob_model_bytes
 
-        card = ModelCard(class_names=("ap_mine",), tile_size_px=512, gsd_m=0.01, overlap_px=64, score_threshold=0.97,
-                         model_name="blobnet")  # fmt: skip
+        card = ModelCard(
+            class_names=("ap_mine",),
+            tile_size_px=512,
+            gsd_m=0.01,
+            overlap_px=64,
+            score_threshold=0.97,
+            model_name="blobnet",
+        )
         blob = DATA / "blob512.onnx"
         blob.write_bytes(blob_model_bytes(512, card=card))
         results["rss"] = []
@@ -137,16 +164,22 @@ def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']}; {results['date']}.", ""]
     if "throughput" in results:
         t = results["throughput"]
-        lines += ["| run | MP/s | ms/tile | tiles | ratio to bare loop |", "| --- | --- | --- | --- | --- |",
-                  f"| bare ONNX Runtime loop | {t['bare_loop']['mp_per_s']:.2f} | {t['bare_loop']['ms_per_tile']:.0f} | "
-                  f"{t['bare_loop']['tiles']} | 1.00 |",
-                  f"| ordnance score (read, infer, merge, write) | {t['scorer_mp_per_s']:.2f} | "
-                  f"{t['scorer']['timings']['total_s'] / t['scorer']['tiles'] * 1000:.0f} | {t['scorer']['tiles']} | "
-                  f"{t['ratio_to_bare']:.2f} |", ""]  # fmt: skip
+        lines += [
+            "| run | MP/s | ms/tile | tiles | ratio to bare loop |",
+            "| --- | --- | --- | --- | --- |",
+            f"| bare ONNX Runtime loop | {t['bare_loop']['mp_per_s']:.2f} | {t['bare_loop']['ms_per_tile']:.0f} | "
+            f"{t['bare_loop']['tiles']} | 1.00 |",
+            f"| ordnance score (read, infer, merge, write) | {t['scorer_mp_per_s']:.2f} | "
+            f"{t['scorer']['timings']['total_s'] / t['scorer']['tiles'] * 1000:.0f} | {t['scorer']['tiles']} | "
+            f"{t['ratio_to_bare']:.2f} |",
+            "",
+        ]
     if "rss" in results:
         lines += ["| mosaic | tiles | peak RSS (MB) | candidates | wall (s) |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['mosaic_px']}² px | {r['tiles']} | {r['rss_mb']:.0f} | {r['candidates']} | {r['wall_s']:.0f} |"
-                  for r in results["rss"]]  # fmt: skip
+        lines += [
+            f"| {r['mosaic_px']}² px | {r['tiles']} | {r['rss_mb']:.0f} | {r['candidates']} | {r['wall_s']:.0f} |"
+            for r in results["rss"]
+        ]
     return "\n".join(lines) + "\n"
 
 

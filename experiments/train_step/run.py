@@ -61,16 +61,24 @@ def main() -> None:
     args = parser.parse_args()
     data = batch(args.size, args.batch)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, "
-               f"torch {torch.__version__}, {torch.get_num_threads()} threads", "batch": args.batch, "size": args.size,
-               "detectors": {}}  # fmt: skip
+    results = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "batch": args.batch,
+        "size": args.size,
+        "detectors": {},
+    }
     for name in list_detectors():
         results["detectors"][name] = time_detector(name, data, args.steps)
         print(name, results["detectors"][name], flush=True)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
-    lines = [f"{results['machine']}; batch {args.batch} at {args.size} px; median of {args.steps} steps.", "",
-             "| detector | s/step | params (M) |", "| --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"{results['machine']}; batch {args.batch} at {args.size} px; median of {args.steps} steps.",
+        "",
+        "| detector | s/step | params (M) |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {k} | {v['s_per_step']:.2f} | {v['params_m']:.1f} |" for k, v in results["detectors"].items()]
     (HERE / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
