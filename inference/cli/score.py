@@ -44,6 +44,7 @@ from ordnance.inference.writers import FORMATS
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--review/--no-review", default=True, show_default=True, help="Write the offline review page too.")
 def score(
     inputs,
     model,
@@ -59,12 +60,13 @@ def score(
     no_resume,
     max_tiles,
     no_progress,
+    review,
 ) -> None:
     """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders or globs.
 
     Writes candidates.gpkg (layers candidates and coverage), candidates.geojson (EPSG:4326),
-    candidates.csv, candidates.kml and manifest.json to OUT. A killed run resumes when run again with
-    the same arguments.
+    candidates.csv, candidates.kml, manifest.json and the offline review page review.html to OUT. A killed
+    run resumes when run again with the same arguments.
     """
     from ordnance.inference.scoring import ScoringJob
     from ordnance.inference.scoring import score as run
@@ -95,5 +97,9 @@ def score(
     click.echo(
         f"{manifest['candidates']} candidates ({counts}) over {manifest['area_scanned_ha']:.3f} ha, {mp_s:.2f} MP/s"
     )
+    if review and "gpkg" in result.outputs:
+        from ordnance.inference.review import build_review
+
+        result.outputs["review"] = build_review(out_dir)
     for name, path in result.outputs.items():
         click.echo(f"  {name}: {path}")

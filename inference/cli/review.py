@@ -1,0 +1,33 @@
+"""``ordnance review``: the offline review page of a scoring run, and merging decisions back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group("review")
+def review() -> None:
+    """Offline review of candidates: build the page, then import the reviewer's decisions."""
+
+
+@review.command("build")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--chip-px", type=int, default=96, show_default=True, help="Chip image side.")
+def build(out_dir: Path, chip_px: int) -> None:
+    """Write OUT_DIR/review.html (self-contained, opens offline) for the scoring run in OUT_DIR."""
+    from ordnance.inference.review import build_review
+
+    click.echo(build_review(out_dir, chip_px=chip_px))
+
+
+@review.command("import")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.argument("decisions", type=click.Path(path_type=Path))
+def import_(out_dir: Path, decisions: Path) -> None:
+    """Merge an exported DECISIONS file (GeoJSON or CSV) into OUT_DIR/candidates.gpkg."""
+    from ordnance.inference.review import merge_decisions
+
+    counts = merge_decisions(out_dir, decisions)
+    click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))

@@ -1,0 +1,159 @@
+"""An offline review page for a scoring run, and merging a reviewer's decisions back.
+
+``build_review(out_dir)`` writes ``review.html`` plus ``review_files/`` (an overview image and one chip per
+candidate) beside the outputs: no CDN, no server; it opens from a USB stick. Decisions stay in the browser
+(localStorage) and export as GeoJSON or CSV with ``review_status`` filled in; ``merge_decisions`` writes
+them back into the run's GeoPackage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pyogrio.raw
+import rasterio
+from ordnance.inference.errors import InputError
+from ordnance.inference.writers import atomic_path
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("unreviewed", "confirmed", "rejected", "unsure")
+TEMPLATE = Path(__file__).with_name("review_template.html")
+
+
+def _read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
+    if not gpkg.exists():
+        raise InputError("no candidates.gpkg here; run 'ordnance score' first", gpkg)
+    meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
+    return meta, geometry, dict(zip(meta["fields"], fields))
+
+
+def _write_png(path: Path, data: np.ndarray) -> None:
+    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype="uint8") as dst:  # fmt: skip
+        dst.write(data)
+
+
+def _to_uint8(data: np.ndarray) -> np.ndarray:
+    if data.dtype == np.uint8:
+        return data
+    low, high = np.percentile(data, [1, 99])
+    return np.clip((data - low) * 255.0 / max(high - low, 1e-6), 0, 255).astype(np.uint8)
+
+
+def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1600) -> Path:
+    """Write ``review.html`` and its images for the scoring run in ``out_dir``."""
+    out_dir = Path(out_dir)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
+    manifest = json.loads(manifest_path.read_text())
+    _, _, table = _read_candidates(out_dir / "candidates.gpkg")
+    files = out_dir / "review_files"
+    files.mkdir(exist_ok=True)
+    sources = {Path(entry["path"]).name: (k, Path(entry["path"])) for k, entry in enumerate(manifest["inputs"])}
+    overviews, scales = [], {}
+    for name, (k, path) in sources.items():
+        with rasterio.open(path) as src:
+            scale = min(1.0, overview_px / max(src.width, src.height))
+            shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+            bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+            data = src.read(bands, out_shape=(3, *shape), resampling=Resampling.average)
+            _write_png(files / f"overview_{k}.png", _to_uint8(data))
+            overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
+                              "height": src.height})  # fmt: skip
+            scales[name] = scale
+    candidates = []
+    order = np.argsort(-np.asarray(table["score"], float), kind="stable")
+    handles = {name: rasterio.open(path) for name, (_, path) in sources.items()}
+    try:
+        for i in order:
+            name = str(table["source"][i])
+            x0, y0, x1, y1 = (float(v) for v in str(table["bbox_px"][i]).split(","))
+            side = int(max(chip_px, 2.5 * max(x1 - x0, y1 - y0)))
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            src = handles[name]
+            bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+            window = Window(round(cx - side / 2), round(cy - side / 2), side, side)
+            chip = src.read(bands, window=window, boundless=True, fill_value=0, out_shape=(3, chip_px, chip_px))
+            cid = int(table["id"][i])
+            _write_png(files / f"chip_{cid}.png", _to_uint8(chip))
+            candidates.append({
+                "id": cid, "class": str(table["class"][i]), "score": round(float(table["score"][i]), 4),
+                "lon": _num(table["lon"][i]), "lat": _num(table["lat"][i]), "x": _num(table["x"][i]),
+                "y": _num(table["y"][i]), "crs": str(table["crs"][i]), "source": name, "bbox_px": str(table["bbox_px"][i]),
+                "chip": f"review_files/chip_{cid}.png", "overview": sources[name][0],
+                "ox": cx / overviews[sources[name][0]]["width"], "oy": cy / overviews[sources[name][0]]["height"],
+            })  # fmt: skip
+    finally:
+        for handle in handles.values():
+            handle.close()
+    payload = {
+        "run": f"{manifest['started_utc']}:{manifest['model']['sha256'][:12]}",
+        "model": json.loads(manifest["model"]["card"])["model_name"],
+        "threshold": manifest["settings"]["score_threshold"],
+        "area_ha": manifest["area_scanned_ha"],
+        "overviews": overviews,
+        "candidates": candidates,
+    }
+    html = TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/"))
+    page = out_dir / "review.html"
+    with atomic_path(page) as tmp:
+        tmp.write_text(html)
+    log.info("review page: %s (%d candidates)", page, len(candidates))
+    return page
+
+
+def _num(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+def read_decisions(path: str | Path) -> dict[int, str]:
+    """id -> review_status from an exported GeoJSON or CSV."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("decisions file does not exist", path)
+    if path.suffix.lower() == ".csv":
+        with open(path, newline="") as handle:
+            rows = [(r.get("id"), r.get("review_status")) for r in csv.DictReader(handle)]
+    else:
+        try:
+            features = json.loads(path.read_text())["features"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError("not a GeoJSON FeatureCollection", path) from None
+        rows = [(f["properties"].get("id"), f["properties"].get("review_status")) for f in features]
+    decisions = {}
+    for cid, status in rows:
+        if status not in STATUSES:
+            raise InputError(f"candidate {cid}: unknown review_status {status!r} (expected {list(STATUSES)})", path)
+        decisions[int(cid)] = status
+    return decisions
+
+
+def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str, int]:
+    """Write review decisions into the run's candidates.gpkg (both layers rewritten atomically)."""
+    gpkg = Path(out_dir) / "candidates.gpkg"
+    decisions = read_decisions(decisions_path)
+    meta, geometry, table = _read_candidates(gpkg)
+    ids = np.asarray(table["id"]).astype(int)
+    unknown = sorted(set(decisions) - set(ids.tolist()))
+    if unknown:
+        raise InputError(f"decisions for ids {unknown[:5]} that are not in {gpkg.name}", decisions_path)
+    status = np.array([decisions.get(int(i), s) for i, s in zip(ids, table["review_status"])], dtype=object)
+    table["review_status"] = status
+    c_meta, _, c_geom, c_fields = pyogrio.raw.read(gpkg, layer="coverage")
+    with atomic_path(gpkg) as tmp:
+        pyogrio.raw.write(tmp, geometry, field_data=list(table.values()), fields=list(table), layer="candidates",
+                          driver="GPKG", geometry_type="Point", crs=meta["crs"])  # fmt: skip
+        pyogrio.raw.write(tmp, c_geom, field_data=list(c_fields), fields=list(c_meta["fields"]), layer="coverage",
+                          driver="GPKG", geometry_type="MultiPolygon", crs=c_meta["crs"], append=True,
+                          promote_to_multi=True)  # fmt: skip
+    return {s: int((status == s).sum()) for s in STATUSES}
