@@ -53,11 +53,32 @@ def collate(batch):
     return torch.stack(images), list(boxes), list(labels), list(sources)
 
 
+@dataclass
+class GeoTiffSource:
+    """A mosaic plus vector labels, cut into chips on the scorer's grid and split by spatial block."""
+
+    raster: str
+    vector: str
+    size_m: dict[str, float]
+    chip_px: int = 512
+    overlap_px: int = 96
+    min_ioa: float = 0.5
+    negative_ratio: float = 0.2
+    class_field: str = "class"
+    val_fraction: float = 0.2
+    block_px: int | None = None
+    seed: int = 0
+
+
 class DetectionDataModule(L.LightningDataModule):
-    """Training and validation data from a YOLO/Roboflow export (``data.yaml``).
+    """Training and validation data from any reader: a YOLO/Roboflow export (``data_yaml``), COCO files
+    (``coco_train``/``coco_val``) or a GeoTIFF mosaic with vector labels (``geotiff``).
 
     Args:
-        data_yaml: The export's data.yaml.
+        data_yaml: The export's data.yaml (YOLO). Ignored when ``coco_train`` or ``geotiff`` is given.
+        coco_train, coco_val: COCO JSON files (images relative to each file, or ``coco_image_root``).
+        coco_image_root: Folder of COCO image paths.
+        geotiff: A mosaic with vector labels, split into train and validation by spatial block.
         class_names: Configured classes (matched by name); default: data.yaml's names.
         splits: Folders read. With ``val_groups``, they are pooled and re-split by group.
         val_groups: Groups (zones, sites, blocks) held out for validation; None uses the export's own
@@ -72,8 +93,12 @@ class DetectionDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data_yaml: str,
+        data_yaml: str | None = None,
         *,
+        coco_train: str | None = None,
+        coco_val: str | None = None,
+        coco_image_root: str | None = None,
+        geotiff: GeoTiffSource | None = None,
         class_names: list[str] | None = None,
         splits: tuple[str, ...] = ("train", "valid"),
         val_groups: list[str] | None = None,
@@ -86,7 +111,9 @@ class DetectionDataModule(L.LightningDataModule):
         synthetic: SyntheticData | None = None,
     ) -> None:
         super().__init__()
-        self.data_yaml = Path(data_yaml)
+        self.data_yaml = Path(data_yaml) if data_yaml else None
+        self.coco = (coco_train, coco_val, coco_image_root)
+        self.geotiff = geotiff
         self.class_names = class_names
         self.splits = list(splits)
         self.val_groups = val_groups
@@ -99,7 +126,7 @@ class DetectionDataModule(L.LightningDataModule):
         self.val_data: DetectionDataset | None = None
 
     def prepare_data(self) -> None:
-        if self.synthetic is not None and not self.data_yaml.exists():
+        if self.synthetic is not None and self.data_yaml is not None and not self.data_yaml.exists():
             from ordnance.datasets.synth.writers import write_tile_dataset
 
             s = self.synthetic
@@ -117,7 +144,34 @@ class DetectionDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is not None:
             return
-        if self.val_groups:
+        if self.geotiff is not None:
+            from ordnance.datasets.geochips import read_geotiff_chips
+            from ordnance.datasets.splits import split_by_block
+
+            g = self.geotiff
+            chips = read_geotiff_chips(
+                g.raster,
+                g.vector,
+                class_names=self.class_names,
+                size_m=g.size_m,
+                tile_px=g.chip_px,
+                overlap_px=g.overlap_px,
+                min_ioa=g.min_ioa,
+                negative_ratio=g.negative_ratio,
+                class_field=g.class_field,
+                seed=g.seed,
+                block_px=g.block_px,
+            )
+            self.train_data, self.val_data = split_by_block(chips, g.val_fraction, g.seed)
+        elif self.coco[0]:
+            from ordnance.datasets.coco import read_coco
+
+            train, val, root = self.coco
+            self.train_data = read_coco(train, root, class_names=self.class_names)
+            self.val_data = read_coco(val, root, class_names=self.class_names)
+        elif self.data_yaml is None:
+            raise ValueError("DetectionDataModule needs data_yaml, coco_train/coco_val or geotiff")
+        elif self.val_groups:
             pooled = read_yolo(
                 self.data_yaml, self.splits, class_names=self.class_names, group_pattern=self.group_pattern
             )

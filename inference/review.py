@@ -88,7 +88,8 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
             candidates.append({
                 "id": cid, "class": str(table["class"][i]), "score": round(float(table["score"][i]), 4),
                 "lon": _num(table["lon"][i]), "lat": _num(table["lat"][i]), "x": _num(table["x"][i]),
-                "y": _num(table["y"][i]), "crs": str(table["crs"][i]), "source": name, "bbox_px": str(table["bbox_px"][i]),
+                "y": _num(table["y"][i]), "crs": str(table["crs"][i]), "source": name,
+                "bbox_px": str(table["bbox_px"][i]),
                 "chip": f"review_files/chip_{cid}.png", "overview": sources[name][0],
                 "ox": cx / overviews[sources[name][0]]["width"], "oy": cy / overviews[sources[name][0]]["height"],
             })  # fmt: skip

@@ -113,3 +113,30 @@ def test_negatives_ratio_and_errors(survey, tmp_path):
         read_geotiff_chips(survey["mosaic"], survey["truth_gpkg"], class_names=["ap_mine"], size_m=SIZES)
     with pytest.raises(DatasetError, match="vector label file does not exist"):
         read_geotiff_chips(survey["mosaic"], tmp_path / "none.gpkg", class_names=CLASSES, size_m=SIZES)
+
+
+def test_datamodule_reads_chips_and_splits_by_block(survey):
+    from ordnance.datasets.datamodule import DetectionDataModule, GeoTiffSource
+
+    source = GeoTiffSource(
+        raster=str(survey["mosaic"]),
+        vector=str(survey["truth_gpkg"]),
+        size_m=SIZES,
+        chip_px=256,
+        overlap_px=64,
+        negative_ratio=0.3,
+        val_fraction=0.3,
+    )
+    dm = DetectionDataModule(
+        geotiff=source, class_names=CLASSES, crop_px=128, tile_size_px=256, batch_size=2, num_workers=0
+    )
+    dm.setup("fit")
+    train_groups = {r.group for r in dm.train_data.records}
+    val_groups = {r.group for r in dm.val_data.records}
+    assert train_groups and val_groups and not train_groups & val_groups
+    images, boxes, labels, sources = next(iter(dm.train_dataloader()))
+    assert images.shape == (2, 3, 128, 128) and images.dtype.is_floating_point is False
+    for b in boxes:
+        assert ((b >= 0) & (b <= 128)).all()
+    images, boxes, _, _ = next(iter(dm.val_dataloader()))
+    assert images.shape[-2:] == (256, 256)
