@@ -126,6 +126,7 @@ def test_datamodule_reads_chips_and_splits_by_block(survey):
         overlap_px=64,
         negative_ratio=0.3,
         val_fraction=0.3,
+        block_px=512,
     )
     dm = DetectionDataModule(
         geotiff=source, class_names=CLASSES, crop_px=128, tile_size_px=256, batch_size=2, num_workers=0
@@ -133,8 +134,8 @@ def test_datamodule_reads_chips_and_splits_by_block(survey):
     dm.setup("fit")
     train_groups = {r.group for r in dm.train_data.records}
     val_groups = {r.group for r in dm.val_data.records}
-    assert train_groups and val_groups and not train_groups & val_groups
-    images, boxes, labels, sources = next(iter(dm.train_dataloader()))
+    assert train_groups and val_groups and not train_groups & val_groups, (train_groups, val_groups)
+    images, boxes, _, _ = next(iter(dm.train_dataloader()))
     assert images.shape == (2, 3, 128, 128) and images.dtype.is_floating_point is False
     for b in boxes:
         assert ((b >= 0) & (b <= 128)).all()
