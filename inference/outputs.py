@@ -13,7 +13,7 @@ import shapely
 from affine import Affine
 from ordnance.inference.georef import pixel_to_map, to_wgs84
 from ordnance.inference.session import file_sha256
-from ordnance.inference.writers import write_csv, write_gpkg, write_json, write_lonlat_layer
+from ordnance.inference.writers import FIELDS, write_csv, write_gpkg, write_json, write_lonlat_layer
 from pyproj import CRS
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     card = detector.card
     merged = merge_records(plans, checkpoint.records, job.merge)
     timings["merge_s"] = time.perf_counter() - tick
-    columns: dict[str, list[Any]] = {
-        k: []
-        for k in (
-            "class",
-            "score",
-            "lon",
-            "lat",
-            "x",
-            "y",
-            "crs",
-            "epsg",
-            "location",
-            "bbox_px",
-            "width_m",
-            "height_m",
-            "gsd_m",
-            "source",
-        )
-    }
+    columns: dict[str, list[Any]] = {k: [] for k in FIELDS[1:15]}  # "class" .. "source": per detection
     coverages, crs_set, area_m2, sources = [], set(), 0.0, []
     for index, plan in enumerate(plans):
         info = plan.info
