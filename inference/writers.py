@@ -55,6 +55,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.unlink(tmp)
     try:
         yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide outputs from other users
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):

@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from ordnance.inference.card import CARD_KEY, INPUT_NAME, OUTPUT_NAMES, ModelCar
 from ordnance.inference.errors import OrdnanceError
 from ordnance.inference.metrics import match_points
 from ordnance.inference.preprocess import pad_to_tile
-from ordnance.inference.writers import write_json
+from ordnance.inference.writers import atomic_path, write_json
 from ordnance.models import ExportRefused
 
 log = logging.getLogger(__name__)
@@ -206,14 +205,8 @@ def _with_card(model: onnx.ModelProto, card: ModelCard) -> onnx.ModelProto:
 
 
 def _save_atomic(model: onnx.ModelProto, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def _run_info(checkpoint: Path) -> tuple[str, str]:
