@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 from ordnance.inference.errors import InputError, OutputError
 from ordnance.inference.grid import Tile, tile_grid
 from ordnance.inference.merge import MergeSettings, merge_detections
@@ -170,6 +171,7 @@ class _Checkpoint:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps({"key": key, "started_utc": self.started_utc}) + "\n")
         self._handle = open(path, "a")
+        self._synced = time.monotonic()
 
     def _add(self, record: dict[str, Any]) -> None:
         self.done.setdefault(record["f"], set()).update(record["t"])
@@ -178,8 +180,10 @@ class _Checkpoint:
     def append(self, record: dict[str, Any]) -> None:
         self._add(record)
         self._handle.write(json.dumps(record) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self._handle.flush()  # a killed process loses nothing; fsync (power loss) at most every few seconds
+        if time.monotonic() - self._synced > 5.0:
+            os.fsync(self._handle.fileno())
+            self._synced = time.monotonic()
 
     def close(self, remove: bool) -> None:
         self._handle.close()
@@ -187,10 +191,13 @@ class _Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
-def _reader(plan: _FilePlan, card, todo: list[Tile], batch: int, out: queue.Queue, stop: threading.Event):
+def _reader(
+    plan: _FilePlan, card, todo: list[Tile], batch: int, out: queue.Queue, stop: threading.Event, cache_mb: int = 256
+):
     """Background thread: read windows, drop empty ones, put batches on the queue."""
     try:
-        with open_raster(plan.path) as dataset:
+        # GDAL's block cache would otherwise grow to 5% of RAM with the mosaic; a few block rows suffice.
+        with rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20), open_raster(plan.path) as dataset:
             images, metas = [], []
             for tile in todo:
                 if stop.is_set():
