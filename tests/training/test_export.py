@@ -26,6 +26,7 @@ def tiny_checkpoint(tmp_path_factory, tiny_data):
     root = tmp_path_factory.mktemp("export")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     repo = Path(__file__).resolve().parents[2]
+    os.chdir(root)  # MLflow's default artifact root is relative to the working folder
     main(
         [
             "fit",
