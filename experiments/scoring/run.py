@@ -63,13 +63,15 @@ def tiled_mosaic(path: Path, size_px: int, seed: int = 0) -> Path:
 
 
 def scored_rss(mosaic: Path, model: Path, out: Path) -> dict:
-    """Run `ordnance score` in a child process; its peak RSS and wall time."""
+    """Run `ordnance score` in a child process; its peak RSS (VmHWM, which starts afresh at exec, unlike
+    getrusage's maxrss that a forked child inherits from this process) and wall time."""
     start = time.perf_counter()
     code = (
         "import resource, sys, json; from ordnance.inference.scoring import ScoringJob, score; "
         f"r = score(ScoringJob(inputs=({str(mosaic)!r},), model={str(model)!r}, out_dir={str(out)!r}, "
         "progress=False, resume=False)); "
-        "print(json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]; "
+        "print(json.dumps({'rss_mb': int(hwm) / 1024, "
         "'candidates': r.manifest['candidates'], 'tiles': r.manifest['tiles'], 'timings': r.manifest['timings']}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -88,7 +90,8 @@ def bare_loop(mosaic: Path, model: Path) -> dict:
     card = detector.card
     with open_raster(mosaic) as ds:
         tiles = tile_grid(ds.width, ds.height, card.tile_size_px, card.overlap_px)
-        images = np.stack([read_tile(ds, t, card, None, card.tile_size_px)[0] for t in tiles])
+        read = [read_tile(ds, t, card, None, card.tile_size_px) for t in tiles]
+        images = np.stack([image for image, valid in read if valid.any()])  # the scorer skips empty windows too
         megapixels = ds.width * ds.height / 1e6
     batch = detector.fixed_batch or 1
     detector.run(images[:batch])  # warm-up
@@ -97,10 +100,10 @@ def bare_loop(mosaic: Path, model: Path) -> dict:
         detector.run(images[i : i + batch])
     seconds = time.perf_counter() - start
     return {
-        "tiles": len(tiles),
+        "tiles": len(images),
         "seconds": seconds,
         "mp_per_s": megapixels / seconds,
-        "ms_per_tile": seconds / len(tiles) * 1000,
+        "ms_per_tile": seconds / len(images) * 1000,
     }
 
 
@@ -131,7 +134,8 @@ def main() -> None:
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[10000, 40000])
     args = parser.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
-    results: dict = {
+    previous = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    results: dict = previous | {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }
