@@ -72,17 +72,17 @@ def _scanned(predictions: Path, crs: CRS, area_ha: float | None):
     return None, area_ha
 
 
-def seam_distance(manifest: dict, xy_px: np.ndarray, source_index: int = 0) -> np.ndarray:
-    """Distance (source pixels) from each point to the nearest interior tile boundary of the scorer's grid."""
+def in_overlap(manifest: dict, xy_px: np.ndarray, source_index: int = 0) -> tuple[np.ndarray, int]:
+    """Which points (source pixels) lie where tiles of the scorer's grid overlap (seen by 2+ windows)."""
     entry = manifest["inputs"][source_index]
     tile = entry["tile_src_px"]
     overlap = round(manifest["settings"]["overlap_px"] * tile / json.loads(manifest["model"]["card"])["tile_size_px"])
     grid = tile_grid(entry["width"], entry["height"], tile, overlap)
-    xs = sorted({t.col_off for t in grid} | {t.col_off + t.width for t in grid} - {0, entry["width"]})
-    ys = sorted({t.row_off for t in grid} | {t.row_off + t.height for t in grid} - {0, entry["height"]})
-    dx = np.min(np.abs(xy_px[:, :1] - np.array(xs)[None]), axis=1) if xs else np.full(len(xy_px), np.inf)
-    dy = np.min(np.abs(xy_px[:, 1:] - np.array(ys)[None]), axis=1) if ys else np.full(len(xy_px), np.inf)
-    return np.minimum(dx, dy), overlap
+    cols = sorted({(t.col_off, t.col_off + t.width) for t in grid})
+    rows = sorted({(t.row_off, t.row_off + t.height) for t in grid})
+    in_x = sum(((xy_px[:, 0] >= a) & (xy_px[:, 0] < b)).astype(int) for a, b in cols)
+    in_y = sum(((xy_px[:, 1] >= a) & (xy_px[:, 1] < b)).astype(int) for a, b in rows)
+    return (in_x > 1) | (in_y > 1), overlap
 
 
 def evaluate_mosaic(
@@ -132,8 +132,7 @@ def evaluate_mosaic(
     found[matches.matched_truth[matches.matched_truth >= 0]] = True
     if manifest is not None and "col" in t_table:
         info = json.loads(Path(manifest).read_text())
-        distance, overlap = seam_distance(info, np.c_[t_table["col"], t_table["row"]])
-        near = distance <= overlap
+        near, overlap = in_overlap(info, np.c_[t_table["col"], t_table["row"]])
         report["seams"] = {
             "overlap_px": overlap,
             "items_near_seams": int(near.sum()),
