@@ -63,11 +63,11 @@ def test_parity_on_tiny_model_and_gate_bites(tiny_checkpoint, tmp_path):
     assert fp32["detections_compared"] > 0
     assert fp32["matched_share"] >= 0.995 and fp32["max_score_diff"] <= 1e-3
     assert fp32["recall_reference"] == pytest.approx(fp32["recall_candidate"], abs=1e-9)
-    strict = ExportSettings(parity_tiles=4, max_score_diff=0.0)
-    if fp32["max_score_diff"] > 0:
-        with pytest.raises(ExportError, match="parity gate failed"):
-            export_checkpoint(tiny_checkpoint, tmp_path / "strict.onnx", strict)
-        assert not (tmp_path / "strict.onnx").exists()
+    unreachable = ExportSettings(parity_tiles=4, min_matched=1.01)  # a gate no export can pass
+    with pytest.raises(ExportError, match="parity gate failed"):
+        export_checkpoint(tiny_checkpoint, tmp_path / "strict.onnx", unreachable)
+    assert not (tmp_path / "strict.onnx").exists()
+    assert not json.loads((tmp_path / "strict.parity.json").read_text())["passed"]
 
 
 def test_exported_file_runs_where_torch_cannot_import(tiny_checkpoint, tmp_path):
