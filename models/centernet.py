@@ -34,7 +34,10 @@ def _backbone(name: str, weights: str | None) -> nn.Module:
 class CenterNet(nn.Module):
     """Heatmap detector at stride 4.
 
-    Input: float images (N, 3, H, W) in [0, 1], H and W multiples of 32; normalisation happens inside.
+    Input: float images (N, 3, H, W) in [0, 1]; normalisation happens inside. With ``input_scale`` below 1
+    the network first resamples the image by that factor (bilinear, inside the graph) and reports boxes in
+    input pixels: for imagery whose objects are large (thermal frames), it trades resolution for speed
+    without changing the tile contract. H * input_scale and W * input_scale must be multiples of 32.
     ``forward`` returns raw maps {"heatmap": (N, C, H/4, W/4) logits, "size": (N, 2, ...) log box size in
     pixels, "offset": (N, 2, ...) sub-cell centre offset}; ``decode`` turns them into the top-k boxes.
     """
@@ -47,9 +50,14 @@ class CenterNet(nn.Module):
         backbone_weights: str | None = None,
         fpn_channels: int = 128,
         head_channels: int = 64,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not 0.1 <= input_scale <= 1.0:
+            raise ValueError(f"input_scale must be in [0.1, 1], got {input_scale}")
         self.num_classes = num_classes
+        self.input_scale = float(input_scale)
+        self.stride = STRIDE / self.input_scale
         self.body = _backbone(backbone, backbone_weights)
         with torch.no_grad():
             channels = [f.shape[1] for f in self.body(torch.zeros(1, 3, 64, 64)).values()]
@@ -72,6 +80,8 @@ class CenterNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images - self.mean) / self.std
+        if self.input_scale != 1.0:
+            x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         features = self.fpn(self.body(x))["0"]
         return {
             "heatmap": self.heatmap(features),
@@ -80,11 +90,15 @@ class CenterNet(nn.Module):
         }
 
     @staticmethod
-    def decode(maps: dict[str, torch.Tensor], k: int = 300) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decode(
+        maps: dict[str, torch.Tensor], k: int = 300, stride: float = STRIDE
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k peaks of the heatmap as boxes (N, K, 4) xyxy in input pixels, scores (N, K), labels (N, K).
 
-        Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph.
+        Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph. Decoding is
+        in float32 even under bf16 autocast, where box coordinates would otherwise round to 2-4 px.
         """
+        maps = {name: value.float() for name, value in maps.items()}
         heat = torch.sigmoid(maps["heatmap"])
         n, c, h, w = heat.shape
         peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
@@ -96,10 +110,10 @@ class CenterNet(nn.Module):
         size = maps["size"].reshape(n, 2, h * w)
         offset = maps["offset"].reshape(n, 2, h * w)
         gather = cell.unsqueeze(1).expand(n, 2, k)
-        wh = torch.exp(torch.gather(size, 2, gather).clamp(max=8.0))
+        wh = torch.exp(torch.gather(size, 2, gather).clamp(max=8.0)) * (stride / STRIDE)
         off = torch.gather(offset, 2, gather)
-        cx = (xs.to(heat.dtype) + off[:, 0]) * STRIDE
-        cy = (ys.to(heat.dtype) + off[:, 1]) * STRIDE
+        cx = (xs.to(heat.dtype) + off[:, 0]) * stride
+        cy = (ys.to(heat.dtype) + off[:, 1]) * stride
         boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
         return boxes, scores, labels
 
@@ -110,9 +124,12 @@ def centernet_targets(
     num_classes: int,
     out_hw: tuple[int, int],
     max_objects: int = 256,
+    stride: float = STRIDE,
 ) -> dict[str, torch.Tensor]:
-    """Training targets at stride 4: Gaussian heatmaps (elliptic, TTFNet-style sigma), and size/offset
-    targets at each object's centre cell."""
+    """Training targets at ``stride`` (input pixels per output cell): Gaussian heatmaps (elliptic,
+    TTFNet-style sigma), and size/offset targets at each object's centre cell. Sizes are log box sides in
+    network pixels (input pixels times ``STRIDE / stride``)."""
+    scale = STRIDE / stride
     n = len(boxes)
     h, w = out_hw
     heat = torch.zeros(n, num_classes, h, w)
@@ -126,10 +143,10 @@ def centernet_targets(
     )
     for i, (b, l) in enumerate(zip(boxes, labels)):
         for j, (box, label) in enumerate(zip(b[:max_objects], l[:max_objects])):
-            bw, bh = float(box[2] - box[0]), float(box[3] - box[1])
+            bw, bh = float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale
             if bw <= 0 or bh <= 0:
                 continue
-            cx, cy = float(box[0] + box[2]) / 2 / STRIDE, float(box[1] + box[3]) / 2 / STRIDE
+            cx, cy = float(box[0] + box[2]) / 2 / stride, float(box[1] + box[3]) / 2 / stride
             ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
             sx, sy = max(0.54 * bw / STRIDE / 6, 0.5), max(0.54 * bh / STRIDE / 6, 0.5)
             g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))

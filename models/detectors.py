@@ -35,7 +35,7 @@ class UInt8Export(nn.Module):
 
     def forward(self, images: torch.Tensor):
         maps = self.model(images.float() / 255.0)
-        boxes, scores, labels = CenterNet.decode(maps, self.k)
+        boxes, scores, labels = CenterNet.decode(maps, self.k, self.model.stride)
         return boxes, scores, labels
 
 
@@ -49,20 +49,25 @@ class CenterNetDetector(nn.Module):
         backbone: str = "resnet18",
         backbone_weights: str | None = None,
         max_detections: int = 300,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.net = CenterNet(num_classes, backbone=backbone, backbone_weights=backbone_weights)
+        self.net = CenterNet(
+            num_classes, backbone=backbone, backbone_weights=backbone_weights, input_scale=input_scale
+        )
         self.num_classes = num_classes
         self.max_detections = max_detections
 
     def losses(self, images, boxes, labels) -> dict[str, torch.Tensor]:
         maps = self.net(images)
-        targets = centernet_targets(boxes, labels, self.num_classes, tuple(maps["heatmap"].shape[-2:]))
+        targets = centernet_targets(
+            boxes, labels, self.num_classes, tuple(maps["heatmap"].shape[-2:]), stride=self.net.stride
+        )
         return centernet_loss(maps, {k: v.to(images.device) for k, v in targets.items()})
 
     @torch.no_grad()
     def predict(self, images):
-        boxes, scores, labels = CenterNet.decode(self.net(images), self.max_detections)
+        boxes, scores, labels = CenterNet.decode(self.net(images), self.max_detections, self.net.stride)
         return list(zip(boxes, scores, labels))
 
     def export_module(self, max_detections: int) -> nn.Module:
@@ -126,9 +131,17 @@ def build_centernet(
     weights: str | None = None,
     tile_size_px: int = 512,
     max_detections: int = 300,
+    input_scale: float = 1.0,
 ) -> nn.Module:
-    del tile_size_px
-    return CenterNetDetector(num_classes, backbone=backbone, backbone_weights=weights, max_detections=max_detections)
+    if (tile_size_px * input_scale) % 32:
+        raise ValueError(f"tile_size_px * input_scale = {tile_size_px * input_scale:g} is not a multiple of 32")
+    return CenterNetDetector(
+        num_classes,
+        backbone=backbone,
+        backbone_weights=weights,
+        max_detections=max_detections,
+        input_scale=input_scale,
+    )
 
 
 def build_fasterrcnn_mobilenet(
@@ -206,7 +219,13 @@ def list_detectors() -> list[str]:
 
 
 def build_detector(
-    name: str, *, num_classes: int, weights: str | None = None, tile_size_px: int = 512, max_detections: int = 300
+    name: str,
+    *,
+    num_classes: int,
+    weights: str | None = None,
+    tile_size_px: int = 512,
+    max_detections: int = 300,
+    input_scale: float = 1.0,
 ) -> nn.Module:
     """Build a detector by name.
 
@@ -218,9 +237,16 @@ def build_detector(
             weights, fine-tune from a checkpoint (``init_checkpoint``) instead.
         tile_size_px: Square input size; torchvision detectors are set not to resize.
         max_detections: K, detections per image.
+        input_scale: CenterNet only: resample the input by this factor inside the network (for imagery whose
+            objects are large); boxes still come back in input pixels.
     """
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
+    extra = {}
+    if input_scale != 1.0:
+        if not name.startswith("centernet"):
+            raise ValueError(f"input_scale is only supported by the CenterNet detectors, not {name!r}")
+        extra["input_scale"] = input_scale
     return DETECTORS[name](
-        num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections
+        num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections, **extra
     )

@@ -72,6 +72,7 @@ def load_task(checkpoint: Path):
     if not Path(checkpoint).is_file():
         raise ExportError("checkpoint does not exist", checkpoint)
     task = DetectionTask.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    task.detector.to(memory_format=torch.contiguous_format)  # the graph is exported in NCHW
     return task.eval()
 
 

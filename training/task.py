@@ -37,6 +37,10 @@ class DetectionTask(L.LightningModule):
         min_precision: The operating point is the lowest score threshold whose validation precision is at
             least this (recall first).
         fa_per_image: False-alarm rates per image at which recall is reported.
+        input_scale: CenterNet only: the network resamples its input by this factor (see
+            :class:`ordnance.models.centernet.CenterNet`); the tile contract stays ``tile_size_px``.
+        channels_last: Train in channels-last memory format (with ``precision: bf16-mixed`` on a CPU with
+            AVX-512 BF16 this about halves the step time).
     """
 
     monitor = "val/hazard_ap"
@@ -57,6 +61,8 @@ class DetectionTask(L.LightningModule):
         tolerance_floor_px: float = 4.0,
         min_precision: float = 0.5,
         fa_per_image: tuple[float, ...] = (0.1, 1.0),
+        input_scale: float = 1.0,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -79,17 +85,24 @@ class DetectionTask(L.LightningModule):
             weights=hp.weights,
             tile_size_px=hp.tile_size_px,
             max_detections=hp.max_detections,
+            input_scale=hp.get("input_scale", 1.0),
         )
         if hp.init_checkpoint:
             load_init_weights(self.detector, Path(hp.init_checkpoint))
+        if hp.get("channels_last", False):
+            self.detector.to(memory_format=torch.channels_last)
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        images = _to_float(images)
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams.get("channels_last") else images
 
     def forward(self, images: torch.Tensor):
         """uint8 or float [0, 1] images -> list of (boxes, scores, labels)."""
-        return self.detector.predict(_to_float(images))
+        return self.detector.predict(self._images(images))
 
     def training_step(self, batch, batch_idx):
         images, boxes, labels, _ = batch
-        losses = self.detector.losses(_to_float(images), boxes, labels)
+        losses = self.detector.losses(self._images(images), boxes, labels)
         loss = sum(losses.values())
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
