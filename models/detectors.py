@@ -52,9 +52,7 @@ class CenterNetDetector(nn.Module):
         input_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.net = CenterNet(
-            num_classes, backbone=backbone, backbone_weights=backbone_weights, input_scale=input_scale
-        )
+        self.net = CenterNet(num_classes, backbone=backbone, backbone_weights=backbone_weights, input_scale=input_scale)
         self.num_classes = num_classes
         self.max_detections = max_detections
 
