@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow lint setup
+BENCH := .venv-bench
+
+.PHONY: demo test test-slow lint setup bench-setup bench-throughput bench-accuracy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +34,18 @@ test-slow: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Benchmarks (experiments/README.md). SAHI lives in its own torch-free venv (see the bench extra).
+$(BENCH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH)
+	$(BENCH)/bin/pip install --quiet --upgrade pip
+	$(BENCH)/bin/pip install --quiet -e ".[bench]"
+	touch $@
+
+bench-setup: $(VENV)/.installed $(BENCH)/.installed
+
+bench-throughput: bench-setup
+	$(BIN)/python experiments/throughput/run.py
+
+bench-accuracy: $(VENV)/.installed
+	$(BIN)/python experiments/accuracy/run.py

@@ -59,14 +59,27 @@ def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, coco, p
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epsg", type=int, default=32636, show_default=True, help="Projected CRS (a UTM zone).")
 @click.option("--workers", type=int, default=0, help="Processes (default: one per core).")
-def mosaic(output, width, height, gsd_cm, seed, epsg, workers) -> None:
+@click.option(
+    "--biome",
+    type=click.Choice(["meadow", "steppe", "farmland", "arid", "roadside"]),
+    default=None,
+    help="Terrain mix (default: drawn from the seed).",
+)
+def mosaic(output, width, height, gsd_cm, seed, epsg, workers, biome) -> None:
     """Write a survey mosaic OUTPUT (tiled, compressed GeoTIFF with a nodata collar) and its truth points
     (OUTPUT_truth.gpkg, OUTPUT_truth.geojson)."""
     from ordnance.datasets.synth.writers import write_mosaic
 
     start = time.perf_counter()
     paths = write_mosaic(
-        output, width_px=width, height_px=height or width, gsd_m=gsd_cm / 100, seed=seed, epsg=epsg, workers=workers
+        output,
+        width_px=width,
+        height_px=height or width,
+        gsd_m=gsd_cm / 100,
+        seed=seed,
+        epsg=epsg,
+        workers=workers,
+        biome=biome,
     )
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

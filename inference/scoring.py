@@ -191,13 +191,22 @@ class _Checkpoint:
             self.path.unlink(missing_ok=True)
 
 
+def _cache_bytes(dataset, cap_mb: int) -> int:
+    """GDAL block cache for one pass of row-major windows: windows of one grid row span at most two block
+    rows and share one with the next grid row, so 2.5 block rows across the raster's width suffice (GDAL's
+    default, 5% of RAM, grows with the mosaic). At least 16 MB, at most ``cap_mb``."""
+    block_rows = dataset.block_shapes[0][0] if dataset.block_shapes else 256
+    itemsize = max(np.dtype(dtype).itemsize for dtype in dataset.dtypes)
+    row_bytes = dataset.width * block_rows * dataset.count * itemsize
+    return int(min(max(2.5 * row_bytes, 16 * 2**20), cap_mb * 2**20))
+
+
 def _reader(
     plan: _FilePlan, card, todo: list[Tile], batch: int, out: queue.Queue, stop: threading.Event, cache_mb: int = 256
 ):
     """Background thread: read windows, drop empty ones, put batches on the queue."""
     try:
-        # GDAL's block cache would otherwise grow to 5% of RAM with the mosaic; a few block rows suffice.
-        with rasterio.Env(GDAL_CACHEMAX=cache_mb * 2**20), open_raster(plan.path) as dataset:
+        with open_raster(plan.path) as dataset, rasterio.Env(GDAL_CACHEMAX=_cache_bytes(dataset, cache_mb)):
             images, metas = [], []
             for tile in todo:
                 if stop.is_set():

@@ -23,43 +23,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
-
-
-def tiled_mosaic(path: Path, size_px: int, seed: int = 0) -> Path:
-    """A large mosaic fast: one rendered 1024 px synthetic block repeated (content does not matter for memory)."""
-    if path.exists():
-        return path
-    import rasterio
-    from ordnance.datasets.synth.layout import make_scene
-    from ordnance.datasets.synth.scene import render_block
-    from rasterio.transform import from_origin
-    from rasterio.windows import Window
-
-    block, _ = render_block(make_scene(seed, 0.01, 1024, 1024, patterns=3), 0, 0, 1024, 1024)
-    profile = dict(
-        driver="GTiff",
-        width=size_px,
-        height=size_px,
-        count=3,
-        dtype="uint8",
-        crs="EPSG:32636",
-        transform=from_origin(411000, 5535000, 0.01, 0.01),
-        tiled=True,
-        blockxsize=512,
-        blockysize=512,
-        compress="deflate",
-        zlevel=1,
-        BIGTIFF="YES",
-        nodata=0,
-    )
-    tmp = path.with_suffix(".partial.tif")
-    with rasterio.open(tmp, "w", **profile) as dst:
-        for y in range(0, size_px, 1024):
-            for x in range(0, size_px, 1024):
-                w, h = min(1024, size_px - x), min(1024, size_px - y)
-                dst.write(block[:h, :w].transpose(2, 0, 1), window=Window(x, y, w, h))
-    os.replace(tmp, path)
-    return path
+sys.path.insert(0, str(HERE.parent))
+from common import tiled_mosaic  # noqa: E402
 
 
 def scored_rss(mosaic: Path, model: Path, out: Path) -> dict:

@@ -94,3 +94,61 @@ def test_bad_config_fails_clearly(fit, capsys):
     with pytest.raises(SystemExit):
         fit("--model.lr", "fast")
     assert "lr" in capsys.readouterr().err
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts served by the server)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--backend-store-uri", f"sqlite:///{server_dir / 'mlflow.db'}"]
+    command += ["--artifacts-destination", str(server_dir / "artifacts"), "--workers", "1"]
+    log = (server_dir / "server.log").open("w")
+    process = subprocess.Popen(command, cwd=server_dir, stdout=log, stderr=subprocess.STDOUT)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{(server_dir / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield uri, server_dir
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def test_run_logged_to_a_real_mlflow_server(fit, mlflow_server, monkeypatch):
+    uri, server_dir = mlflow_server
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    cli = fit()
+    run_id = cli.trainer.logger.run_id
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.model"] == "centernet_resnet18"
+    assert "val/hazard_ap" in run.data.metrics
+    history = client.get_metric_history(run_id, "train/loss")
+    assert history and all(m.value == m.value for m in history)  # logged, and not NaN
+    assert {"config.yaml", "checkpoints"} <= {a.path for a in client.list_artifacts(run_id)}
+    # the artifacts went through the server into its own store, not into the client's folder
+    stored = list((server_dir / "artifacts").rglob("*.ckpt"))
+    assert stored and stored[0].stat().st_size > 1_000_000
+    assert (server_dir / "mlflow.db").stat().st_size > 0
