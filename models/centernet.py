@@ -95,16 +95,19 @@ class CenterNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-k peaks of the heatmap as boxes (N, K, 4) xyxy in input pixels, scores (N, K), labels (N, K).
 
-        Pure tensor ops (max-pool peak picking, topk, gather): they export into the ONNX graph. Decoding is
-        in float32 even under bf16 autocast, where box coordinates would otherwise round to 2-4 px.
+        One detection per location: each cell keeps its best class, and peaks are picked on that map, so
+        an item never comes out twice under two classes (for a deminer that is one hazard, and a second
+        box would count as a false alarm). Pure tensor ops (max over classes, max-pool peak picking, topk,
+        gather): they export into the ONNX graph. Decoding is in float32 even under bf16 autocast, where
+        box coordinates would otherwise round to 2-4 px.
         """
         maps = {name: value.float() for name, value in maps.items()}
         heat = torch.sigmoid(maps["heatmap"])
-        n, c, h, w = heat.shape
-        peaks = heat * (F.max_pool2d(heat, 3, stride=1, padding=1) == heat).to(heat.dtype)
-        scores, index = torch.topk(peaks.reshape(n, c * h * w), k)
-        labels = torch.div(index, h * w, rounding_mode="floor")
-        cell = index - labels * (h * w)
+        n, _, h, w = heat.shape
+        best, best_class = heat.max(dim=1, keepdim=True)
+        peaks = best * (F.max_pool2d(best, 3, stride=1, padding=1) == best).to(heat.dtype)
+        scores, cell = torch.topk(peaks.reshape(n, h * w), k)
+        labels = torch.gather(best_class.reshape(n, h * w), 1, cell)
         ys = torch.div(cell, w, rounding_mode="floor")
         xs = cell - ys * w
         size = maps["size"].reshape(n, 2, h * w)

@@ -1,0 +1,64 @@
+"""CenterNet decoding and the in-network input scale, on hand-made maps and a trained-to-fit toy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ordnance.models import build_detector
+from ordnance.models.centernet import STRIDE, CenterNet, centernet_targets
+
+pytestmark = pytest.mark.train
+
+
+def _maps(h=16, w=16, classes=3):
+    heat = torch.full((1, classes, h, w), -8.0)
+    return {"heatmap": heat, "size": torch.full((1, 2, h, w), 2.0), "offset": torch.full((1, 2, h, w), 0.5)}
+
+
+def test_one_detection_per_location_with_its_best_class():
+    maps = _maps()
+    maps["heatmap"][0, 0, 5, 7] = 2.0  # the same place under two classes: one hazard
+    maps["heatmap"][0, 2, 5, 7] = 3.0
+    maps["heatmap"][0, 1, 12, 3] = 1.0
+    boxes, scores, labels = CenterNet.decode(maps, k=4)
+    assert scores[0, :2].tolist() == pytest.approx([torch.sigmoid(torch.tensor(3.0)).item(), 0.7310586], abs=1e-6)
+    assert labels[0, :2].tolist() == [2, 1]
+    assert scores[0, 2] < 0.01  # nothing else stands out
+    cx = (boxes[0, 0, 0] + boxes[0, 0, 2]) / 2
+    cy = (boxes[0, 0, 1] + boxes[0, 0, 3]) / 2
+    assert (cx.item(), cy.item()) == pytest.approx(((7 + 0.5) * STRIDE, (5 + 0.5) * STRIDE))
+    assert (boxes[0, 0, 2] - boxes[0, 0, 0]).item() == pytest.approx(torch.exp(torch.tensor(2.0)).item(), rel=1e-5)
+
+
+def test_decode_is_float32_under_bf16():
+    maps = {k: v.to(torch.bfloat16) for k, v in _maps(64, 64).items()}
+    maps["heatmap"][0, 0, 63, 62] = 4.0
+    boxes, scores, _ = CenterNet.decode(maps, k=1)
+    assert boxes.dtype == torch.float32 and scores.dtype == torch.float32
+    assert ((boxes[0, 0, 0] + boxes[0, 0, 2]) / 2).item() == pytest.approx(62.5 * STRIDE)  # 250, exact
+
+
+def test_input_scale_keeps_boxes_in_input_pixels():
+    detector = build_detector("centernet_resnet18", num_classes=1, tile_size_px=320, input_scale=0.4)
+    assert detector.net.stride == pytest.approx(STRIDE / 0.4)
+    box = torch.tensor([[100.0, 60.0, 180.0, 120.0]])
+    targets = centernet_targets([box], [torch.tensor([0])], 1, (32, 32), stride=detector.net.stride)
+    index = int(targets["index"][0, 0])
+    assert divmod(index, 32) == (int(90 / 10), int(140 / 10))  # centre (140, 90) px at 10 px per cell
+    # network-pixel sizes: 80 x 60 input px at scale 0.4
+    assert torch.exp(targets["size"][0, 0]).tolist() == pytest.approx([32.0, 24.0], rel=1e-5)
+    # decoding the targets back gives the input-pixel box
+    h = w = 32
+    maps = {
+        "heatmap": torch.where(targets["heatmap"] == 1, 5.0, -8.0),
+        "size": torch.zeros(1, 2, h, w),
+        "offset": torch.zeros(1, 2, h, w),
+    }
+    maps["size"].view(1, 2, -1)[0, :, index] = targets["size"][0, 0]
+    maps["offset"].view(1, 2, -1)[0, :, index] = targets["offset"][0, 0]
+    boxes, _, _ = CenterNet.decode(maps, k=1, stride=detector.net.stride)
+    assert boxes[0, 0].tolist() == pytest.approx(box[0].tolist(), abs=1e-3)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_detector("centernet_resnet18", num_classes=1, tile_size_px=640, input_scale=0.33)
+    with pytest.raises(ValueError, match="only supported by the CenterNet"):
+        build_detector("fcos_resnet50_fpn", num_classes=1, input_scale=0.5)
