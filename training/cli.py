@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+from pathlib import Path
 
 import click
 from jsonargparse import lazy_instance
@@ -11,6 +13,34 @@ from lightning.pytorch.cli import LightningCLI
 from ordnance.datasets.datamodule import DetectionDataModule
 from ordnance.training.task import DetectionTask
 from ordnance.training.tracking import LogConfig, MLflowArtifacts, OrdnanceMLFlowLogger
+
+log = logging.getLogger(__name__)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 autocast is emulated
+    and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class OrdnanceCLI(LightningCLI):
+    """LightningCLI that falls back from bf16 autocast to float32 on CPUs without native bf16."""
+
+    def before_instantiate_classes(self) -> None:
+        import torch
+
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        trainer = config.get("trainer")
+        if trainer is None or str(trainer.get("precision")) != "bf16-mixed":
+            return
+        on_cpu = trainer.get("accelerator") == "cpu" or not torch.cuda.is_available()
+        if on_cpu and not cpu_has_bf16():
+            log.warning("precision bf16-mixed: this CPU has no native bfloat16; training in float32 instead")
+            trainer["precision"] = "32-true"
 
 
 def trainer_defaults() -> dict:
@@ -29,7 +59,7 @@ def trainer_defaults() -> dict:
 
 def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Entry point; tests call it with an argument list."""
-    return LightningCLI(
+    return OrdnanceCLI(
         DetectionTask,
         DetectionDataModule,
         seed_everything_default=0,

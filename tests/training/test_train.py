@@ -152,3 +152,16 @@ def test_run_logged_to_a_real_mlflow_server(fit, mlflow_server, monkeypatch):
     stored = list((server_dir / "artifacts").rglob("*.ckpt"))
     assert stored and stored[0].stat().st_size > 1_000_000
     assert (server_dir / "mlflow.db").stat().st_size > 0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_cpu_only_where_native(fit, monkeypatch, native):
+    import ordnance.training.cli as train_cli
+
+    monkeypatch.setattr(train_cli, "cpu_has_bf16", lambda: native)
+    args = ("--trainer.precision", "bf16-mixed", "--trainer.accelerator", "cpu", "--model.channels_last", "true")
+    cli = fit(*args, "--trainer.max_steps", "2")
+    assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
+    assert cli.trainer.global_step == 2
+    conv = cli.model.detector.net.body.conv1.weight
+    assert conv.dtype == torch.float32 and conv.is_contiguous(memory_format=torch.channels_last)
