@@ -126,7 +126,7 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
         scale_range = value_range(dataset, card)
     scale, note = 1.0, "no GSD (not georeferenced)"
     if info.crs_wkt is None:
-        log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", path)
+        log.debug("%s: no CRS or geotransform", path)
     elif info.gsd_m is not None and card.gsd_m > 0:
         ratio = card.gsd_m / info.gsd_m
         note = f"mosaic {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
@@ -265,6 +265,10 @@ def score(job: ScoringJob) -> ScoringResult:
         raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)
     _check_writable(Path(job.out_dir))
     plans = [_plan(p, detector, job) for p in files]
+    plain = [p.path for p in plans if p.info.crs_wkt is None]
+    if plain:
+        which = str(plain[0]) if len(plain) == 1 else f"{len(plain)} of {len(plans)} inputs, e.g. {plain[0]}"
+        log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", which)
     key = _job_key(job, detector, files)
     checkpoint = _Checkpoint(Path(job.out_dir) / PARTIAL_DIR / f"{key}.jsonl", key, job.resume)
     threshold = card.score_threshold if job.score_threshold is None else job.score_threshold
