@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,12 +37,14 @@ class FrameTruth:
         images: {file name: (width_px, height_px, boxes (T, 4) xyxy px, labels (T,))}.
         source: Where the truth was read from.
         category_ids: Ids of the classes in results files (COCO category ids; YOLO: label numbers).
+        image_ids: COCO image id -> file name (empty for YOLO, whose results name images by file).
     """
 
     class_names: tuple[str, ...]
     images: dict[str, tuple[int, int, np.ndarray, np.ndarray]]
     source: Path
     category_ids: tuple[int, ...] = ()
+    image_ids: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,9 @@ def _read_coco(path: Path) -> FrameTruth:
         boxes[:, 2:] += boxes[:, :2]
         labels = np.array([index[a["category_id"]] for a in anns], np.int64)
         images[Path(image["file_name"]).name] = (int(image["width"]), int(image["height"]), boxes, labels)
-    return FrameTruth(tuple(c["name"] for c in categories), images, path, tuple(c["id"] for c in categories))
+    names = tuple(c["name"] for c in categories)
+    image_ids = {image["id"]: Path(image["file_name"]).name for image in spec["images"]}
+    return FrameTruth(names, images, path, tuple(c["id"] for c in categories), image_ids)
 
 
 def load_frame_predictions(path: Path, truth: FrameTruth) -> FramePredictions:
@@ -204,7 +208,7 @@ def load_frame_predictions(path: Path, truth: FrameTruth) -> FramePredictions:
             raise InputError(f"not a readable vector layer ({str(error).splitlines()[0][:160]})", path) from None
         table = dict(zip(meta["fields"], fields))
     missing = {"source", "bbox_px", "score", "class"} - set(table)
-    if rows_present(table) and missing:
+    if any(len(v) for v in table.values()) and missing:
         raise InputError(f"not the scorer's candidates: columns {sorted(missing)} are missing", path)
     images: dict[str, list] = {}
     for source, bbox, score, name in zip(
@@ -222,10 +226,6 @@ def load_frame_predictions(path: Path, truth: FrameTruth) -> FramePredictions:
     return FramePredictions({k: _stack(v) for k, v in images.items()}, scored)
 
 
-def rows_present(table: dict) -> bool:
-    return any(len(v) for v in table.values())
-
-
 def _stack(rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     boxes = np.array([r[0] for r in rows], np.float64).reshape(-1, 4)
     return boxes, np.array([r[1] for r in rows], np.float64), np.array([r[2] for r in rows], object)
@@ -238,7 +238,7 @@ def _read_coco_results(path: Path, truth: FrameTruth) -> FramePredictions:
         raise InputError(f"not valid JSON ({error.msg} at line {error.lineno})", path) from None
     if not isinstance(results, list):
         raise InputError("not a COCO results list ([{image_id, bbox, score, category_id}, ...])", path)
-    ids = _coco_image_names(truth)
+    ids = truth.image_ids
     categories = dict(zip(truth.category_ids, truth.class_names))
     images: dict[str, list] = {}
     for r in results:
@@ -251,13 +251,6 @@ def _read_coco_results(path: Path, truth: FrameTruth) -> FramePredictions:
         label = categories[r["category_id"]]
         images.setdefault(name, []).append(([x, y, x + w, y + h], float(r["score"]), label))
     return FramePredictions({k: _stack(v) for k, v in images.items()}, None)
-
-
-def _coco_image_names(truth: FrameTruth) -> dict:
-    if truth.source.suffix.lower() != ".json":
-        return {}
-    spec = json.loads(truth.source.read_text())
-    return {image["id"]: Path(image["file_name"]).name for image in spec["images"]}
 
 
 def evaluate_frames(
