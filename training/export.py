@@ -49,6 +49,9 @@ class ExportSettings:
         calibration: data.yaml for int8 calibration tiles; default: parity_data or synthetic.
         calibration_tiles: Tiles used to calibrate.
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
+        int8_float_outputs: Keep the convolutions that write the network's raw outputs (1x1 convolutions with
+            at most ``max(num_classes, 4)`` output channels: class heatmap, size, offset) in float32. They cost
+            little, and the heatmap logits decide the ranking at the threshold.
     """
 
     tile_size_px: int | None = None
@@ -64,6 +67,7 @@ class ExportSettings:
     calibration: str | None = None
     calibration_tiles: int = 32
     max_recall_drop: float = 0.01
+    int8_float_outputs: bool = True
 
 
 def load_task(checkpoint: Path):
@@ -314,6 +318,20 @@ def _torch_run(module: torch.nn.Module, images: np.ndarray, batch: int):
     return tuple(torch.cat([p[j] for p in parts]) for j in range(3))
 
 
+def output_convolutions(path: Path, max_channels: int) -> list[str]:
+    """Names of the 1x1 Conv nodes with at most ``max_channels`` output channels (the heads' output layers)."""
+    model = onnx.load(str(path))
+    shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
+            continue
+        shape = shapes.get(node.input[1])
+        if shape is not None and len(shape) == 4 and shape[0] <= max_channels and shape[2:] == (1, 1):
+            names.append(node.name)
+    return names
+
+
 def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, settings: ExportSettings, gsd_m):
     """Static QDQ quantisation calibrated on training tiles; its own parity report against fp32."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -336,6 +354,8 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
+        excluded = output_convolutions(pre, max(len(card.class_names), 4)) if settings.int8_float_outputs else []
+        log.info("int8: %d output convolutions stay float32: %s", len(excluded), excluded)
         quantize_static(
             str(pre),
             str(staged),
@@ -345,6 +365,7 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "Relu", "Add", "Resize"],
+            nodes_to_exclude=excluded,
         )
         model = onnx.load(str(staged))
     fp32_session, int8_session = _session(str(fp32_path)), _session(model)

@@ -137,6 +137,7 @@ class DetectionTask(L.LightningModule):
         threshold = choose_threshold(matches, self.hparams.min_precision)
         if not self.trainer.sanity_checking:
             self.operating_threshold.fill_(threshold)
+            self._validated_threshold = threshold
         overall = summarise(matches, n_images=n_images, fa_per_image=tuple(self.hparams.fa_per_image))
         at_op = summarise(matches, n_images=n_images, threshold=threshold)
         metrics.update(
@@ -155,6 +156,13 @@ class DetectionTask(L.LightningModule):
         self.log_dict(metrics, prog_bar=False)
         self.print(" ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
         self.last_val_matches = matches
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the operating point of the last validation in the saved weights. Weight averaging (EMA) puts
+        its averaged state in the checkpoint, where this buffer would be an average of stale thresholds."""
+        threshold = getattr(self, "_validated_threshold", None)
+        if threshold is not None and "operating_threshold" in checkpoint.get("state_dict", {}):
+            checkpoint["state_dict"]["operating_threshold"] = torch.tensor(threshold)
 
     def configure_optimizers(self):
         hp = self.hparams

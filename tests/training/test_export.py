@@ -9,10 +9,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 from ordnance.inference.card import ModelCard
 from ordnance.inference.session import open_session
-from ordnance.training.export import ExportError, ExportSettings, export_checkpoint, validation_tiles
+from ordnance.training.export import (
+    ExportError,
+    ExportSettings,
+    export_checkpoint,
+    output_convolutions,
+    validation_tiles,
+)
 
 pytestmark = pytest.mark.train
 
@@ -84,6 +91,7 @@ def test_exported_file_runs_where_torch_cannot_import(tiny_checkpoint, tmp_path)
 import sys
 sys.modules["torch"] = None  # importing torch now fails
 import numpy as np
+import onnx
 from ordnance.inference.session import open_session
 s = open_session({str(tmp_path / "m.onnx")!r})
 boxes, scores, labels = s.run(np.load({str(tmp_path / "tiles.npy")!r})[:1])
@@ -103,6 +111,14 @@ def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
     assert q["int8_ms_per_tile"] > 0 and q["fp32_ms_per_tile"] > 0
     card = open_session(tmp_path / "m.int8.onnx").card
     assert card.quantization == "int8-qdq" and "int8_vs_fp32" in card.parity
+    # The heads' output convolutions read float weights; every other convolution reads dequantised int8.
+    graph = onnx.load(str(tmp_path / "m.int8.onnx")).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    convs = {node.name: producers.get(node.input[1], "initializer") for node in graph.node if node.op_type == "Conv"}
+    heads = output_convolutions(tmp_path / "m.onnx", 4)
+    assert len(heads) == 3
+    assert all(convs[name] == "initializer" for name in heads)
+    assert sum(kind == "DequantizeLinear" for kind in convs.values()) == len(convs) - 3
 
 
 def test_torchvision_detectors_are_refused(tmp_path):

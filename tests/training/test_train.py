@@ -165,3 +165,22 @@ def test_bf16_on_cpu_only_where_native(fit, monkeypatch, native):
     assert cli.trainer.global_step == 2
     conv = cli.model.detector.net.body.conv1.weight
     assert conv.dtype == torch.float32 and conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_weight_averaging_checkpoint_holds_average_and_validated_threshold(fit, tmp_path):
+    """With experiments/recipes/ema.yaml's callback, checkpoints hold the averaged weights (Lightning keeps the
+    live ones beside them) and the operating point of the last validation, not an average of thresholds."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "experiments" / "recipes" / "ema.yaml").read_text())
+    config["trainer"]["callbacks"][0]["init_args"].update(decay=0.5, update_starting_at_step=0)
+    (tmp_path / "ema.yaml").write_text(yaml.safe_dump(config))
+    cli = fit("--config", str(tmp_path / "ema.yaml"))
+    validated = float(cli.trainer.callback_metrics["val/threshold"])
+    best = next(p for p in _checkpoints(tmp_path) if p.name.startswith("best"))
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)
+    assert float(checkpoint["state_dict"]["operating_threshold"]) == pytest.approx(validated)
+    live = checkpoint["current_model_state"]
+    averaged = checkpoint["state_dict"]
+    name = "detector.net.heatmap.2.weight"
+    assert not torch.equal(live[name], averaged[name])
