@@ -46,8 +46,14 @@ class ExportSettings:
         max_score_diff: Largest allowed score difference.
         parity_floor: Detections at or above this score are compared.
         int8: Also write a statically quantised (QDQ) model.
-        calibration: data.yaml for int8 calibration tiles; default: parity_data or synthetic.
+        calibration: data.yaml whose training tiles calibrate int8 (never the tiles the gate checks);
+            default: parity_data, else seeded synthetic scenes.
+        calibration_method: How activation ranges are set: "minmax", "percentile" (99.999th) or "entropy".
         calibration_tiles: Tiles used to calibrate.
+        int8_op_types: Operators quantised. Convolutions only by default: quantising the FPN's additions and
+            upsampling as well cost the synthetic detector 0.026 recall at its threshold (0.868 -> 0.842 on
+            64 validation tiles, 17% of detections reproduced) where convolutions alone cost none (0.886,
+            89% reproduced), for 2.75x instead of 3.1x the float32 speed.
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
         int8_float_outputs: Keep the convolutions that write the network's raw outputs (1x1 convolutions with
             at most ``max(num_classes, 4)`` output channels: class heatmap, size, offset) in float32. They cost
@@ -66,8 +72,10 @@ class ExportSettings:
     int8: bool = False
     calibration: str | None = None
     calibration_tiles: int = 32
+    calibration_method: str = "minmax"
     max_recall_drop: float = 0.01
     int8_float_outputs: bool = True
+    int8_op_types: tuple[str, ...] = ("Conv",)
 
 
 def load_task(checkpoint: Path):
@@ -86,16 +94,19 @@ def weights_sha256(module: torch.nn.Module) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
-def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, seed: int = 7):
-    """(images (n, 3, S, S) uint8, truth boxes per image): from a dataset's validation split, or from
-    seeded synthetic scenes. Both pass through :func:`pad_to_tile`, as the scorer's tiles do."""
+def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, seed: int = 7, split: str = "valid"):
+    """(images (n, 3, S, S) uint8, truth boxes per image): from a dataset's ``split`` (evenly spaced through
+    it), or from seeded synthetic scenes. Both pass through :func:`pad_to_tile`, as the scorer's tiles do."""
     images, truth = [], []
     if data_yaml:
         from ordnance.datasets.records import load_record
         from ordnance.datasets.yolo import read_yolo
 
-        data = read_yolo(data_yaml, "valid")
-        for record in data.records[:n]:
+        data = read_yolo(data_yaml, split)
+        records = data.records
+        if split != "valid" and len(records) > n:
+            records = [records[i] for i in np.linspace(0, len(records) - 1, n).round().astype(int)]
+        for record in records[:n]:
             sample = load_record(record)
             tile, _ = pad_to_tile(np.ascontiguousarray(sample.image.transpose(2, 0, 1)), tile_px)
             images.append(tile)
@@ -334,11 +345,22 @@ def output_convolutions(path: Path, max_channels: int) -> list[str]:
 
 def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, settings: ExportSettings, gsd_m):
     """Static QDQ quantisation calibrated on training tiles; its own parity report against fp32."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     calib, _ = validation_tiles(
-        settings.calibration_tiles, card.tile_size_px, gsd_m, settings.calibration or settings.parity_data, seed=3
+        settings.calibration_tiles,
+        card.tile_size_px,
+        gsd_m,
+        settings.calibration or settings.parity_data,
+        seed=3,
+        split="train",
     )
     batch = max(card.batch_size, 1)
 
@@ -364,8 +386,13 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
             per_channel=True,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            op_types_to_quantize=["Conv", "Relu", "Add", "Resize"],
+            op_types_to_quantize=list(settings.int8_op_types),
             nodes_to_exclude=excluded,
+            calibrate_method={
+                "minmax": CalibrationMethod.MinMax,
+                "percentile": CalibrationMethod.Percentile,
+                "entropy": CalibrationMethod.Entropy,
+            }[settings.calibration_method],
         )
         model = onnx.load(str(staged))
     fp32_session, int8_session = _session(str(fp32_path)), _session(model)

@@ -114,9 +114,7 @@ def main() -> None:
         "detectors": {},
     }
     for name in args.detectors or list_detectors():
-        results["detectors"][name] = time_detector(
-            name, data, args.steps, device, args.precision, args.channels_last
-        )
+        results["detectors"][name] = time_detector(name, data, args.steps, device, args.precision, args.channels_last)
         print(name, results["detectors"][name], flush=True)
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     (HERE / f"{args.name}.json").write_text(json.dumps(results, indent=2))
