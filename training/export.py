@@ -31,6 +31,9 @@ class ExportError(OrdnanceError):
     """The model cannot be exported, or failed the parity gate."""
 
 
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+
+
 @dataclass(frozen=True)
 class ExportSettings:
     """How to export.
@@ -76,6 +79,12 @@ class ExportSettings:
     max_recall_drop: float = 0.01
     int8_float_outputs: bool = True
     int8_op_types: tuple[str, ...] = ("Conv",)
+
+    def __post_init__(self) -> None:
+        if self.calibration_method not in CALIBRATION_METHODS:
+            raise ValueError(
+                f"unknown calibration_method {self.calibration_method!r}; choose from {list(CALIBRATION_METHODS)}"
+            )
 
 
 def load_task(checkpoint: Path):
@@ -354,6 +363,11 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }
     calib, _ = validation_tiles(
         settings.calibration_tiles,
         card.tile_size_px,
@@ -388,11 +402,7 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
             weight_type=QuantType.QInt8,
             op_types_to_quantize=list(settings.int8_op_types),
             nodes_to_exclude=excluded,
-            calibrate_method={
-                "minmax": CalibrationMethod.MinMax,
-                "percentile": CalibrationMethod.Percentile,
-                "entropy": CalibrationMethod.Entropy,
-            }[settings.calibration_method],
+            calibrate_method=methods[settings.calibration_method],
         )
         model = onnx.load(str(staged))
     fp32_session, int8_session = _session(str(fp32_path)), _session(model)

@@ -19,6 +19,19 @@ import click
 @click.option("--int8", is_flag=True, help="Also write a static int8 (QDQ) model.")
 @click.option("--calibration", type=str, default=None, help="data.yaml of training tiles for int8 calibration.")
 @click.option(
+    "--calibration-method",
+    type=click.Choice(["minmax", "percentile", "entropy"]),
+    default="minmax",
+    show_default=True,
+    help="How int8 activation ranges are set.",
+)
+@click.option(
+    "--int8-ops",
+    default="Conv",
+    show_default=True,
+    help="Comma-separated ONNX operator types to quantise (e.g. Conv,Add,Resize).",
+)
+@click.option(
     "--register/--no-register",
     default=True,
     show_default=True,
@@ -35,6 +48,8 @@ def export(
     parity_tiles,
     int8,
     calibration,
+    calibration_method,
+    int8_ops,
     register,
 ) -> None:
     """Export CHECKPOINT to one ONNX file with its model card, after the parity gate."""
@@ -49,6 +64,8 @@ def export(
         parity_data=parity_data,
         int8=int8,
         calibration=calibration,
+        calibration_method=calibration_method,
+        int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
     )
     report = export_checkpoint(checkpoint, output, settings)
     fp32 = report["fp32"]

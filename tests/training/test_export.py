@@ -134,3 +134,8 @@ def test_torchvision_detectors_are_refused(tmp_path):
     with pytest.raises(ExportError, match="cannot be exported: .*fixed-shape outputs"):
         export_checkpoint(ckpt, tmp_path / "x.onnx", ExportSettings(parity_tiles=1))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_unknown_calibration_method_is_refused_before_anything_is_written():
+    with pytest.raises(ValueError, match="calibration_method 'median'"):
+        ExportSettings(int8=True, calibration_method="median")
