@@ -104,8 +104,9 @@ def weights_sha256(module: torch.nn.Module) -> str:
 
 
 def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, seed: int = 7, split: str = "valid"):
-    """(images (n, 3, S, S) uint8, truth boxes per image): from a dataset's ``split`` (evenly spaced through
-    it), or from seeded synthetic scenes. Both pass through :func:`pad_to_tile`, as the scorer's tiles do."""
+    """(images (n, 3, S, S) uint8, truth boxes per image): the first n of a dataset's validation split, n
+    spread evenly through another ``split`` (int8 calibration reads "train"), or seeded synthetic scenes. All
+    pass through :func:`pad_to_tile`, as the scorer's tiles do."""
     images, truth = [], []
     if data_yaml:
         from ordnance.datasets.records import load_record

@@ -11,12 +11,13 @@ extra=("$@")
 mkdir -p "$out"
 py=${PYTHON:-python3}
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+# The recipe's own data module generates the tiles once, before the runs start side by side.
 $py - <<'PY'
-from pathlib import Path
-from ordnance.datasets.synth.writers import write_tile_dataset
-if not Path("data/synthetic-1cm/data.yaml").exists():
-    write_tile_dataset(Path("data/synthetic-1cm"), n_train=1600, n_valid=200, tile_px=512, gsd_m=0.01, seed=0,
-                       empty_ratio=0.1)
+import yaml
+from ordnance.datasets.datamodule import DetectionDataModule, SyntheticData
+data = yaml.safe_load(open("configs/synthetic.yaml"))["data"]
+data["synthetic"] = SyntheticData(**data["synthetic"])
+DetectionDataModule(**data).prepare_data()
 PY
 run() {
   local name=$1; shift
