@@ -128,24 +128,36 @@ def centernet_targets(
     out_hw: tuple[int, int],
     max_objects: int = 256,
     stride: float = STRIDE,
+    radius: int = 1,
+    neighbour_weight: float = 0.5,
 ) -> dict[str, torch.Tensor]:
     """Training targets at ``stride`` (input pixels per output cell): Gaussian heatmaps (elliptic,
-    TTFNet-style sigma), and size/offset targets at each object's centre cell. Sizes are log box sides in
-    network pixels (input pixels times ``STRIDE / stride``)."""
+    TTFNet-style sigma), and size/offset targets at each object's centre cell and at the cells within
+    ``radius`` of it (Chebyshev distance), whose offsets point from that cell to the object's centre.
+
+    Sizes are log box sides in network pixels (input pixels times ``STRIDE / stride``). A half-buried or
+    shadowed item often peaks one cell away from its true centre; with offsets learnt around the centre,
+    that peak still decodes to the item's centre instead of a point outside its hit tolerance. ``mask``
+    holds each entry's weight: 1 at the centre cell, ``neighbour_weight`` around it; the centre entry of
+    each object comes first.
+    """
     scale = STRIDE / stride
     n = len(boxes)
     h, w = out_hw
+    around = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy or dx]
+    slots = max_objects * (1 + len(around))
     heat = torch.zeros(n, num_classes, h, w)
-    index = torch.zeros(n, max_objects, dtype=torch.long)
-    mask = torch.zeros(n, max_objects)
-    size = torch.zeros(n, max_objects, 2)
-    offset = torch.zeros(n, max_objects, 2)
+    index = torch.zeros(n, slots, dtype=torch.long)
+    mask = torch.zeros(n, slots)
+    size = torch.zeros(n, slots, 2)
+    offset = torch.zeros(n, slots, 2)
     ys, xs = (
         torch.arange(h, dtype=torch.float32).view(-1, 1),
         torch.arange(w, dtype=torch.float32).view(1, -1),
     )
     for i, (b, l) in enumerate(zip(boxes, labels)):
-        for j, (box, label) in enumerate(zip(b[:max_objects], l[:max_objects])):
+        slot = 0
+        for box, label in zip(b[:max_objects], l[:max_objects]):
             bw, bh = float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale
             if bw <= 0 or bh <= 0:
                 continue
@@ -154,15 +166,22 @@ def centernet_targets(
             sx, sy = max(0.54 * bw / STRIDE / 6, 0.5), max(0.54 * bh / STRIDE / 6, 0.5)
             g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
             heat[i, label] = torch.maximum(heat[i, label], g)
-            index[i, j] = iy * w + ix
-            mask[i, j] = 1
-            size[i, j] = torch.tensor([math.log(bw), math.log(bh)])
-            offset[i, j] = torch.tensor([cx - ix, cy - iy])
+            log_size = torch.tensor([math.log(bw), math.log(bh)])
+            for dy, dx in [(0, 0), *around]:
+                jx, jy = ix + dx, iy + dy
+                if not (0 <= jx < w and 0 <= jy < h):
+                    continue
+                index[i, slot] = jy * w + jx
+                mask[i, slot] = 1.0 if (dy, dx) == (0, 0) else neighbour_weight
+                size[i, slot] = log_size
+                offset[i, slot] = torch.tensor([cx - jx, cy - jy])
+                slot += 1
     return {"heatmap": heat, "index": index, "mask": mask, "size": size, "offset": offset}
 
 
 def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Penalty-reduced focal loss on the heatmap, L1 on log-size and offset at object centres."""
+    """Penalty-reduced focal loss on the heatmap; L1 on log-size and offset at the target cells, weighted by
+    ``mask``."""
     pred = torch.sigmoid(maps["heatmap"].float()).clamp(1e-4, 1 - 1e-4)
     gt = targets["heatmap"]
     pos = gt.eq(1).float()

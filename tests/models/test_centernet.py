@@ -62,3 +62,24 @@ def test_input_scale_keeps_boxes_in_input_pixels():
         build_detector("centernet_resnet18", num_classes=1, tile_size_px=640, input_scale=0.33)
     with pytest.raises(ValueError, match="only supported by the CenterNet"):
         build_detector("fcos_resnet50_fpn", num_classes=1, input_scale=0.5)
+
+
+def test_offsets_around_the_centre_point_at_the_item():
+    """Every target cell (the centre cell and its neighbours) decodes to the item's centre, so a peak one
+    cell off still lands inside the hit tolerance of a 6 px item."""
+    box = torch.tensor([[41.0, 50.0, 47.0, 56.0], [200.0, 10.0, 230.0, 24.0]])
+    targets = centernet_targets([box], [torch.tensor([0, 1])], 2, (64, 64))
+    mask, index, offset = targets["mask"][0], targets["index"][0], targets["offset"][0]
+    used = mask > 0
+    assert int(used.sum()) == 18  # 9 cells per item, none clipped
+    assert mask[0].item() == 1.0 and mask[9].item() == 1.0 and mask[1].item() == 0.5
+    ys, xs = torch.div(index[used], 64, rounding_mode="floor"), index[used] % 64
+    centres = torch.stack([(xs + offset[used, 0]) * STRIDE, (ys + offset[used, 1]) * STRIDE], 1)
+    expected = torch.tensor([[44.0, 53.0]] * 9 + [[215.0, 17.0]] * 9)
+    assert torch.allclose(centres, expected, atol=1e-4)
+    # the centre cell holds the heatmap peak; its neighbours do not
+    assert targets["heatmap"][0, 0].flatten()[index[0]] == 1.0
+    assert int((targets["heatmap"][0, 0] == 1.0).sum()) == 1
+    # an item at the tile edge keeps only the cells inside the map
+    edge = centernet_targets([torch.tensor([[0.0, 0.0, 6.0, 6.0]])], [torch.tensor([0])], 1, (64, 64))
+    assert int((edge["mask"][0] > 0).sum()) == 4
