@@ -29,6 +29,9 @@ class SyntheticData:
     gsd_m: float = 0.01
     seed: int = 0
     empty_ratio: float = 0.1
+    train_lookalike_scale: float = 1.0
+    """Look-alike density of training scenes relative to the generator's (validation scenes keep 1): more
+    stones, cans and bottles per crop are more hard negatives per training step."""
 
 
 class _Transformed(Dataset):
@@ -139,6 +142,7 @@ class DetectionDataModule(L.LightningDataModule):
                 gsd_m=s.gsd_m,
                 seed=s.seed,
                 empty_ratio=s.empty_ratio,
+                train_lookalike_scale=s.train_lookalike_scale,
             )
 
     def setup(self, stage: str | None = None) -> None:

@@ -23,9 +23,11 @@ CLASS_NAMES = ("ap_mine", "at_mine", "uxo")
 
 
 def _tile(args):
-    seed, tile_px, gsd_m, empty, min_visibility = args
+    seed, tile_px, gsd_m, empty, min_visibility, lookalike_scale = args
     rng = np.random.default_rng(seed)
     spec = make_scene(seed, gsd_m, tile_px, tile_px, patterns=int(rng.integers(1, 4)), empty=empty)
+    if lookalike_scale != 1.0:
+        spec = replace(spec, lookalikes_per_m2=spec.lookalikes_per_m2 * lookalike_scale)
     image, boxes = render_block(spec, 0, 0, tile_px, tile_px)
     rows = []
     for x0, y0, x1, y1, cls, _, _ in boxes:
@@ -55,23 +57,31 @@ def write_tile_dataset(
     empty_ratio: float = 0.1,
     min_visibility: float = 0.5,
     workers: int = 0,
+    train_lookalike_scale: float = 1.0,
 ) -> Path:
     """A YOLO dataset (Roboflow layout, ``data.yaml``) of independent synthetic scenes.
 
     Train and valid tiles come from disjoint seed ranges (different scenes), so nothing leaks.
+    ``train_lookalike_scale`` multiplies the look-alike density of training scenes only (hard negatives);
+    validation scenes are the generator's own, whatever the training set holds.
 
     Returns:
         Path of data.yaml.
     """
     out_dir = Path(out_dir)
     jobs = []
-    for split, count, base in (("train", n_train, 0), ("valid", n_valid, 10_000_000)):
+    if train_lookalike_scale <= 0:
+        raise ValueError(f"train_lookalike_scale must be positive, got {train_lookalike_scale}")
+    for split, count, base, scale in (
+        ("train", n_train, 0, train_lookalike_scale),
+        ("valid", n_valid, 10_000_000, 1.0),
+    ):
         (out_dir / split / "images").mkdir(parents=True, exist_ok=True)
         (out_dir / split / "labels").mkdir(parents=True, exist_ok=True)
         for i in range(count):
             s = seed * 100_000_000 + base + i
             empty = np.random.default_rng(s + 1).random() < empty_ratio
-            jobs.append((split, f"synth_{s:011d}", (s, tile_px, gsd_m, empty, min_visibility)))
+            jobs.append((split, f"synth_{s:011d}", (s, tile_px, gsd_m, empty, min_visibility, scale)))
     todo = [j for j in jobs if not (out_dir / j[0] / "labels" / f"{j[1]}.txt").exists()]
     workers = workers or os.cpu_count() or 1
     with ProcessPoolExecutor(workers) as pool:
