@@ -23,9 +23,16 @@ def synth() -> None:
 @click.option("--gsd-cm", type=float, default=1.0, show_default=True, help="Ground sample distance, cm/pixel.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--empty-ratio", type=float, default=0.1, show_default=True, help="Share of tiles without items.")
+@click.option(
+    "--train-lookalike-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Look-alike density of training scenes relative to validation scenes (hard negatives).",
+)
 @click.option("--coco", is_flag=True, help="Also write COCO JSON per split (for CVAT or FiftyOne).")
 @click.option("--preview", is_flag=True, help="Also write preview.png, a contact sheet with boxes.")
-def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, coco, preview) -> None:
+def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, train_lookalike_scale, coco, preview) -> None:
     """Write a YOLO tile dataset (data.yaml, train/ and valid/) to OUT_DIR; re-running resumes."""
     from ordnance.datasets.synth.writers import write_tile_dataset
     from ordnance.datasets.yolo import read_yolo
@@ -38,6 +45,7 @@ def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, coco, p
         gsd_m=gsd_cm / 100,
         seed=seed,
         empty_ratio=empty_ratio,
+        train_lookalike_scale=train_lookalike_scale,
     )
     click.echo(f"{data_yaml}")
     if coco:
