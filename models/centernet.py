@@ -104,8 +104,7 @@ class CenterNet(nn.Module):
         maps = {name: value.float() for name, value in maps.items()}
         heat = torch.sigmoid(maps["heatmap"])
         n, _, h, w = heat.shape
-        best, best_class = heat.max(dim=1, keepdim=True)
-        peaks = best * (F.max_pool2d(best, 3, stride=1, padding=1) == best).to(heat.dtype)
+        _, best_class, peaks = _peak_map(heat)
         scores, cell = torch.topk(peaks.reshape(n, h * w), k)
         labels = torch.gather(best_class.reshape(n, h * w), 1, cell)
         ys = torch.div(cell, w, rounding_mode="floor")
@@ -119,6 +118,41 @@ class CenterNet(nn.Module):
         cy = (ys.to(heat.dtype) + off[:, 1]) * stride
         boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
         return boxes, scores, labels
+
+
+def _peak_map(heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best class score per cell, its class, and that map kept only where it is a 3 x 3 local maximum."""
+    best, best_class = heat.max(dim=1, keepdim=True)
+    peaks = best * (F.max_pool2d(best, 3, stride=1, padding=1) == best).to(heat.dtype)
+    return best, best_class, peaks
+
+
+@torch.no_grad()
+def selection_margins(maps: dict[str, torch.Tensor], k: int = 300) -> torch.Tensor:
+    """How firmly :meth:`CenterNet.decode` chose each of its K detections, (N, K), in score units.
+
+    The smallest of three gaps: the detection's score over the best of its eight neighbours (which cell
+    is the peak), its best class over its second (which label it gets), and its score over the first peak
+    left out of the top K (whether it is kept). Discrete choices decided by less than the score tolerance
+    of a parity check can legitimately come out the other way in another runtime (a flat heatmap of an
+    untrained model is full of them); a parity check compares only detections chosen by more.
+    """
+    heat = torch.sigmoid(maps["heatmap"].float())
+    n, c, h, w = heat.shape
+    best, _, peaks = _peak_map(heat)
+    window = F.unfold(best, 3, padding=1)  # (N, 9, H*W); padding is 0, below any sigmoid score
+    window[:, 4] = 0.0
+    gap = best.reshape(n, h * w) - window.max(dim=1).values
+    if c > 1:
+        two = heat.topk(2, dim=1).values.reshape(n, 2, h * w)
+        gap = torch.minimum(gap, two[:, 0] - two[:, 1])
+    flat = peaks.reshape(n, h * w)
+    kept = min(k + 1, h * w)
+    scores, cell = torch.topk(flat, kept)
+    margins = torch.gather(gap, 1, cell[:, :k])
+    if kept > k:
+        margins = torch.minimum(margins, scores[:, :k] - scores[:, k : k + 1])
+    return margins
 
 
 def centernet_targets(

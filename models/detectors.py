@@ -5,7 +5,10 @@ Every detector takes float images (N, 3, S, S) in [0, 1] and labels 0..C-1:
 - ``losses(images, boxes, labels) -> dict`` in training,
 - ``predict(images) -> list[(boxes xyxy px, scores, labels)]`` in evaluation,
 - ``export_module(max_detections) -> nn.Module`` taking uint8 (N, 3, S, S) and returning fixed-shape
-  ``boxes`` (N, K, 4), ``scores`` (N, K), ``labels`` (N, K), or raising :class:`ExportRefused`.
+  ``boxes`` (N, K, 4), ``scores`` (N, K), ``labels`` (N, K), or raising :class:`ExportRefused`;
+- where it exports, ``selection_margins(uint8 images, max_detections) -> (N, K)``: by how much score each of
+  those detections won its discrete choices (peak, class, top-K), so a parity check can tell a real
+  difference between runtimes from a near-tie decided the other way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from functools import partial
 
 import torch
 import torchvision
-from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets
+from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets, selection_margins
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
@@ -70,6 +73,12 @@ class CenterNetDetector(nn.Module):
 
     def export_module(self, max_detections: int) -> nn.Module:
         return UInt8Export(self.net, max_detections)
+
+    @torch.no_grad()
+    def selection_margins(self, images: torch.Tensor, max_detections: int) -> torch.Tensor:
+        """For uint8 ``images``, how firmly each detection of ``export_module(max_detections)`` was chosen
+        (see :func:`ordnance.models.centernet.selection_margins`)."""
+        return selection_margins(self.net(images.float() / 255.0), max_detections)
 
     def head_prefixes(self) -> tuple[str, ...]:
         """Parameters that depend on the class count (remapped when fine-tuning to new classes)."""

@@ -25,6 +25,7 @@ from ordnance.models import ExportRefused
 log = logging.getLogger(__name__)
 
 OPSET = 18
+EDGE_TOLERANCE_PX = 0.25  # a box edge this close is the same box, whatever its size
 
 
 class ExportError(OrdnanceError):
@@ -45,7 +46,8 @@ class ExportSettings:
         overlap_px: Recommended scoring overlap written to the card (model pixels).
         parity_tiles: Validation tiles run through both runtimes.
         parity_data: data.yaml whose validation images are used; default: seeded synthetic scenes.
-        min_matched: Share of PyTorch detections ONNX Runtime must reproduce (IoU >= 0.9).
+        min_matched: Share of PyTorch detections ONNX Runtime must reproduce (IoU >= 0.9, same label),
+            near-ties (choices won by less than max_score_diff) left out.
         max_score_diff: Largest allowed score difference.
         parity_floor: Detections at or above this score are compared.
         int8: Also write a statically quantised (QDQ) model.
@@ -192,20 +194,34 @@ def _recall(outputs, truth, threshold: float, floor_px: float = 4.0) -> float:
     return found / max(total, 1)
 
 
-def compare(reference, candidate, truth, threshold: float, floor: float) -> dict:
-    """Parity of two runtimes' outputs on the same tiles: matched share (IoU >= 0.9, same label), largest
-    score difference, and recall at ``threshold`` of both."""
-    matched = total = 0
+def compare(reference, candidate, truth, threshold: float, floor: float, margins=None, tie: float = 0.0) -> dict:
+    """Parity of two runtimes' outputs on the same tiles: matched share (same label and IoU >= 0.9 or every
+    edge within ``EDGE_TOLERANCE_PX``), largest score difference, and recall at ``threshold`` of both.
+
+    ``margins`` (as ``reference[1]``) says by how much score each reference detection won its discrete
+    choices (which cell is the peak, which class, whether it makes the top K). Detections that won by less
+    than ``tie`` are near-ties another runtime may decide the other way at the same scores: they are counted
+    as ``near_ties`` and left out of the matched share, whose denominator is ``detections_compared``.
+    """
+    matched = total = ties = 0
     max_diff = 0.0
-    for rb, rs, rl, cb, cs, cl in zip(*reference, *candidate):
+    for i, (rb, rs, rl, cb, cs, cl) in enumerate(zip(*reference, *candidate)):
         # Compare detections above the floor, or the top 20 when fewer clear it (an early model).
         cut = min(floor, float(np.sort(rs)[::-1][: min(20, len(rs))][-1])) if len(rs) else floor
         keep_r, keep_c = rs >= cut, cs >= cut - 1e-3
+        if margins is not None:
+            firm = margins[i] >= tie
+            ties += int((keep_r & ~firm).sum())
+            keep_r &= firm
         rb_, rs_, rl_ = rb[keep_r], rs[keep_r], rl[keep_r]
         cb_, cs_, cl_ = cb[keep_c], cs[keep_c], cl[keep_c]
         total += len(rb_)
         if len(rb_) and len(cb_):
-            iou = _iou(rb_, cb_) * (rl_[:, None] == cl_[None])
+            # Same box: IoU >= 0.9, or every edge within EDGE_TOLERANCE_PX (IoU is unstable for the
+            # sub-pixel boxes an early model puts out).
+            edges = np.abs(rb_[:, None, :] - cb_[None, :, :]).max(axis=2)
+            same = np.maximum(_iou(rb_, cb_), (edges <= EDGE_TOLERANCE_PX).astype(np.float64))
+            iou = same * (rl_[:, None] == cl_[None])
             best = iou.argmax(axis=1)
             ok = iou[np.arange(len(rb_)), best] >= 0.9
             matched += int(ok.sum())
@@ -215,7 +231,9 @@ def compare(reference, candidate, truth, threshold: float, floor: float) -> dict
     return {
         "tiles": len(reference[0]),
         "detections_compared": total,
-        "matched_share": matched / max(total, 1),
+        "near_ties": ties,
+        "near_tie_margin": tie,
+        "matched_share": matched / total if total else 1.0,
         "max_score_diff": max_diff,
         "recall_reference": _recall(reference, truth, threshold),
         "recall_candidate": _recall(candidate, truth, threshold),
@@ -295,8 +313,11 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
     onnx.checker.check_model(model)
     with torch.no_grad():
         reference = [t.numpy() for t in _torch_run(module, images, settings.batch)]
+    margins = _selection_margins(task.detector, images, settings)
     candidate = _run_ort(_session(model), images, settings.batch)
-    parity = compare(reference, candidate, truth, threshold, settings.parity_floor)
+    parity = compare(
+        reference, candidate, truth, threshold, settings.parity_floor, margins, tie=settings.max_score_diff
+    )
     log.info("fp32 parity: %s", parity)
     run_id, config_sha = _run_info(checkpoint)
     card = ModelCard(
@@ -331,6 +352,17 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         report["int8"] = export_int8(output, card, images, truth, settings, hp.gsd_m)
         write_json(output.with_suffix(".parity.json"), report | {"passed": True})
     return report
+
+
+def _selection_margins(detector: torch.nn.Module, images: np.ndarray, settings: ExportSettings):
+    if not hasattr(detector, "selection_margins"):
+        return None
+    step = settings.batch or len(images)
+    parts = [
+        detector.selection_margins(torch.from_numpy(images[i : i + step]), settings.max_detections)
+        for i in range(0, len(images), step)
+    ]
+    return torch.cat(parts).numpy()
 
 
 def _torch_run(module: torch.nn.Module, images: np.ndarray, batch: int):
@@ -435,8 +467,17 @@ def register_in_mlflow(output: Path, report: dict, tracking_uri: str | None = No
     if not card.get("mlflow_run_id"):
         log.warning("%s: no MLflow run id known; not registered", output)
         return None
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
+    uri = tracking_uri or default_tracking_uri()
+    mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
+    try:
+        client.get_run(card["mlflow_run_id"])
+    except mlflow.exceptions.MlflowException:
+        raise ExportError(
+            f"written, but not registered: its training run {card['mlflow_run_id']} is not in the MLflow store "
+            f"{uri} (set MLFLOW_TRACKING_URI to the store it was trained with, or pass --no-register)",
+            output,
+        ) from None
     client.log_artifact(card["mlflow_run_id"], str(output), "onnx")
     parity_file = output.with_suffix(".parity.json")
     if parity_file.exists():

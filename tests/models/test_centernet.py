@@ -83,3 +83,31 @@ def test_offsets_around_the_centre_point_at_the_item():
     # an item at the tile edge keeps only the cells inside the map
     edge = centernet_targets([torch.tensor([[0.0, 0.0, 6.0, 6.0]])], [torch.tensor([0])], 1, (64, 64))
     assert int((edge["mask"][0] > 0).sum()) == 4
+
+
+def test_selection_margins_measure_how_firmly_each_choice_was_made():
+    from ordnance.models.centernet import selection_margins
+
+    maps = _maps()
+    heat = maps["heatmap"][0]
+    heat[0, 2, 2] = 3.0  # a clear peak: next best neighbour and next best class are at -8
+    heat[1, 8, 8] = heat[1, 8, 9] = 1.0  # a plateau: which cell is the peak is a coin toss
+    heat[0, 12, 12] = heat[2, 12, 12] = 2.0  # a class tie: which label it gets is a coin toss
+    heat[1, 4, 12] = 0.5
+    heat[1, 4, 13] = 0.5 - 1e-3  # a neighbour just below
+    _, scores, _ = CenterNet.decode(maps, k=5)
+    margins = selection_margins(maps, k=5)[0]
+    sig = torch.sigmoid
+    by_score = {round(s, 5): m for s, m in zip(scores[0].tolist(), margins.tolist())}
+    assert by_score[round(sig(torch.tensor(3.0)).item(), 5)] == pytest.approx(
+        (sig(torch.tensor(3.0)) - sig(torch.tensor(-8.0))).item(), abs=1e-6
+    )
+    assert by_score[round(sig(torch.tensor(1.0)).item(), 5)] == 0.0
+    assert by_score[round(sig(torch.tensor(2.0)).item(), 5)] == 0.0
+    near = by_score[round(sig(torch.tensor(0.5)).item(), 5)]
+    assert near == pytest.approx((sig(torch.tensor(0.5)) - sig(torch.tensor(0.5 - 1e-3))).item(), rel=1e-3)
+    # The last of the top K is only as firm as its lead over the first peak left out.
+    maps = _maps()
+    maps["heatmap"][0, 0, 2, 2], maps["heatmap"][0, 1, 8, 8], maps["heatmap"][0, 2, 12, 3] = 3.0, 1.0, 0.9
+    last = selection_margins(maps, k=2)[0, -1].item()
+    assert last == pytest.approx((sig(torch.tensor(1.0)) - sig(torch.tensor(0.9))).item(), abs=1e-7)

@@ -139,3 +139,61 @@ def test_torchvision_detectors_are_refused(tmp_path):
 def test_unknown_calibration_method_is_refused_before_anything_is_written():
     with pytest.raises(ValueError, match="calibration_method 'median'"):
         ExportSettings(int8=True, calibration_method="median")
+
+
+def _outputs(boxes, scores, labels):
+    return (np.asarray([boxes], np.float32), np.asarray([scores], np.float32), np.asarray([labels], np.int64))
+
+
+def test_comparison_tells_real_differences_from_near_ties_and_float_noise():
+    from ordnance.training.export import compare
+
+    truth = [np.zeros((0, 4), np.float32)]
+    boxes = [[10, 10, 18, 18], [40, 40, 48, 48], [80, 80, 80.0001, 80.0002], [120, 120, 128, 128]]
+    reference = _outputs(boxes, [0.9, 0.8, 0.7, 0.6], [0, 1, 2, 0])
+    # Float noise, including on a sub-pixel box whose IoU is meaningless: all reproduced.
+    noisy = _outputs(np.asarray(boxes) + 2e-5, [0.9, 0.8, 0.7, 0.6], [0, 1, 2, 0])
+    same = compare(reference, noisy, truth, 0.5, 0.05)
+    assert same["matched_share"] == 1.0 and same["detections_compared"] == 4 and same["near_ties"] == 0
+    # One box moved by a cell (4 px) and one label changed: two of four reproduced.
+    moved = _outputs([boxes[0], [44, 40, 52, 48], boxes[2], boxes[3]], [0.9, 0.8, 0.7, 0.6], [0, 1, 2, 1])
+    assert compare(reference, moved, truth, 0.5, 0.05)["matched_share"] == 0.5
+    # The same differences where the reference won those choices by less than the tie margin: left out.
+    margins = np.asarray([[0.5, 1e-6, 0.5, 0.0]])
+    tied = compare(reference, moved, truth, 0.5, 0.05, margins, tie=1e-3)
+    assert tied["matched_share"] == 1.0 and tied["detections_compared"] == 2 and tied["near_ties"] == 2
+    # A margin above the tie margin is a real difference.
+    firm = compare(reference, moved, truth, 0.5, 0.05, np.asarray([[0.5, 2e-3, 0.5, 0.0]]), tie=1e-3)
+    assert firm["matched_share"] == pytest.approx(2 / 3)
+
+
+def test_gate_bites_on_a_graph_whose_offsets_are_off(tiny_checkpoint, tmp_path):
+    import torch
+    from ordnance.training.export import _run_ort, _selection_margins, _session, compare, load_task
+
+    export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", ExportSettings(parity_tiles=4))
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    offset_conv = output_convolutions(tmp_path / "m.onnx", 2)[-1]  # size and offset heads: 2 channels each
+    node = next(n for n in model.graph.node if n.name == offset_conv)
+    bias = next(i for i in model.graph.initializer if i.name == node.input[2])
+    shifted = onnx.numpy_helper.to_array(bias) + 0.5  # half a cell, 2 px
+    bias.CopyFrom(onnx.numpy_helper.from_array(shifted.astype(np.float32), bias.name))
+    images, truth = validation_tiles(4, 256, 0.01, None)
+    task = load_task(tiny_checkpoint)
+    module = task.detector.export_module(300).eval()
+    with torch.no_grad():
+        reference = [t.numpy() for t in module(torch.from_numpy(images))]
+    margins = _selection_margins(task.detector, images, ExportSettings())
+    good = compare(reference, _run_ort(_session(str(tmp_path / "m.onnx")), images, 1), truth, 0.5, 0.05, margins, 1e-3)
+    bad = compare(reference, _run_ort(_session(model), images, 1), truth, 0.5, 0.05, margins, 1e-3)
+    assert good["detections_compared"] > 0 and good["matched_share"] == 1.0
+    assert bad["detections_compared"] == good["detections_compared"] and bad["matched_share"] < 0.5
+
+
+def test_registering_against_a_store_without_the_training_run_fails_in_one_line(tmp_path):
+    from ordnance.training.export import register_in_mlflow
+
+    (tmp_path / "m.onnx").write_bytes(b"onnx")
+    report = {"card": {"mlflow_run_id": "0123456789abcdef0123456789abcdef"}}
+    with pytest.raises(ExportError, match=r"m\.onnx: written, but not registered: .* not in the MLflow store"):
+        register_in_mlflow(tmp_path / "m.onnx", report, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
