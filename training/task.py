@@ -29,6 +29,9 @@ class DetectionTask(L.LightningModule):
         init_checkpoint: Start from these weights (a Lightning .ckpt or a state-dict .pt); class heads whose
             shape differs (another class count) are re-initialised.
         lr, weight_decay, warmup_steps: AdamW with linear warmup then cosine decay per step.
+        anneal_by_time: With a ``trainer.max_time`` budget, the cosine decay follows whichever runs out
+            first, steps or time, so the learning rate reaches its floor when the time budget stops training
+            (on a slower machine the run takes fewer steps but still ends annealed).
         tile_size_px: Input side for this model (export and scoring use it).
         gsd_m: Ground sample distance of the training imagery, metres per pixel (0 when unknown).
         max_detections: K, detections per image.
@@ -55,6 +58,7 @@ class DetectionTask(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         warmup_steps: int = 100,
+        anneal_by_time: bool = False,
         tile_size_px: int = 512,
         gsd_m: float = 0.01,
         max_detections: int = 300,
@@ -169,15 +173,35 @@ class DetectionTask(L.LightningModule):
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(hp.warmup_steps, total // 4)
+        timer = _time_budget(self.trainer) if hp.get("anneal_by_time") else None
 
         def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+            spent = None
+            if timer is not None:
+                elapsed = timer.time_elapsed()
+                spent = elapsed / max(elapsed + timer.time_remaining(), 1e-9)
+            return lr_factor(step, warmup, total, spent)
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lr_factor(step: int, warmup: int, total: int, time_spent: float | None = None, floor: float = 0.02) -> float:
+    """Learning-rate multiplier: linear warmup over ``warmup`` steps, then cosine decay to ``floor`` at
+    ``total`` steps or, when ``time_spent`` (share of a time budget used) is given, at whichever ends first."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if time_spent is not None:
+        progress = max(progress, time_spent)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _time_budget(trainer: L.Trainer):
+    """The trainer's ``max_time`` Timer, or None without one."""
+    from lightning.pytorch.callbacks import Timer
+
+    return next((c for c in trainer.callbacks if isinstance(c, Timer) and c.time_remaining() is not None), None)
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:

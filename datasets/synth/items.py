@@ -271,11 +271,14 @@ def render_item(
             pts = _rot(np.asarray(geometry, np.float64), angle) * scale + centre
             w = thickness if tone == 1.0 or item.shape == "branch" else max(1, SS // 2)
             cv2.polylines(layer, [np.round(pts).astype(np.int32)], False, 1.0, w, cv2.LINE_AA)
-        colour = colour * (1 - layer[..., None]) + tint * layer[..., None]
-        alpha = np.maximum(alpha, layer)
+        rows, cols = np.nonzero(layer.any(axis=1))[0], np.nonzero(layer.any(axis=0))[0]
+        if len(rows):  # blend where the layer is drawn (elsewhere the blend leaves colour as it is)
+            box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+            colour[box] = colour[box] * (1 - layer[box][..., None]) + tint * layer[box][..., None]
+            alpha[box] = np.maximum(alpha[box], layer[box])
     # Lighting: brighter on the sun side of the item, darker opposite; fine weathering noise.
-    yy, xx = (np.mgrid[0:size, 0:size] - centre) / max(reach * scale, 1)
-    light = 1.0 + 0.35 * (xx * sun_xy[0] + yy * sun_xy[1])
+    axis = (np.arange(size, dtype=np.float64) - centre) / max(reach * scale, 1)
+    light = 1.0 + 0.35 * (axis[None, :] * sun_xy[0] + axis[:, None] * sun_xy[1])
     grain = cv2.GaussianBlur(rng.normal(1.0, 0.12, (size, size)).astype(np.float32), (0, 0), SS * 0.7)
     colour *= (light * grain)[..., None]
     if item.label is not None and rng.random() < 0.5:  # dust and corrosion blotches

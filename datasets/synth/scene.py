@@ -178,8 +178,12 @@ def _shadow(image: np.ndarray, alpha: np.ndarray, top: int, left: int, offset: n
     dy, dx = int(round(top + offset[1])), int(round(left + offset[0]))
     _paste(sh, alpha, dy, dx, np.maximum)
     if sh.any():
-        sh = cv2.GaussianBlur(sh, (0, 0), max(0.6, np.abs(offset).max() / 3))
+        sh = cv2.GaussianBlur(sh, (0, 0), _shadow_sigma(offset))
         image *= (1 - strength * sh)[..., None]
+
+
+def _shadow_sigma(offset: np.ndarray) -> float:
+    return max(0.6, float(np.abs(offset).max()) / 3)
 
 
 def _paste(target, patch, top, left, op):
@@ -209,13 +213,19 @@ def _composite(image, x0, y0, spec: SceneSpec, placed: PlacedItem, boxes: list |
         cut = np.quantile(front[alpha > 0.25], placed.buried) if (alpha > 0.25).any() else 0
         alpha *= np.clip((front - cut) * 20, 0, 1)
     offset = -np.array(spec.sun_xy) * (stamp.height_px * 1.2 + 1)
-    _shadow(image, alpha, top, left, offset, 0.45)
-    colour = stamp.colour
-    blended = np.zeros_like(image[..., 0])
-    _paste(blended, alpha, top, left, lambda region, patch: patch)
-    canvas = np.zeros_like(image)
-    _paste(canvas, colour, top, left, lambda region, patch: patch)
-    image[:] = image * (1 - blended[..., None]) + canvas * blended[..., None]
+    # Shadow and blend touch only the item's neighbourhood: its stamp and shadow, plus the shadow blur's
+    # reach (zeros beyond it, so the blur there equals the whole-image blur).
+    dy, dx = int(round(top + offset[1])), int(round(left + offset[0]))
+    reach = int(np.ceil(4 * _shadow_sigma(offset))) + 2
+    r0, r1 = max(min(top, dy) - reach, 0), min(max(top, dy) + h + reach, image.shape[0])
+    c0, c1 = max(min(left, dx) - reach, 0), min(max(left, dx) + w + reach, image.shape[1])
+    view = image[r0:r1, c0:c1]
+    _shadow(view, alpha, top - r0, left - c0, offset, 0.45)
+    blended = np.zeros_like(view[..., 0])
+    _paste(blended, alpha, top - r0, left - c0, lambda region, patch: patch)
+    canvas = np.zeros_like(view)
+    _paste(canvas, stamp.colour, top - r0, left - c0, lambda region, patch: patch)
+    view[:] = view * (1 - blended[..., None]) + canvas * blended[..., None]
     _blades_over(image, weights, top, left, h, w, spec, rng)
     if boxes is not None and item.label is not None:
         bx0, by0, bx1, by1 = stamp.box

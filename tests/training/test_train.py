@@ -184,3 +184,25 @@ def test_weight_averaging_checkpoint_holds_average_and_validated_threshold(fit, 
     averaged = checkpoint["state_dict"]
     name = "detector.net.heatmap.2.weight"
     assert not torch.equal(live[name], averaged[name])
+
+
+def test_learning_rate_schedule_warms_up_then_anneals_by_steps_or_time():
+    from ordnance.training.task import lr_factor
+
+    assert lr_factor(0, 10, 100) == pytest.approx(0.1) and lr_factor(9, 10, 100) == pytest.approx(1.0)
+    assert lr_factor(10, 10, 100) == pytest.approx(1.0) and lr_factor(100, 10, 100) == pytest.approx(0.02)
+    assert lr_factor(55, 10, 100) == pytest.approx(0.51)  # half way: half way down
+    # A time budget half spent at a tenth of the steps: the schedule is half way down.
+    assert lr_factor(19, 10, 100, time_spent=0.5) == pytest.approx(0.51)
+    assert lr_factor(19, 10, 100, time_spent=1.0) == pytest.approx(0.02)
+    assert lr_factor(90, 10, 100, time_spent=0.1) == lr_factor(90, 10, 100)
+
+
+def test_time_budget_ends_training_with_the_rate_annealed(fit):
+    args = ("--model.anneal_by_time", "true", "--model.warmup_steps", "1", "--model.lr", "0.001")
+    budget = ("--trainer.max_steps", "10000", "--trainer.max_epochs", "1000", "--trainer.max_time", "00:00:00:12")
+    cli = fit(*args, *budget)
+    trainer = cli.trainer
+    assert 2 < trainer.global_step < 10000  # stopped by the time budget, not by steps
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(0.001 * 0.02, rel=0.25), lr  # the floor, not the ~1e-3 of a step-only schedule
