@@ -198,11 +198,16 @@ def test_learning_rate_schedule_warms_up_then_anneals_by_steps_or_time():
     assert lr_factor(90, 10, 100, time_spent=0.1) == lr_factor(90, 10, 100)
 
 
-def test_time_budget_ends_training_with_the_rate_annealed(fit):
+def test_time_budget_ends_training_with_the_rate_annealed_and_validated(fit):
     args = ("--model.anneal_by_time", "true", "--model.warmup_steps", "1", "--model.lr", "0.001")
     budget = ("--trainer.max_steps", "10000", "--trainer.max_epochs", "1000", "--trainer.max_time", "00:00:00:12")
-    cli = fit(*args, *budget)
+    # Validation by steps (as configs/synthetic.yaml), at an interval the budget never reaches.
+    by_steps = ("--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", "1000")
+    cli = fit(*args, *budget, *by_steps)
     trainer = cli.trainer
-    assert 2 < trainer.global_step < 10000  # stopped by the time budget, not by steps
+    assert 2 < trainer.global_step < 1000  # stopped by the time budget, not by steps
     lr = trainer.optimizers[0].param_groups[0]["lr"]
     assert lr == pytest.approx(0.001 * 0.02, rel=0.25), lr  # the floor, not the ~1e-3 of a step-only schedule
+    # The stop itself was validated: the final weights have metrics and a checkpoint scored on them.
+    assert "val/recall" in trainer.callback_metrics
+    assert trainer.checkpoint_callback.best_model_path
