@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 EDGE_TOLERANCE_PX = 0.25  # a box edge this close is the same box, whatever its size
+# A choice won by less than NOISE_FACTOR times the largest score difference the two runtimes show (at least
+# NOISE_FLOOR) is a near-tie: the runtimes may decide it either way at the same scores.
+NOISE_FACTOR = 20.0
+NOISE_FLOOR = 1e-5
 
 
 class ExportError(OrdnanceError):
@@ -47,7 +51,9 @@ class ExportSettings:
         parity_tiles: Validation tiles run through both runtimes.
         parity_data: data.yaml whose validation images are used; default: seeded synthetic scenes.
         min_matched: Share of PyTorch detections ONNX Runtime must reproduce (same label, every box edge
-            within EDGE_TOLERANCE_PX), near-ties (choices won by less than max_score_diff) left out.
+            within EDGE_TOLERANCE_PX), near-ties left out (choices won by less than NOISE_FACTOR times the
+            largest score difference seen, at least NOISE_FLOOR, at most max_score_diff). An export with no
+            detection left to compare is refused: it could not be checked.
         max_score_diff: Largest allowed score difference.
         parity_floor: Detections at or above this score are compared.
         int8: Also write a statically quantised (QDQ) model.
@@ -210,11 +216,24 @@ def compare(
 
     ``margins`` (as ``reference[1]``) says by how much score each reference detection won its discrete
     choices (which cell is the peak, which class, whether it makes the top K). Detections that won by less
-    than ``tie`` are near-ties another runtime may decide the other way at the same scores: they are counted
-    as ``near_ties`` and left out of the matched share, whose denominator is ``detections_compared``.
+    than the near-tie margin are choices another runtime may decide the other way at the same scores: they
+    are counted as ``near_ties`` and left out of the matched share, whose denominator is
+    ``detections_compared``. The margin is ``NOISE_FACTOR`` times the largest difference between the two
+    runtimes' top-50 scores per tile, at least ``NOISE_FLOOR`` and at most ``tie``: it follows the numerical
+    noise actually seen, so an early model whose scores all lie within 1e-3 still has its clear choices
+    compared.
     """
+    noise = max(
+        (
+            float(np.abs(np.sort(rs)[::-1][:50] - np.sort(cs)[::-1][:50]).max())
+            for rs, cs in zip(reference[1], candidate[1])
+            if len(rs)
+        ),
+        default=0.0,
+    )
+    tie = min(tie, max(NOISE_FACTOR * noise, NOISE_FLOOR))
     matched = total = ties = 0
-    max_diff = 0.0
+    max_diff = noise
     for i, (rb, rs, rl, cb, cs, cl) in enumerate(zip(*reference, *candidate)):
         # Compare detections above the floor, or the top 20 when fewer clear it (an early model).
         cut = min(floor, float(np.sort(rs)[::-1][: min(20, len(rs))][-1])) if len(rs) else floor
@@ -239,13 +258,12 @@ def compare(
             matched += int(ok.sum())
             if ok.any():
                 max_diff = max(max_diff, float(np.abs(rs_[ok] - cs_[best[ok]]).max()))
-        max_diff = max(max_diff, float(np.abs(np.sort(rs)[::-1][:50] - np.sort(cs)[::-1][:50]).max()))
     return {
         "tiles": len(reference[0]),
         "detections_compared": total,
         "near_ties": ties,
-        "near_tie_margin": tie,
-        "matched_share": matched / total if total else 1.0,
+        "near_tie_margin": tie if margins is not None else 0.0,
+        "matched_share": matched / total if total else 0.0,
         "max_score_diff": max_diff,
         "recall_reference": _recall(reference, truth, threshold),
         "recall_candidate": _recall(candidate, truth, threshold),
@@ -351,11 +369,16 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         parity={"fp32": parity},
     )
     report = {"fp32": parity, "card": json.loads(card.to_json())}
-    failed = parity["matched_share"] < settings.min_matched or parity["max_score_diff"] > settings.max_score_diff
+    failed = (
+        parity["detections_compared"] == 0
+        or parity["matched_share"] < settings.min_matched
+        or parity["max_score_diff"] > settings.max_score_diff
+    )
     write_json(output.with_suffix(".parity.json"), report | {"passed": not failed})
     if failed:
         raise ExportError(
-            f"parity gate failed: {parity['matched_share']:.4f} of detections matched (need {settings.min_matched}), "
+            f"parity gate failed: {parity['matched_share']:.4f} of {parity['detections_compared']} detections "
+            f"matched (need {settings.min_matched} of at least 1; {parity['near_ties']} near-ties left out), "
             f"max score difference {parity['max_score_diff']:.2e} (allowed {settings.max_score_diff:g})",
             output,
         )

@@ -170,6 +170,29 @@ def test_comparison_tells_real_differences_from_near_ties_and_float_noise():
     # A margin above the tie margin is a real difference.
     firm = compare(reference, moved, truth, 0.5, 0.05, np.asarray([[0.5, 2e-3, 0.5, 0.0]]), tie=1e-3)
     assert firm["matched_share"] == pytest.approx(2 / 3)
+    # The near-tie margin follows the noise seen between the runtimes: 2e-4 between runtimes whose scores
+    # agree to the bit is a clear choice; where the scores differ by 5e-5 it is within 20x the noise.
+    clear = compare(reference, moved, truth, 0.5, 0.05, np.asarray([[0.5, 2e-4, 0.5, 0.0]]), tie=1e-3)
+    assert clear["near_tie_margin"] == 1e-5 and clear["near_ties"] == 1 and clear["detections_compared"] == 3
+    shaky = _outputs(moved[0][0], [0.9, 0.8 + 5e-5, 0.7, 0.6], moved[2][0])
+    noisy_tie = compare(reference, shaky, truth, 0.5, 0.05, np.asarray([[0.5, 2e-4, 0.5, 0.0]]), tie=1e-3)
+    assert noisy_tie["near_tie_margin"] == pytest.approx(1e-3) and noisy_tie["near_ties"] == 2
+    assert noisy_tie["max_score_diff"] == pytest.approx(5e-5, rel=1e-2)
+
+
+def test_export_that_cannot_be_checked_is_refused(tiny_checkpoint, tmp_path):
+    """A heatmap flat to the bit decides every peak by a tie: nothing can be compared, so nothing is written."""
+    import torch
+
+    checkpoint = torch.load(tiny_checkpoint, map_location="cpu", weights_only=False)
+    checkpoint["state_dict"]["detector.net.heatmap.2.weight"].zero_()
+    flat = tmp_path / "flat.ckpt"
+    torch.save(checkpoint, flat)
+    with pytest.raises(ExportError, match=r"parity gate failed: 0.0000 of 0 detections .* near-ties left out"):
+        export_checkpoint(flat, tmp_path / "flat.onnx", ExportSettings(parity_tiles=2))
+    assert not (tmp_path / "flat.onnx").exists()
+    report = json.loads((tmp_path / "flat.parity.json").read_text())
+    assert not report["passed"] and report["fp32"]["near_ties"] > 0
 
 
 def test_gate_bites_on_a_graph_whose_offsets_are_off(tiny_checkpoint, tmp_path):
