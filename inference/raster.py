@@ -97,12 +97,8 @@ def value_range(dataset: rasterio.DatasetReader, card: ModelCard) -> tuple[float
         return card.source_range
     if dataset.dtypes[0] == "uint8":
         return None
-    lows, highs = [], []
-    for band in card.band_order:
-        stats = dataset.statistics(band, approx=True)
-        lows.append(stats.min)
-        highs.append(stats.max)
-    low, high = float(min(lows)), float(max(highs))
+    stats = dataset.stats(indexes=list(card.band_order), approx=True)
+    low, high = float(min(s.min for s in stats)), float(max(s.max for s in stats))
     log.info("%s: %s data scaled from [%g, %g] to 0..255", dataset.name, dataset.dtypes[0], low, high)
     return low, max(high, low + 1e-6)
 
