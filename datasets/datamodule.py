@@ -11,12 +11,16 @@ import lightning as L
 import numpy as np
 import torch
 from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build_train_transform
-from ordnance.datasets.records import DetectionDataset, load_record
+from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches
+from ordnance.datasets.gsd import load_at_gsd
+from ordnance.datasets.records import DatasetError, DetectionDataset
 from ordnance.datasets.splits import split_by_groups
+from ordnance.datasets.synth.items import CATALOG
 from ordnance.datasets.yolo import read_yolo
 from torch.utils.data import DataLoader, Dataset
 
 log = logging.getLogger(__name__)
+CATALOG_LABELS = {name: item.label for name, item in CATALOG.items()}
 
 
 @dataclass
@@ -35,14 +39,27 @@ class SyntheticData:
 
 
 class _Transformed(Dataset):
-    def __init__(self, data: DetectionDataset, transform) -> None:
-        self.data, self.transform = data, transform
+    """Records loaded at the working GSD, optionally with pasted items, then transformed."""
+
+    def __init__(
+        self,
+        data: DetectionDataset,
+        transform,
+        *,
+        gsd: tuple[float | None, float | None] = (None, None),
+        paste: tuple[CopyPaste, list[Patch], dict[str, int]] | None = None,
+    ) -> None:
+        self.data, self.transform, self.gsd, self.paste = data, transform, gsd, paste
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, index: int):
-        sample = load_record(self.data.records[index])
+        sample = load_at_gsd(self.data.records[index], *self.gsd)
+        if self.paste is not None:
+            cfg, patches, class_ids = self.paste
+            rng = np.random.default_rng((torch.initial_seed() + index) % 2**32)
+            sample = composite(sample, patches, cfg, class_ids, self.gsd[1] or 0.01, rng)
         out = self.transform(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
         image = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
         boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
@@ -87,6 +104,13 @@ class DetectionDataModule(L.LightningDataModule):
         val_groups: Groups (zones, sites, blocks) held out for validation; None uses the export's own
             ``valid`` folder.
         group_pattern: Regex whose first group names a file's zone or site.
+        class_map: Source class name -> configured class name (``{"pfm-1": "ap_mine"}``), so that one model
+            keeps the project's classes across datasets.
+        source_gsd_m: Metres per pixel of the dataset's images, when they carry none (measured, e.g. with
+            :func:`ordnance.datasets.gsd.estimate_gsd`). With ``gsd_m`` every image is resampled to it.
+        gsd_m: The working GSD the network is trained at (the model card's ``gsd_m``).
+        test_split: Folder read by ``ordnance train test`` (YOLO exports).
+        copy_paste: Paste real or drawn items onto training images (:class:`CopyPaste`).
         crop_px: Training crop side (a multiple of 32).
         tile_size_px: Validation tiles are padded to this side, as the scorer pads.
         batch_size, num_workers: Loader settings.
@@ -106,6 +130,11 @@ class DetectionDataModule(L.LightningDataModule):
         splits: tuple[str, ...] = ("train", "valid"),
         val_groups: list[str] | None = None,
         group_pattern: str = r"Zone_(\d+)",
+        class_map: dict[str, str] | None = None,
+        source_gsd_m: float | None = None,
+        gsd_m: float | None = None,
+        test_split: str = "test",
+        copy_paste: CopyPaste | None = None,
         crop_px: int = 512,
         tile_size_px: int = 512,
         batch_size: int = 4,
@@ -121,6 +150,13 @@ class DetectionDataModule(L.LightningDataModule):
         self.splits = list(splits)
         self.val_groups = val_groups
         self.group_pattern = group_pattern
+        self.class_map = class_map
+        if (source_gsd_m is None) != (gsd_m is None):
+            raise ValueError("source_gsd_m and gsd_m go together: the data's GSD and the working GSD")
+        self.gsd = (source_gsd_m, gsd_m)
+        self.test_split = test_split
+        self.copy_paste = copy_paste
+        self.test_data: DetectionDataset | None = None
         self.crop_px, self.tile_size_px = crop_px, tile_size_px
         self.batch_size, self.num_workers = batch_size, num_workers
         self.augment = augment or AugmentConfig()
@@ -176,13 +212,11 @@ class DetectionDataModule(L.LightningDataModule):
         elif self.data_yaml is None:
             raise ValueError("DetectionDataModule needs data_yaml, coco_train/coco_val or geotiff")
         elif self.val_groups:
-            pooled = read_yolo(
-                self.data_yaml, self.splits, class_names=self.class_names, group_pattern=self.group_pattern
-            )
+            pooled = self._read_yolo(self.splits)
             self.train_data, self.val_data = split_by_groups(pooled, self.val_groups)
         else:
-            self.train_data = read_yolo(self.data_yaml, "train", class_names=self.class_names)
-            self.val_data = read_yolo(self.data_yaml, "valid", class_names=self.class_names)
+            self.train_data = self._read_yolo("train")
+            self.val_data = self._read_yolo("valid")
         log.info(
             "train: %d images, %d boxes; val: %d images, %d boxes",
             len(self.train_data),
@@ -191,8 +225,40 @@ class DetectionDataModule(L.LightningDataModule):
             self.val_data.box_count(),
         )
 
+    def _read_yolo(self, splits):
+        return read_yolo(
+            self.data_yaml,
+            splits,
+            class_names=self.class_names,
+            class_map=self.class_map,
+            group_pattern=self.group_pattern,
+        )
+
+    def _paste(self):
+        """Training images and the pasting setup: patches cut from the training split only."""
+        cfg, data = self.copy_paste, self.train_data
+        if cfg is None:
+            return data, None
+        names = list(data.class_names)
+        class_ids = {n: names.index(n) for n in names}
+        wanted = {CATALOG_LABELS[n] for n in cfg.synthetic_names} if cfg.synthetic_items else set()
+        missing = sorted(wanted - set(names))
+        if missing:
+            raise DatasetError(f"copy_paste draws items of classes {missing} that are not configured ({names})")
+        patches = []
+        if cfg.real_items:
+            positives = [r for r in data.records if len(r.labels)]
+            patches = cut_patches((load_at_gsd(r, *self.gsd) for r in positives), cfg.margin)
+            log.info("copy-paste: %d real items from %d training images", len(patches), len(positives))
+        if cfg.backgrounds_only:
+            data = data.subset(lambda r: len(r.labels) == 0)
+            log.info("copy-paste: %d empty training images as backgrounds", len(data))
+        return data, (cfg, patches, class_ids)
+
     def train_dataloader(self) -> DataLoader:
-        data = _Transformed(self.train_data, build_train_transform(self.augment, self.crop_px))
+        records, paste = self._paste()
+        transform = build_train_transform(self.augment, self.crop_px)
+        data = _Transformed(records, transform, gsd=self.gsd, paste=paste)
         return DataLoader(
             data,
             batch_size=self.batch_size,
@@ -204,7 +270,10 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        data = _Transformed(self.val_data, build_eval_transform(self.tile_size_px))
+        return self._eval_loader(self.val_data)
+
+    def _eval_loader(self, records: DetectionDataset) -> DataLoader:
+        data = _Transformed(records, build_eval_transform(self.tile_size_px), gsd=self.gsd)
         return DataLoader(
             data,
             batch_size=self.batch_size,
@@ -215,7 +284,13 @@ class DetectionDataModule(L.LightningDataModule):
         )
 
     def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        """The export's ``test_split`` folder where there is one (YOLO), else the validation data."""
+        if self.test_data is None and self.data_yaml is not None and not self.coco[0] and not self.geotiff:
+            try:
+                self.test_data = self._read_yolo(self.test_split)
+            except DatasetError:
+                log.warning("no '%s' split in %s: testing on the validation data", self.test_split, self.data_yaml)
+        return self._eval_loader(self.test_data if self.test_data is not None else self.val_data)
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()

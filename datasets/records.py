@@ -120,11 +120,31 @@ def find_duplicates(paths: list[Path]) -> list[list[Path]]:
     return [sorted(group) for group in by_hash.values() if len(group) > 1]
 
 
-def map_class_names(source_names: Sequence[str], class_names: Sequence[str] | None, where: object) -> list[int]:
-    """Index of each source class in the configured class list (matched by name)."""
+def map_class_names(
+    source_names: Sequence[str],
+    class_names: Sequence[str] | None,
+    where: object,
+    class_map: dict[str, str] | None = None,
+) -> list[int]:
+    """Index of each source class in the configured class list, matched by name.
+
+    Args:
+        source_names: The dataset's own class names, in its label order.
+        class_names: Configured classes; None keeps the source classes as they are.
+        where: The file named in errors.
+        class_map: Source name -> configured name, for datasets whose names differ from ours
+            (``{"pfm-1": "ap_mine"}``); names not in the map are matched as they are.
+    """
+    class_map = dict(class_map or {})
+    stray = sorted(set(class_map) - set(source_names))
+    if stray:
+        raise DatasetError(f"class_map names {stray} that are not categories of the data ({list(source_names)})", where)
     if class_names is None:
+        if class_map:
+            raise DatasetError("class_map needs the configured class_names to map onto", where)
         return list(range(len(source_names)))
-    unknown = [n for n in source_names if n not in class_names]
+    mapped = [class_map.get(n, n) for n in source_names]
+    unknown = [s for s, n in zip(source_names, mapped) if n not in class_names]
     if unknown:
         raise DatasetError(f"unknown categories {unknown}; configured classes are {list(class_names)}", where)
-    return [list(class_names).index(n) for n in source_names]
+    return [list(class_names).index(n) for n in mapped]

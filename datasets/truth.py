@@ -13,22 +13,58 @@ from ordnance.inference.writers import atomic_path
 
 
 def write_truth(stem: Path, spec, transform: Affine, epsg: int) -> dict[str, Path]:
-    """Write the labelled items of ``spec`` as points with class, item type, size and burial."""
+    """Write the labelled items of a synthetic scene ``spec`` as points with class, item type, size and burial."""
     from ordnance.datasets.synth.items import CATALOG
 
     items = [p for p in spec.items if CATALOG[p.name].label is not None]
-    cols = np.array([p.x_px for p in items], np.float64)
-    rows = np.array([p.y_px for p in items], np.float64)
+    return write_truth_points(
+        stem,
+        cols=np.array([p.x_px for p in items], np.float64),
+        rows=np.array([p.y_px for p in items], np.float64),
+        classes=[CATALOG[p.name].label for p in items],
+        sizes_m=[np.mean(CATALOG[p.name].length_mm) / 1000 for p in items],
+        transform=transform,
+        epsg=epsg,
+        extra={
+            "item": np.array([p.name for p in items], dtype=object),
+            "buried": np.array([p.buried for p in items], np.float64),
+        },
+    )
+
+
+def write_truth_points(
+    stem: Path,
+    *,
+    cols: np.ndarray,
+    rows: np.ndarray,
+    classes,
+    sizes_m,
+    transform: Affine,
+    epsg: int,
+    extra: dict[str, np.ndarray] | None = None,
+) -> dict[str, Path]:
+    """Write truth items as points (GeoPackage in the raster's CRS, GeoJSON in EPSG:4326).
+
+    Args:
+        stem: Output path without suffix; files are ``<stem>_truth.gpkg`` and ``<stem>_truth.geojson``.
+        cols, rows: Item centres in raster pixels (N,).
+        classes: Class name of each item.
+        sizes_m: Each item's size (its longest side) in metres; ``ordnance evaluate`` matches within half.
+        transform: The raster's affine transform (pixel -> map).
+        epsg: The raster's projected CRS.
+        extra: More fields, each (N,).
+    """
+    cols, rows = np.asarray(cols, np.float64), np.asarray(rows, np.float64)
     xs, ys = pixel_to_map(transform, cols, rows)
     fields = {
-        "id": np.arange(1, len(items) + 1, dtype=np.int64),
-        "class": np.array([CATALOG[p.name].label for p in items], dtype=object),
-        "item": np.array([p.name for p in items], dtype=object),
-        "size_m": np.array([np.mean(CATALOG[p.name].length_mm) / 1000 for p in items], np.float64),
-        "buried": np.array([p.buried for p in items], np.float64),
+        "id": np.arange(1, len(cols) + 1, dtype=np.int64),
+        "class": np.array(list(classes), dtype=object),
+        "size_m": np.asarray(sizes_m, np.float64).reshape(-1),
+        **(extra or {}),
         "col": cols,
         "row": rows,
     }
+    items = len(cols) > 0
     out = {"truth_gpkg": Path(f"{stem}_truth.gpkg"), "truth_geojson": Path(f"{stem}_truth.geojson")}
     names, values = list(fields), list(fields.values())
     with atomic_path(out["truth_gpkg"]) as tmp:

@@ -52,9 +52,12 @@ def _parse_labels(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def zone_group(path: Path, pattern: str = r"Zone_(\d+)") -> str:
-    """The split group of a frame: the zone in its file name, or 'unzoned'."""
+    """The split group of a frame from its file name: ``zone_N`` for a number (thermal zones), the matched
+    text itself otherwise (a flight name), or 'unzoned'."""
     match = re.search(pattern, Path(path).name)
-    return f"zone_{match.group(1)}" if match else "unzoned"
+    if not match:
+        return "unzoned"
+    return f"zone_{match.group(1)}" if match.group(1).isdigit() else match.group(1)
 
 
 def read_yolo(
@@ -62,6 +65,7 @@ def read_yolo(
     splits: str | list[str] = "train",
     *,
     class_names: list[str] | None = None,
+    class_map: dict[str, str] | None = None,
     group_pattern: str = r"Zone_(\d+)",
 ) -> DetectionDataset:
     """Read one or more splits of a YOLO export.
@@ -70,6 +74,7 @@ def read_yolo(
         data_yaml: The export's ``data.yaml``.
         splits: "train", "valid" and/or "test"; several are pooled (to re-split by site or zone).
         class_names: Configured classes, matched by name; default: the names in data.yaml.
+        class_map: data.yaml name -> configured name where they differ (``{"pfm-1": "ap_mine"}``).
         group_pattern: Regex whose first group names a frame's site or zone (for splits).
 
     Images without a label file are negatives. Exact duplicate images are reported in the log and in the
@@ -87,7 +92,7 @@ def read_yolo(
         names = [names[k] for k in sorted(names)]
     if not names:
         raise DatasetError("has no class 'names'", data_yaml)
-    index = np.array(map_class_names(names, class_names, data_yaml), np.int64)
+    index = np.array(map_class_names(names, class_names, data_yaml, class_map), np.int64)
     records = []
     for split in [splits] if isinstance(splits, str) else splits:
         image_dir = _split_dir(data_yaml, meta, split)

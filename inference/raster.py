@@ -117,7 +117,8 @@ def read_tile(
         tile: Window in source pixels.
         card: The model's card (band order, tile size S).
         scale_range: From :func:`value_range`.
-        tile_src_px: Source pixels per tile side; a window of this side is resampled to S x S. A window
+        tile_src_px: Source pixels per tile side; a window of this side is resampled to S x S (area average
+            when shrinking, bilinear when enlarging, as training resamples its tiles). A window
             smaller than that (a raster smaller than one tile) is resampled by the same factor and padded.
 
     Returns:
@@ -128,7 +129,12 @@ def read_tile(
     window = Window(tile.col_off, tile.row_off, tile.width, tile.height)
     out_w = min(size, round(tile.width * size / tile_src_px))
     out_h = min(size, round(tile.height * size / tile_src_px))
-    resampling = Resampling.nearest if (out_w, out_h) == (tile.width, tile.height) else Resampling.bilinear
+    if (out_w, out_h) == (tile.width, tile.height):
+        resampling = Resampling.nearest
+    elif out_w < tile.width:  # a finer mosaic: area averaging, as training resamples its tiles
+        resampling = Resampling.average
+    else:
+        resampling = Resampling.bilinear
     data = dataset.read(list(card.band_order), window=window, out_shape=(3, out_h, out_w), resampling=resampling)
     mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
     if scale_range is not None:

@@ -111,24 +111,48 @@ def weights_sha256(module: torch.nn.Module) -> str:
     return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
+def _recipe_data(path: str) -> dict | None:
+    """The ``data`` section of a training recipe (LightningCLI YAML), or None for a plain data.yaml."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    data = meta.get("data") if isinstance(meta, dict) else None
+    return data if isinstance(data, dict) and "data_yaml" in data else None
+
+
 def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, seed: int = 7, split: str = "valid"):
     """(images (n, 3, S, S) uint8, truth boxes per image): the first n of a dataset's validation split, n
     spread evenly through another ``split`` (int8 calibration reads "train"), or seeded synthetic scenes. All
-    pass through :func:`pad_to_tile`, as the scorer's tiles do."""
+    pass through :func:`pad_to_tile`, as the scorer's tiles do.
+
+    ``data_yaml`` is a YOLO ``data.yaml``, or a training recipe whose ``data`` section names one: then its
+    ``class_names``/``class_map`` apply and tiles are resampled from ``source_gsd_m`` to ``gsd_m`` as in
+    training, so that parity and calibration see what the network sees in the field."""
     images, truth = [], []
     if data_yaml:
-        from ordnance.datasets.records import load_record
+        from ordnance.datasets.gsd import load_at_gsd
         from ordnance.datasets.yolo import read_yolo
 
-        data = read_yolo(data_yaml, split)
+        recipe = _recipe_data(data_yaml) or {}
+        source = recipe.get("data_yaml", data_yaml)
+        data = read_yolo(
+            source,
+            split,
+            class_names=recipe.get("class_names"),
+            class_map=recipe.get("class_map"),
+        )
         records = data.records
         if split != "valid" and len(records) > n:
             records = [records[i] for i in np.linspace(0, len(records) - 1, n).round().astype(int)]
         for record in records[:n]:
-            sample = load_record(record)
-            tile, _ = pad_to_tile(np.ascontiguousarray(sample.image.transpose(2, 0, 1)), tile_px)
+            sample = load_at_gsd(record, recipe.get("source_gsd_m"), recipe.get("gsd_m"))
+            tile, _ = pad_to_tile(np.ascontiguousarray(sample.image[:tile_px, :tile_px].transpose(2, 0, 1)), tile_px)
             images.append(tile)
-            truth.append(sample.boxes)
+            keep = (sample.boxes[:, 0] < tile_px) & (sample.boxes[:, 1] < tile_px)
+            truth.append(np.minimum(sample.boxes[keep], tile_px))
     else:
         from ordnance.datasets.synth.layout import make_scene
         from ordnance.datasets.synth.scene import render_block

@@ -80,6 +80,14 @@ class DetectionTask(L.LightningModule):
             backend="faster_coco_eval",
             max_detection_thresholds=[1, 10, max_detections],
         )
+        self.ap50_metric = MeanAveragePrecision(
+            box_format="xyxy",
+            iou_type="bbox",
+            backend="faster_coco_eval",
+            iou_thresholds=[0.5],
+            class_metrics=True,
+            max_detection_thresholds=[1, 10, max_detections],
+        )
 
     def configure_models(self) -> None:
         hp = self.hparams
@@ -115,10 +123,10 @@ class DetectionTask(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         images, boxes, labels, _ = batch
         predictions = self(images)
-        self.map_metric.update(
-            [{"boxes": b.float(), "scores": s.float(), "labels": l} for b, s, l in predictions],
-            [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)],
-        )
+        preds = [{"boxes": b.float(), "scores": s.float(), "labels": l} for b, s, l in predictions]
+        truth = [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
+        self.map_metric.update(preds, truth)
+        self.ap50_metric.update(preds, truth)
         for (pb, ps, pl), tb, tl in zip(predictions, boxes, labels):
             keep = ps >= 0.01
             self._val.append(
@@ -131,32 +139,61 @@ class DetectionTask(L.LightningModule):
                 )
             )
 
+    def test_step(self, batch, batch_idx):
+        """Same measurements as validation, on the data module's test split, logged as ``test/...``."""
+        self.validation_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self._epoch_end("test", self.operating_threshold.item())
+
     def on_validation_epoch_end(self) -> None:
+        self._epoch_end("val")
+
+    def _per_class_ap50(self) -> dict[str, float]:
+        ap50 = self.ap50_metric.compute()
+        self.ap50_metric.reset()
+        classes = ap50["classes"].reshape(-1).tolist()
+        values = ap50["map_per_class"].reshape(-1).tolist()
+        return {self.class_names[int(c)]: float(v) for c, v in zip(classes, values) if v >= 0}
+
+    def _epoch_end(self, stage: str, fixed_threshold: float | None = None) -> None:
+        """Log COCO AP, per-class AP50 and hazard-point recall; on validation, choose the operating point.
+
+        Args:
+            stage: "val" or "test".
+            fixed_threshold: Score threshold to report at (test: the validated operating point, never one
+                chosen on the test data); None chooses it on these data.
+        """
         coco = self.map_metric.compute()
         self.map_metric.reset()
-        metrics = {"val/map50": float(coco["map_50"]), "val/map": float(coco["map"])}
+        metrics = {f"{stage}/map50": float(coco["map_50"]), f"{stage}/map": float(coco["map"])}
+        for name, value in self._per_class_ap50().items():
+            metrics[f"{stage}/ap50_{name}"] = value
         matches = hazard_matches(self._val, self.hparams.tolerance_floor_px)
         n_images = len(self._val)
         self._val = []
-        threshold = choose_threshold(matches, self.hparams.min_precision)
-        if not self.trainer.sanity_checking:
+        if fixed_threshold is None:
+            threshold = choose_threshold(matches, self.hparams.min_precision)
+        else:
+            threshold = float(fixed_threshold)
+        if stage == "val" and not self.trainer.sanity_checking:
             self.operating_threshold.fill_(threshold)
             self._validated_threshold = threshold
         overall = summarise(matches, n_images=n_images, fa_per_image=tuple(self.hparams.fa_per_image))
         at_op = summarise(matches, n_images=n_images, threshold=threshold)
         metrics.update(
             {
-                "val/hazard_ap": overall["ap"],
-                "val/hazard_recall_max": overall["recall"],
-                "val/recall": at_op["recall"],
-                "val/precision": at_op["precision"],
-                "val/fa_per_image": at_op["false_alarms_per_image"],
-                "val/threshold": threshold,
+                f"{stage}/hazard_ap": overall["ap"],
+                f"{stage}/hazard_recall_max": overall["recall"],
+                f"{stage}/recall": at_op["recall"],
+                f"{stage}/precision": at_op["precision"],
+                f"{stage}/fa_per_image": at_op["false_alarms_per_image"],
+                f"{stage}/threshold": threshold,
             }
         )
         for key, value in overall.items():
             if key.startswith("recall_at_"):
-                metrics[f"val/{key}"] = value
+                metrics[f"{stage}/{key}"] = value
         self.log_dict(metrics, prog_bar=False)
         self.print(" ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
         self.last_val_matches = matches

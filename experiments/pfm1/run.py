@@ -1,0 +1,223 @@
+"""The PFM-1 ablation: train, test on the test flight once, export, score the test mosaic, evaluate.
+
+Each stage writes its figures into results.json beside this script (a stage already there is skipped, so the
+experiment resumes after a stop). Stages:
+
+| stage | what |
+| --- | --- |
+| zero_shot | the synthetic recipe's checkpoint, never trained on a real pixel, at its own 1 cm GSD |
+| real_only | configs/pfm1.yaml from random init |
+| synth_real | configs/pfm1.yaml from the synthetic checkpoint (the recipe) |
+| synth_real_1cm | the same at 1 cm working GSD |
+| synth_real_native | the same at the tiles' native 2.94 mm |
+| photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
+| photo_synth_real | configs/pfm1.yaml from the photo_synth checkpoint |
+
+    .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
+
+For each: training minutes (wall clock of ``ordnance train fit`` on this machine), test-flight metrics from
+``ordnance train test`` in float32 (PFM-1 AP50 is ``test/ap50_ap_mine``), then the best checkpoint exported
+through the parity gate and the test mosaic (mosaic.py) scored with ``ordnance score`` and evaluated with
+``ordnance evaluate``: recall at 10 false alarms per hectare, AP, false alarms per hectare at the card's
+operating point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import HERE, REPO
+
+BIN = Path(sys.executable).parent
+RESULTS = HERE / "results.json"
+PFM1 = REPO / "configs" / "pfm1.yaml"
+PHOTO = REPO / "configs" / "pfm1_photosynth.yaml"
+GSD = {
+    "1cm": ["--model.gsd_m", "0.01", "--data.gsd_m", "0.01"],
+    "native": ["--model.gsd_m", "0.00294", "--data.gsd_m", "0.00294"],
+}
+
+
+def stages(synthetic: str) -> dict[str, dict]:
+    """Stage name -> recipe, overrides, checkpoint to start from (None: random init) or to test as is."""
+    photo_ckpt = "@photo_synth"
+    return {
+        "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
+        "real_only": {"config": PFM1, "init": None},
+        "synth_real": {"config": PFM1, "init": synthetic},
+        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": GSD["1cm"]},
+        "synth_real_native": {"config": PFM1, "init": synthetic, "args": GSD["native"]},
+        "photo_synth": {"config": PHOTO, "init": synthetic},
+        "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
+    }
+
+
+def _load() -> dict:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+
+
+def _save(results: dict) -> None:
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, RESULTS)
+
+
+def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float]:
+    """Train; returns (best checkpoint, MLflow run id, minutes)."""
+    from ordnance.training.cli import main
+
+    start = time.perf_counter()
+    cli = main(
+        [
+            "fit",
+            "--config",
+            str(config),
+            "--model.init_checkpoint",
+            str(init) if init else "null",
+            "--trainer.default_root_dir",
+            str(root),
+            *args,
+        ]
+    )
+    minutes = (time.perf_counter() - start) / 60
+    best = cli.trainer.checkpoint_callback.best_model_path
+    run_id = getattr(cli.trainer.logger, "run_id", "") or ""
+    return best, run_id, minutes
+
+
+def test(config: Path, ckpt: str, args: list[str]) -> dict:
+    """Test-flight metrics in float32 at the checkpoint's validated operating point."""
+    from ordnance.training.cli import main
+
+    cli = main(
+        [
+            "test",
+            "--config",
+            str(config),
+            "--ckpt_path",
+            ckpt,
+            "--trainer.logger",
+            "false",
+            "--trainer.precision",
+            "32-true",
+            *args,
+        ]
+    )
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+
+
+def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
+    """Export through the parity gate, score the test mosaic with the exported file, evaluate."""
+    data = HERE / "data"
+    onnx = data / f"{name}.onnx"
+    export = [
+        str(BIN / "ordnance"),
+        "export",
+        ckpt,
+        "-o",
+        str(onnx),
+        "--parity-data",
+        str(config),
+        "--parity-tiles",
+        "32",
+        "--no-register",
+    ]
+    if int8:
+        export += ["--int8", "--calibration", str(config)]
+    subprocess.run(export, check=True)
+    mosaic = data / "pfm1_test.tif"
+    if not mosaic.exists():
+        subprocess.run([sys.executable, str(HERE / "mosaic.py")], check=True)
+    out = {"parity": json.loads(onnx.with_suffix(".parity.json").read_text())}
+    files = {"fp32": onnx, **({"int8": onnx.with_suffix(".int8.onnx")} if int8 else {})}
+    for kind, model in files.items():
+        scored = data / f"scored_{name}_{kind}"
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                str(BIN / "ordnance"),
+                "score",
+                str(mosaic),
+                "--model",
+                str(model),
+                "-o",
+                str(scored),
+                "--no-progress",
+                "--format",
+                "gpkg",
+                "--format",
+                "csv",
+            ],
+            check=True,
+        )
+        seconds = time.perf_counter() - start
+        subprocess.run(
+            [
+                str(BIN / "ordnance"),
+                "evaluate",
+                str(scored / "candidates.gpkg"),
+                str(data / "pfm1_test_truth.gpkg"),
+                "-o",
+                str(scored / "evaluation"),
+            ],
+            check=True,
+        )
+        report = json.loads((scored / "evaluation" / "evaluation.json").read_text())
+        manifest = json.loads((scored / "manifest.json").read_text())
+        out[kind] = {
+            "evaluation": {k: report[k] for k in ("overall", "per_class", "area_ha")},
+            "score_seconds": seconds,
+            "gsd_check": manifest["inputs"][0].get("gsd_check"),
+            "candidates": manifest.get("counts"),
+        }
+    return out
+
+
+def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> None:
+    args = list(spec.get("args", []))
+    entry: dict = {"config": str(Path(spec["config"]).relative_to(REPO)), "overrides": args}
+    if "test_only" in spec:
+        ckpt = spec["test_only"]
+        entry.update(init=ckpt, train_minutes=0.0)
+    else:
+        init = spec.get("init")
+        if isinstance(init, str) and init.startswith("@"):
+            init = results[init[1:]]["checkpoint"]
+        ckpt, run_id, minutes = fit(Path(spec["config"]), init, args, root)
+        entry.update(init=init, checkpoint=ckpt, mlflow_run=run_id, train_minutes=minutes)
+    entry["test"] = test(PFM1, ckpt, args)
+    entry["mosaic"] = mosaic_eval(name, ckpt, PFM1, int8)
+    results[name] = entry
+    _save(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stages", nargs="+")
+    parser.add_argument("--synthetic-ckpt", required=True, help="best checkpoint of configs/synthetic.yaml")
+    parser.add_argument("--root", type=Path, default=REPO / "runs", help="training runs folder")
+    parser.add_argument("--int8", action="store_true", help="also export and score the int8 file")
+    parser.add_argument("--force", action="store_true", help="run stages already in results.json again")
+    args = parser.parse_args(argv)
+    table = stages(args.synthetic_ckpt)
+    unknown = [s for s in args.stages if s not in table]
+    if unknown:
+        parser.error(f"unknown stages {unknown}; choose from {list(table)}")
+    results = _load()
+    for name in args.stages:
+        if name in results and not args.force:
+            print(f"{name}: in {RESULTS.name}, skipped")
+            continue
+        print(f"== {name}", flush=True)
+        run_stage(name, table[name], results, args.root, args.int8)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
