@@ -80,11 +80,11 @@ def cut_patches(samples, margin: float) -> list[Patch]:
 def _orient(colour: np.ndarray, alpha: np.ndarray, box, rng: np.random.Generator):
     """Random flip and 90-degree turn of a patch and its box."""
     x0, y0, x1, y1 = box
-    h, w = alpha.shape
+    w = alpha.shape[1]
     if rng.random() < 0.5:
         colour, alpha, (x0, x1) = colour[:, ::-1], alpha[:, ::-1], (w - x1, w - x0)
     for _ in range(int(rng.integers(4))):  # counter-clockwise: (x, y) -> (y, W - x)
-        h, w = alpha.shape
+        w = alpha.shape[1]
         colour, alpha = np.rot90(colour), np.rot90(alpha)
         x0, y0, x1, y1 = y0, w - x1, y1, w - x0
     return np.ascontiguousarray(colour), np.ascontiguousarray(alpha), (x0, y0, x1, y1)
