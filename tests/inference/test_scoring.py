@@ -162,6 +162,23 @@ def test_gsd_mismatch_resamples(tmp_path, blob_model, write_geotiff):
         assert np.hypot(result.candidates["x"] - x, result.candidates["y"] - y).min() < 0.011
 
 
+@pytest.mark.parametrize("mosaic_gsd", [0.005, 0.02])
+def test_mosaic_at_half_and_twice_the_cards_gsd_is_resampled_to_it(tmp_path, blob_model, write_geotiff, mosaic_gsd):
+    # The card says 1 cm. A 0.5 cm mosaic is averaged down by 2, a 2 cm mosaic enlarged by 2: positions stay on
+    # the map to well under a mosaic pixel, and box sizes on the ground are the model's (8 px at 1 cm).
+    centres = [(101, 101), (301, 251), (555, 444), (40, 600)]
+    sigma = 3.0 if mosaic_gsd < 0.01 else 1.0
+    mosaic = write_geotiff(gaussian_blobs(650, 700, centres, sigma=sigma), gsd_m=mosaic_gsd)
+    result = run_job(tmp_path, blob_model(TILE), mosaic)
+    note = result.manifest["inputs"][0]["gsd_check"]
+    assert f"resampled x{mosaic_gsd / 0.01:.3f}" in note
+    assert len(result.candidates["x"]) == len(centres)
+    for col, row in centres:
+        x, y = X0 + (col + 0.5) * mosaic_gsd, Y0 - (row + 0.5) * mosaic_gsd
+        assert np.hypot(result.candidates["x"] - x, result.candidates["y"] - y).min() < 0.6 * max(mosaic_gsd, 0.01)
+    np.testing.assert_allclose(result.candidates["width_m"], 0.08, atol=0.01)
+
+
 def test_uint16_four_bands(tmp_path, blob_model, write_geotiff):
     rgb = gaussian_blobs(300, 300, [(150, 150)]).astype(np.uint16) * 16
     data = np.concatenate([rgb, np.full((1, 300, 300), 4000, np.uint16)])

@@ -1,0 +1,79 @@
+"""GSD from item boxes, resampling to a working GSD, and pasting items with exact boxes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ordnance.datasets.composite import CopyPaste, composite, cut_patches, paste_drawn
+from ordnance.datasets.gsd import gsd_from_boxes, resample_sample
+from ordnance.datasets.records import Sample
+
+
+def _rotated_box_wh(length_m, width_m, angle, gsd_m):
+    """Axis-aligned box of a rotated rectangle from its four corners (independent of the closed form)."""
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * [length_m / 2, width_m / 2]
+    c, s = np.cos(angle), np.sin(angle)
+    turned = corners @ np.array([[c, s], [-s, c]])
+    return np.ptp(turned, axis=0) / gsd_m
+
+
+@pytest.mark.parametrize("angle_deg", [0, 10, 33, 45, 71, 90, 150])
+def test_gsd_from_boxes_recovers_the_gsd_at_any_angle(angle_deg):
+    wh = _rotated_box_wh(0.12, 0.061, np.radians(angle_deg), 0.003)
+    assert gsd_from_boxes(wh[None], 0.12, 0.061)[0] == pytest.approx(0.003, rel=1e-9)
+
+
+def test_gsd_from_boxes_refuses_a_square_reference():
+    with pytest.raises(ValueError, match="length > width"):
+        gsd_from_boxes(np.array([[10.0, 10.0]]), 0.1, 0.1)
+
+
+def _sample_with_bar(shape=(200, 300), bar=(100, 60, 124, 70), value=(250, 20, 20), background=90):
+    image = np.full((*shape, 3), background, np.uint8)
+    x0, y0, x1, y1 = bar
+    image[y0:y1, x0:x1] = value
+    return Sample(image, np.array([bar], np.float32), np.array([0]), "bar")
+
+
+def test_resample_sample_keeps_boxes_on_the_item():
+    sample = _sample_with_bar()
+    out = resample_sample(sample, 0.003, 0.005)  # 0.6 x
+    assert out.image.shape[:2] == (120, 180)
+    x0, y0, x1, y1 = out.boxes[0]
+    assert (x0, y0, x1, y1) == pytest.approx((60, 36, 74.4, 42), abs=1e-4)
+    red = out.image[..., 0] > 200
+    rows, cols = np.nonzero(red)
+    assert x0 - 1 <= cols.min() and cols.max() + 1 <= x1 + 1
+    assert y0 - 1 <= rows.min() and rows.max() + 1 <= y1 + 1
+
+
+def test_pasted_real_items_land_inside_their_boxes():
+    source = _sample_with_bar()
+    patches = cut_patches([source], margin=0.4)
+    assert len(patches) == 1
+    target = Sample(np.full((256, 256, 3), 60, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), "t")
+    cfg = CopyPaste(p=1.0, real_items=3, scale=(1.0, 1.0), colour=0.0)
+    for seed in range(12):
+        out = composite(target, patches, cfg, {"ap_mine": 0}, 0.005, np.random.default_rng(seed))
+        assert len(out.boxes) >= 1 and (out.labels == 0).all()
+        red = (out.image[..., 0].astype(int) - out.image[..., 1]) > 80
+        inside = np.zeros_like(red)
+        for x0, y0, x1, y1 in out.boxes:
+            w, h = x1 - x0, y1 - y0
+            assert {round(w), round(h)} == {24, 10}  # turned by 90 degrees or not, never resized
+            inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+            assert red[int(y0) + 2 : int(y1) - 2, int(x0) + 2 : int(x1) - 2].all()
+        assert not (red & ~inside).any()
+
+
+def test_drawn_items_get_their_class_and_a_tight_box():
+    image = np.full((300, 300, 3), 100, np.float32)
+    boxes, labels = [], []
+    cfg = CopyPaste(p=1.0, real_items=0, synthetic_items=3, synthetic_names=("pfm1",), scale=(1.0, 1.0))
+    paste_drawn(image, boxes, labels, cfg, {"ap_mine": 0}, 0.005, np.random.default_rng(1), 3)
+    assert labels == [0] * len(boxes) and len(boxes) >= 2
+    for x0, y0, x1, y1 in boxes:
+        long_side = max(x1 - x0, y1 - y0) * 0.005
+        assert 0.09 <= long_side <= 0.14  # a PFM-1 is 120 mm long
+        changed = np.abs(image[int(y0) : int(y1), int(x0) : int(x1)] - 100).max()
+        assert changed > 10

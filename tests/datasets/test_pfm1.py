@@ -1,0 +1,84 @@
+"""The real PFM-1 orthophoto tiles (../shared/data/pfm1-binghamton): class mapping, flights, measured GSD."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SHARED
+from ordnance.datasets.records import DatasetError
+
+PFM1 = SHARED / "data" / "pfm1-binghamton"
+pytestmark = pytest.mark.skipif(not PFM1.is_dir(), reason="../shared/data/pfm1-binghamton is not here")
+CLASSES = ["ap_mine", "at_mine", "uxo"]
+MAP = {"pfm-1": "ap_mine", "ksf-casing": "uxo"}
+FLIGHT = r"^(\w+?_\d{6}_F\d+)_"
+
+
+def _raw_counts(split: str) -> Counter:
+    """Class ids counted straight from the label files (data.yaml: 0 ksf-casing, 1 pfm-1)."""
+    counts: Counter = Counter()
+    for label in (PFM1 / split / "labels").glob("*.txt"):
+        counts.update(line.split()[0] for line in label.read_text().splitlines() if line.strip())
+    return counts
+
+
+def test_classes_map_by_name_onto_the_project_classes():
+    from ordnance.datasets.yolo import read_yolo
+
+    data = read_yolo(PFM1 / "data.yaml", "test", class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT)
+    labels = Counter(int(v) for r in data.records for v in r.labels)
+    raw = _raw_counts("test")
+    assert labels == Counter({0: raw["1"], 2: raw["0"]})
+    assert {r.group for r in data.records} == {"Phan4_200316_F02"}
+
+
+def test_class_map_with_a_name_the_data_lacks_is_refused():
+    from ordnance.datasets.yolo import read_yolo
+
+    with pytest.raises(DatasetError, match="not categories of the data"):
+        read_yolo(PFM1 / "data.yaml", "test", class_names=CLASSES, class_map={"pfm-2": "ap_mine"})
+
+
+def test_gsd_measured_from_the_mines_matches_their_size():
+    from ordnance.datasets.gsd import estimate_gsd
+    from ordnance.datasets.yolo import read_yolo
+
+    data = read_yolo(PFM1 / "data.yaml", "train", class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT)
+    estimate = estimate_gsd(data, "ap_mine", 0.12, 0.061)
+    assert set(estimate.per_group) == {"M600_191105_F01", "M600_191105_F02", "Phan4_200316_F03", "Phan4_210414_F15"}
+    # Independent check: the median longest box side (pixels) spans 120-135 mm whatever the mines' rotation.
+    sides = []
+    for record in data.records:
+        keep = record.labels == 0
+        if keep.any():
+            import cv2
+
+            h, w = cv2.imread(str(record.path), cv2.IMREAD_GRAYSCALE).shape
+            norm = record.boxes_norm[keep]
+            sides += np.maximum((norm[:, 2] - norm[:, 0]) * w, (norm[:, 3] - norm[:, 1]) * h).tolist()
+    median_side = float(np.median(sides))
+    assert 0.120 / median_side <= estimate.gsd_m <= 0.135 / median_side
+    assert 0.0027 <= estimate.gsd_m <= 0.0032
+
+
+def test_data_module_resamples_every_split_to_the_working_gsd():
+    import yaml
+    from ordnance.datasets.datamodule import DetectionDataModule
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pfm1.yaml").read_text())["data"]
+    recipe.pop("augment"), recipe.pop("copy_paste")
+    recipe.update(data_yaml=str(PFM1 / "data.yaml"), num_workers=0, batch_size=2)
+    module = DetectionDataModule(**recipe)
+    module.setup()
+    assert {r.group for r in module.val_data.records} == {"Phan4_210414_F14"}
+    loader = module.test_dataloader()
+    record = loader.dataset.data.records[0]
+    assert "Phan4_200316_F02" in record.path.name
+    image, boxes, _, _ = loader.dataset[0]
+    native = loader.dataset.data[0]
+    factor = recipe["source_gsd_m"] / recipe["gsd_m"]
+    assert image.shape[1:] == (recipe["tile_size_px"],) * 2  # padded to the tile, as the scorer pads
+    np.testing.assert_allclose(boxes.numpy(), native.boxes * factor, atol=0.6)
