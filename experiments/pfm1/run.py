@@ -38,6 +38,8 @@ BIN = Path(sys.executable).parent
 RESULTS = HERE / "results.json"
 PFM1 = REPO / "configs" / "pfm1.yaml"
 PHOTO = REPO / "configs" / "pfm1_photosynth.yaml"
+CURVE_THRESHOLD = 0.02  # candidates kept for the recall / false-alarm curve
+FLOOR_M = 0.05  # a hit is within half the item's size, at least 5 cm (a PFM-1 is 12 cm long)
 GSD = {
     "1cm": ["--model.gsd_m", "0.01", "--data.gsd_m", "0.01"],
     "native": ["--model.gsd_m", "0.00294", "--data.gsd_m", "0.00294"],
@@ -138,43 +140,28 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
     files = {"fp32": onnx, **({"int8": onnx.with_suffix(".int8.onnx")} if int8 else {})}
     for kind, model in files.items():
         scored = data / f"scored_{name}_{kind}"
-        start = time.perf_counter()
-        subprocess.run(
-            [
-                str(BIN / "ordnance"),
-                "score",
-                str(mosaic),
-                "--model",
-                str(model),
-                "-o",
-                str(scored),
-                "--no-progress",
-                "--format",
-                "gpkg",
-                "--format",
-                "csv",
-            ],
-            check=True,
-        )
-        seconds = time.perf_counter() - start
-        subprocess.run(
-            [
-                str(BIN / "ordnance"),
-                "evaluate",
-                str(scored / "candidates.gpkg"),
-                str(data / "pfm1_test_truth.gpkg"),
-                "-o",
-                str(scored / "evaluation"),
-            ],
-            check=True,
-        )
-        report = json.loads((scored / "evaluation" / "evaluation.json").read_text())
+        subprocess.run([str(BIN / "ordnance"), "score", str(mosaic), "--model", str(model), "-o", str(scored),
+                        "--no-progress", "--no-resume", "--no-review", "--format", "gpkg",
+                        "--score-threshold", str(CURVE_THRESHOLD)], check=True)
         manifest = json.loads((scored / "manifest.json").read_text())
+        card_threshold = json.loads(manifest["model"]["card"])["score_threshold"]
+        reports = {}
+        for label, threshold in (("curve", None), ("operating_point", card_threshold)):
+            folder = scored / f"evaluation_{label}"
+            command = [str(BIN / "ordnance"), "evaluate", str(scored / "candidates.gpkg"),
+                       str(data / "pfm1_test_truth.gpkg"), "-o", str(folder), "--floor-m", str(FLOOR_M)]
+            if threshold is not None:
+                command += ["--score-threshold", str(threshold)]
+            subprocess.run(command, check=True)
+            report = json.loads((folder / "evaluation.json").read_text())
+            reports[label] = {k: report[k] for k in ("overall", "per_class", "area_ha")}
         out[kind] = {
-            "evaluation": {k: report[k] for k in ("overall", "per_class", "area_ha")},
-            "score_seconds": seconds,
+            **reports,
+            "card_threshold": card_threshold,
             "gsd_check": manifest["inputs"][0].get("gsd_check"),
-            "candidates": manifest.get("counts"),
+            "area_scanned_ha": manifest["area_scanned_ha"],
+            "tiles": manifest["tiles"],
+            "timings": manifest["timings"],
         }
     return out
 

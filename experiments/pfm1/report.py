@@ -1,0 +1,133 @@
+"""Tables of the PFM-1 experiment from results.json: results.md, and the same tables in experiments/README.md
+between the ``<!-- pfm1:begin -->`` and ``<!-- pfm1:end -->`` markers.
+
+    .venv/bin/python experiments/pfm1/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from common import HERE, REPO
+
+ROWS = {
+    "real_only": "real tiles only, random init",
+    "synth_real": "synthetic checkpoint, then real (the recipe)",
+    "photo_synth_real": "photographic synthetic, then real",
+    "zero_shot": "synthetic only (zero-shot, no real pixel)",
+    "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
+}
+GSD_ROWS = ("synth_real_native", "synth_real", "synth_real_1cm")
+BEGIN, END = "<!-- pfm1:begin -->", "<!-- pfm1:end -->"
+
+
+def _f(value, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _gsd(entry: dict) -> float:
+    args = entry.get("overrides", [])
+    return float(args[args.index("--data.gsd_m") + 1]) if "--data.gsd_m" in args else 0.005
+
+
+def _mosaic(entry: dict, kind: str = "fp32") -> dict:
+    return entry.get("mosaic", {}).get(kind, {})
+
+
+def ablation_table(results: dict) -> str:
+    lines = [
+        "| model | working GSD | PFM-1 AP50, test flight | mAP50 (PFM-1, casing) | mosaic recall @ 10 FA/ha | mosaic AP"
+        " | mosaic recall / FA per ha at the card's threshold | training minutes | MLflow run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label in ROWS.items():
+        if key not in results:
+            lines.append(f"| {label} | not run | | | | | | | |")
+            continue
+        entry = results[key]
+        test = entry["test"]
+        m = _mosaic(entry)
+        curve = m.get("curve", {}).get("overall", {})
+        op = m.get("operating_point", {}).get("overall", {})
+        at_op = f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)}" if op else ""
+        lines.append(
+            f"| {label} | {_gsd(entry) * 1000:.1f} mm | **{_f(test.get('test/ap50_ap_mine'))}** | "
+            f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+            f"{at_op} | {_f(entry.get('train_minutes'), 1)} | {entry.get('mlflow_run', '')[:8]} |"
+        )
+    return "\n".join(lines)
+
+
+def gsd_table(results: dict) -> str:
+    lines = [
+        "| working GSD | PFM-1 AP50, test flight | hazard recall (test flight, validated threshold) |"
+        " mosaic recall @ 10 FA/ha | tiles on the test mosaic | inference s | ha/h (network only) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in GSD_ROWS:
+        if key not in results:
+            continue
+        entry = results[key]
+        m = _mosaic(entry)
+        infer = m.get("timings", {}).get("infer_s")
+        rate = m["area_scanned_ha"] / infer * 3600 if infer else None
+        lines.append(
+            f"| {_gsd(entry) * 1000:.2f} mm | {_f(entry['test'].get('test/ap50_ap_mine'))} | "
+            f"{_f(entry['test'].get('test/recall'))} | "
+            f"{_f(m.get('curve', {}).get('overall', {}).get('recall_at_10_fa_per_ha'))} | {m.get('tiles', '')} | "
+            f"{_f(infer, 1)} | {_f(rate, 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def int8_table(results: dict) -> str:
+    lines = [
+        "| model | file | parity | mosaic recall @ 10 FA/ha | mosaic AP | recall / FA per ha at the card's threshold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, entry in results.items():
+        mosaic = entry.get("mosaic", {})
+        for kind in ("fp32", "int8"):
+            if kind not in mosaic:
+                continue
+            parity = mosaic["parity"].get(kind, {})
+            curve = mosaic[kind]["curve"]["overall"]
+            op = mosaic[kind]["operating_point"]["overall"]
+            lines.append(
+                f"| {key} | {kind} | {_f(parity.get('matched_share'), 4)} matched | "
+                f"{_f(curve.get('recall_at_10_fa_per_ha'))} | {_f(curve.get('ap'))} | "
+                f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
+            )
+    return "\n".join(lines)
+
+
+def render(results: dict) -> str:
+    return "\n\n".join(
+        [
+            "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
+            ablation_table(results),
+            "#### Working GSD (synthetic checkpoint, then real)",
+            gsd_table(results),
+            "#### Exported files on the test mosaic",
+            int8_table(results),
+        ]
+    )
+
+
+def main() -> int:
+    results = json.loads((HERE / "results.json").read_text())
+    text = render(results)
+    (HERE / "results.md").write_text(text + "\n")
+    readme = REPO / "experiments" / "README.md"
+    body = readme.read_text()
+    if BEGIN in body and END in body:
+        head, rest = body.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
