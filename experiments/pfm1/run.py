@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common import HERE, REPO
 
-BIN = Path(sys.executable).parent
+BIN = Path(sys.executable).absolute().parent
 RESULTS = HERE / "results.json"
 PFM1 = REPO / "configs" / "pfm1.yaml"
 PHOTO = REPO / "configs" / "pfm1_photosynth.yaml"
@@ -116,6 +116,7 @@ def test(config: Path, ckpt: str, args: list[str]) -> dict:
 
 def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
     """Export through the parity gate, score the test mosaic with the exported file, evaluate."""
+    os.chdir(REPO)  # recipes name their data relative to the repository root
     data = HERE / "data"
     onnx = data / f"{name}.onnx"
     export = [
@@ -132,7 +133,10 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
     ]
     if int8:
         export += ["--int8", "--calibration", str(config)]
-    subprocess.run(export, check=True)
+    exported = subprocess.run(export, capture_output=True, text=True)
+    if exported.returncode != 0:  # the gate refused the file: nothing to score, and the results say why
+        lines = (exported.stderr or exported.stdout).strip().splitlines()
+        return {"export_refused": lines[-1] if lines else f"exit {exported.returncode}"}
     mosaic = data / "pfm1_test.tif"
     if not mosaic.exists():
         subprocess.run([sys.executable, str(HERE / "mosaic.py")], check=True)
@@ -140,16 +144,40 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
     files = {"fp32": onnx, **({"int8": onnx.with_suffix(".int8.onnx")} if int8 else {})}
     for kind, model in files.items():
         scored = data / f"scored_{name}_{kind}"
-        subprocess.run([str(BIN / "ordnance"), "score", str(mosaic), "--model", str(model), "-o", str(scored),
-                        "--no-progress", "--no-resume", "--no-review", "--format", "gpkg",
-                        "--score-threshold", str(CURVE_THRESHOLD)], check=True)
+        subprocess.run(
+            [
+                str(BIN / "ordnance"),
+                "score",
+                str(mosaic),
+                "--model",
+                str(model),
+                "-o",
+                str(scored),
+                "--no-progress",
+                "--no-resume",
+                "--no-review",
+                "--format",
+                "gpkg",
+                "--score-threshold",
+                str(CURVE_THRESHOLD),
+            ],
+            check=True,
+        )
         manifest = json.loads((scored / "manifest.json").read_text())
         card_threshold = json.loads(manifest["model"]["card"])["score_threshold"]
         reports = {}
         for label, threshold in (("curve", None), ("operating_point", card_threshold)):
             folder = scored / f"evaluation_{label}"
-            command = [str(BIN / "ordnance"), "evaluate", str(scored / "candidates.gpkg"),
-                       str(data / "pfm1_test_truth.gpkg"), "-o", str(folder), "--floor-m", str(FLOOR_M)]
+            command = [
+                str(BIN / "ordnance"),
+                "evaluate",
+                str(scored / "candidates.gpkg"),
+                str(data / "pfm1_test_truth.gpkg"),
+                "-o",
+                str(folder),
+                "--floor-m",
+                str(FLOOR_M),
+            ]
             if threshold is not None:
                 command += ["--score-threshold", str(threshold)]
             subprocess.run(command, check=True)
@@ -192,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true", help="also export and score the int8 file")
     parser.add_argument("--force", action="store_true", help="run stages already in results.json again")
     args = parser.parse_args(argv)
+    os.chdir(REPO)  # recipes name their data relative to the repository root
     table = stages(args.synthetic_ckpt)
     unknown = [s for s in args.stages if s not in table]
     if unknown:
