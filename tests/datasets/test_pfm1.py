@@ -82,3 +82,26 @@ def test_data_module_resamples_every_split_to_the_working_gsd():
     factor = recipe["source_gsd_m"] / recipe["gsd_m"]
     assert image.shape[1:] == (recipe["tile_size_px"],) * 2  # padded to the tile, as the scorer pads
     np.testing.assert_allclose(boxes.numpy(), native.boxes * factor, atol=0.6)
+
+
+def test_export_reads_parity_tiles_through_the_recipe_at_the_working_gsd():
+    from ordnance.datasets.yolo import read_yolo
+    from ordnance.training.export import validation_tiles
+
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "pfm1.yaml"
+    images, truth = validation_tiles(6, 512, 0.005, str(recipe))
+    raw = read_yolo(PFM1 / "data.yaml", "valid")
+    factor = 0.00294 / 0.005
+    checked = 0
+    for index, (image, boxes) in enumerate(zip(images, truth)):
+        native = raw[index]
+        np.testing.assert_allclose(boxes, native.boxes * factor, atol=0.6)
+        if not native.image[-1, -1].any():  # a blank edge tile: its extent cannot be seen
+            continue
+        checked += 1
+        h, w = native.image.shape[:2]
+        filled_rows = np.nonzero(image.any(axis=(0, 2)))[0]
+        filled_cols = np.nonzero(image.any(axis=(0, 1)))[0]
+        assert filled_rows.max() + 1 == pytest.approx(h * factor, abs=1)
+        assert filled_cols.max() + 1 == pytest.approx(w * factor, abs=1)
+    assert checked >= 2
