@@ -18,6 +18,7 @@ CARD_KEY = "ordnance.card"
 SCHEMA_VERSION = 1
 INPUT_NAME = "images"
 OUTPUT_NAMES = ("boxes", "scores", "labels")
+OPERATING_POINTS = ("validated", "fallback", "unknown")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class ModelCard:
         gsd_m: Ground sample distance the model was trained at, metres per pixel; 0 when the training
             imagery had no single GSD (frames from varying heights): the scorer then never resamples.
         score_threshold: Score of the chosen operating point; candidates below it are not reported.
+        operating_point: "validated" when ``score_threshold`` reached the training recipe's precision target on
+            validation data, "fallback" when validation never did and a default was used, "unknown" for files
+            exported before this was recorded. The scorer warns on anything but "validated".
         overlap_px: Recommended overlap between neighbouring tiles, in model pixels. It must exceed the
             largest object the model should see whole.
         band_order: 1-based source bands fed to the graph's 3 input channels, in order (R, G, B).
@@ -55,6 +59,7 @@ class ModelCard:
     tile_size_px: int
     gsd_m: float
     score_threshold: float = 0.3
+    operating_point: str = "unknown"
     overlap_px: int = 96
     band_order: tuple[int, ...] = (1, 2, 3)
     source_range: tuple[float, float] | None = None
@@ -74,8 +79,12 @@ class ModelCard:
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        if not self.class_names:
-            raise ValueError("a model card needs at least one class name")
+        if not self.class_names or not all(isinstance(n, str) and n for n in self.class_names):
+            raise ValueError("class_names must be a list of one or more non-empty names")
+        if not (isinstance(self.score_threshold, int | float) and 0 < self.score_threshold <= 1):
+            raise ValueError(f"score_threshold must be a number in (0, 1], got {self.score_threshold!r}")
+        if self.operating_point not in OPERATING_POINTS:
+            raise ValueError(f"operating_point must be one of {OPERATING_POINTS}, got {self.operating_point!r}")
         if self.tile_size_px <= 0 or self.gsd_m < 0:
             raise ValueError("tile_size_px must be positive and gsd_m not negative")
         if not 0 <= self.overlap_px < self.tile_size_px:
@@ -101,6 +110,8 @@ class ModelCard:
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ModelError(f"model card has unknown fields {unknown}", source)
+        if not isinstance(raw.get("class_names"), list):
+            raise ModelError("model card class_names must be a list of names", source)
         raw["class_names"] = tuple(raw["class_names"])
         raw["band_order"] = tuple(raw["band_order"])
         if raw.get("source_range") is not None:

@@ -123,6 +123,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
         "model": {"path": str(detector.path), "sha256": detector.sha256, "card": card.to_json()},
         "settings": {
             "score_threshold": threshold,
+            "operating_point": card.operating_point if job.score_threshold is None else "user",
             "overlap_px": card.overlap_px if job.overlap_px is None else job.overlap_px,
             "gsd_tolerance": job.gsd_tolerance,
             "merge": {"ios_min": job.merge.ios_min, "centre_frac": job.merge.centre_frac},

@@ -94,6 +94,8 @@ def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
             if not found:
                 raise InputError("folder holds no GeoTIFF, JPEG or PNG files", path)
             files.extend(found)
+        elif path.exists():  # a real file whose name holds * ? [ ] is that file, never a pattern
+            files.append(path)
         elif any(ch in item for ch in "*?["):
             found = sorted(Path(p) for p in glob.glob(item, recursive=True))
             if not found:
@@ -138,6 +140,12 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
     tile_src = max(1, round(card.tile_size_px * scale))
     tiles = tile_grid(info.width, info.height, tile_src, min(round(overlap * scale), tile_src - 1))
     return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note)
+
+
+def check_threshold(value: float | None, name: str) -> None:
+    """A score threshold must be a finite number in (0, 1]: 0 or below reports every top-K row, above 1 none."""
+    if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
+        raise InputError(f"score threshold must be in (0, 1], got {value!r}", name)
 
 
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
@@ -260,6 +268,7 @@ def score(job: ScoringJob) -> ScoringResult:
     files = expand_inputs(job.inputs)
     detector = open_session(job.model, device=job.device, threads=job.threads)
     card = detector.card
+    check_threshold(job.score_threshold, "--score-threshold")
     unknown = sorted(set(job.formats) - set(FORMATS))
     if unknown:
         raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)
@@ -272,6 +281,14 @@ def score(job: ScoringJob) -> ScoringResult:
     key = _job_key(job, detector, files)
     checkpoint = _Checkpoint(Path(job.out_dir) / PARTIAL_DIR / f"{key}.jsonl", key, job.resume)
     threshold = card.score_threshold if job.score_threshold is None else job.score_threshold
+    if job.score_threshold is None and card.operating_point != "validated":
+        log.warning(
+            "%s: the card's score threshold %.3f is a %s operating point, not one validated to reach the "
+            "recipe's precision; check it against your own truth or pass --score-threshold",
+            job.model,
+            card.score_threshold,
+            card.operating_point,
+        )
     batch = detector.fixed_batch or max(1, job.batch_size)
     timings = {"infer_s": 0.0, "wait_s": 0.0}
     budget = job.max_tiles

@@ -358,6 +358,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
     except ExportRefused as error:
         raise ExportError(f"{hp.model} cannot be exported: {error}", checkpoint) from None
     threshold = float(task.operating_threshold)
+    status = {1.0: "validated", 0.0: "fallback"}.get(float(getattr(task, "operating_validated", -1.0)), "unknown")
+    if status != "validated":
+        log.warning("%s: score threshold %.3f is a %s operating point", checkpoint, threshold, status)
     images, truth = validation_tiles(settings.parity_tiles, tile, hp.gsd_m, settings.parity_data)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
@@ -379,6 +382,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         tile_size_px=tile,
         gsd_m=float(hp.gsd_m),
         score_threshold=round(threshold, 6),
+        operating_point=status,
         overlap_px=settings.overlap_px if settings.overlap_px is not None else min(tile // 4, 128),
         batch_size=settings.batch,
         max_detections=settings.max_detections,

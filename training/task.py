@@ -73,6 +73,8 @@ class DetectionTask(L.LightningModule):
         self.class_names = list(class_names)
         self.configure_models()
         self.register_buffer("operating_threshold", torch.tensor(0.3))
+        # 1: the threshold reached ``min_precision`` on validation; 0: it never did (fallback); -1: not known.
+        self.register_buffer("operating_validated", torch.tensor(-1.0))
         self._val: list = []
         self.map_metric = MeanAveragePrecision(
             box_format="xyxy",
@@ -173,12 +175,13 @@ class DetectionTask(L.LightningModule):
         n_images = len(self._val)
         self._val = []
         if fixed_threshold is None:
-            threshold = choose_threshold(matches, self.hparams.min_precision)
+            threshold, validated = operating_point(matches, self.hparams.min_precision)
         else:
-            threshold = float(fixed_threshold)
+            threshold, validated = float(fixed_threshold), None
         if stage == "val" and not self.trainer.sanity_checking:
             self.operating_threshold.fill_(threshold)
-            self._validated_threshold = threshold
+            self.operating_validated.fill_(float(validated))
+            self._validated_threshold = (threshold, float(validated))
         overall = summarise(matches, n_images=n_images, fa_per_image=tuple(self.hparams.fa_per_image))
         at_op = summarise(matches, n_images=n_images, threshold=threshold)
         metrics.update(
@@ -201,9 +204,16 @@ class DetectionTask(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the operating point of the last validation in the saved weights. Weight averaging (EMA) puts
         its averaged state in the checkpoint, where this buffer would be an average of stale thresholds."""
-        threshold = getattr(self, "_validated_threshold", None)
-        if threshold is not None and "operating_threshold" in checkpoint.get("state_dict", {}):
-            checkpoint["state_dict"]["operating_threshold"] = torch.tensor(threshold)
+        chosen = getattr(self, "_validated_threshold", None)
+        if chosen is not None and "operating_threshold" in checkpoint.get("state_dict", {}):
+            checkpoint["state_dict"]["operating_threshold"] = torch.tensor(chosen[0])
+            checkpoint["state_dict"]["operating_validated"] = torch.tensor(chosen[1])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Checkpoints from before the operating point's status was kept load with it unknown."""
+        state = checkpoint.get("state_dict", {})
+        if "operating_threshold" in state:
+            state.setdefault("operating_validated", torch.tensor(-1.0))
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -258,9 +268,15 @@ def hazard_matches(records, floor_px: float):
 
 def choose_threshold(matches, min_precision: float) -> float:
     """Lowest score threshold whose precision is at least ``min_precision`` (highest recall); 0.5 if none."""
+    return operating_point(matches, min_precision)[0]
+
+
+def operating_point(matches, min_precision: float) -> tuple[float, bool]:
+    """(threshold, validated): :func:`choose_threshold`'s choice, and whether any threshold reached
+    ``min_precision`` (False: 0.5 is a fallback that was never validated)."""
     thresholds, _, precision = pr_curve(matches)
     ok = np.nonzero(precision >= min_precision)[0]
-    return float(thresholds[ok.max()]) if len(ok) else 0.5
+    return (float(thresholds[ok.max()]), True) if len(ok) else (0.5, False)
 
 
 def load_init_weights(detector: torch.nn.Module, path: Path) -> None:

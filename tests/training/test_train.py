@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 from ordnance.models import list_detectors
@@ -211,3 +212,21 @@ def test_time_budget_ends_training_with_the_rate_annealed_and_validated(fit):
     # The stop itself was validated: the final weights have metrics and a checkpoint scored on them.
     assert "val/recall" in trainer.callback_metrics
     assert trainer.checkpoint_callback.best_model_path
+
+
+def test_operating_point_says_when_the_precision_target_was_never_reached():
+    from ordnance.inference.metrics import match_points
+    from ordnance.training.task import operating_point
+
+    # Three predictions at 0.9, 0.8, 0.7; only the last is on the one truth item: precision 0, 0, 1/3.
+    matches = [
+        match_points(
+            np.array([[0.0, 0], [50, 50], [100, 100]]),
+            np.array([0.9, 0.8, 0.7]),
+            np.array([[100.0, 100]]),
+            np.array([5.0]),
+        )
+    ]
+    assert operating_point(matches, 0.5) == (0.5, False)
+    threshold, validated = operating_point(matches, 0.3)
+    assert validated and threshold == pytest.approx(0.7)

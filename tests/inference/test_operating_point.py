@@ -1,0 +1,67 @@
+"""Score thresholds: impossible ones are refused in one line; a fallback operating point is visible."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from helpers import gaussian_blobs
+from ordnance.inference.card import ModelCard
+from ordnance.inference.cli.main import cli
+from ordnance.inference.errors import ModelError
+
+
+@pytest.mark.parametrize("value", ["2", "nan", "-1", "0", "inf"])
+def test_impossible_score_threshold_is_refused(tmp_path, blob_model, write_geotiff, value):
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["score", str(mosaic), "--model", str(blob_model(256)), "-o", str(out), "--score-threshold", value]
+    )
+    assert result.exit_code != 0
+    lines = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "--score-threshold" in lines[0] and "(0, 1]" in lines[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"score_threshold": float("nan")}, "score_threshold"),
+        ({"score_threshold": 1.5}, "score_threshold"),
+        ({"class_names": "abc"}, "class_names"),
+        ({"operating_point": "guessed"}, "operating_point"),
+    ],
+)
+def test_cards_with_impossible_values_are_refused(change, message):
+    raw = json.loads(ModelCard(class_names=("ap_mine",), tile_size_px=256, gsd_m=0.01).to_json())
+    raw.update(change)
+    with pytest.raises(ModelError, match=message):
+        ModelCard.from_json(json.dumps(raw), "model.onnx")
+
+
+def test_file_names_with_glob_characters_are_scored_as_named(tmp_path, blob_model, write_geotiff):
+    # "a[1].tif" as a pattern would match "a1.tif", a different mosaic with two items.
+    literal = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="a[1].tif")
+    write_geotiff(gaussian_blobs(300, 300, [(50, 50), (200, 200)]), name="a1.tif")
+    from ordnance.inference.scoring import ScoringJob, score
+
+    result = score(ScoringJob(inputs=(str(literal),), model=blob_model(256), out_dir=tmp_path / "o", progress=False))
+    assert [i["path"] for i in result.manifest["inputs"]] == [str(literal.resolve())]
+    assert len(result.candidates["x"]) == 1
+
+
+def test_fallback_operating_point_is_written_in_the_manifest(tmp_path, blob_model, write_geotiff):
+    from ordnance.inference.scoring import ScoringJob, score
+
+    card = ModelCard(class_names=("ap_mine",), tile_size_px=256, gsd_m=0.01, overlap_px=64, operating_point="fallback")
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]))
+    result = score(ScoringJob(inputs=(str(mosaic),), model=blob_model(256, card=card), out_dir=tmp_path / "o"))
+    assert result.manifest["settings"]["operating_point"] == "fallback"
+    user = score(
+        ScoringJob(inputs=(str(mosaic),), model=blob_model(256, card=card), out_dir=tmp_path / "u", score_threshold=0.2)
+    )
+    assert user.manifest["settings"]["operating_point"] == "user"
+    assert np.isclose(user.manifest["settings"]["score_threshold"], 0.2)
