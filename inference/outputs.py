@@ -126,6 +126,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "operating_point": card.operating_point if job.score_threshold is None else "user",
             "overlap_px": card.overlap_px if job.overlap_px is None else job.overlap_px,
             "gsd_tolerance": job.gsd_tolerance,
+            "input_gsd_m": job.input_gsd_m,
             "merge": {"ios_min": job.merge.ios_min, "centre_frac": job.merge.centre_frac},
             "device": job.device,
             "threads": job.threads,

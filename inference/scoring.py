@@ -8,6 +8,7 @@ outputs are written under temporary names and renamed.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import json
@@ -52,6 +53,9 @@ class ScoringJob:
         device: "cpu", "cuda" or "tensorrt".
         threads: ONNX Runtime intra-op threads; 0 = one per core.
         gsd_tolerance: Relative GSD difference beyond which windows are resampled to the model's GSD.
+        input_gsd_m: Metres per pixel of inputs that carry no georeferencing (frames, exported tiles), when
+            known from flight height and camera; they are then resampled to the model's GSD like mosaics.
+            Georeferenced inputs always use their own GSD.
         merge: Seam merge rule.
         resume: Continue from a checkpoint of an earlier run with the same arguments.
         max_tiles: Stop after this many windows in this call, leaving a checkpoint and no outputs.
@@ -68,6 +72,7 @@ class ScoringJob:
     device: str = "cpu"
     threads: int = 0
     gsd_tolerance: float = 0.15
+    input_gsd_m: float | None = None
     merge: MergeSettings = field(default_factory=MergeSettings)
     resume: bool = True
     max_tiles: int | None = None
@@ -127,11 +132,14 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
         info = describe(dataset)
         scale_range = value_range(dataset, card)
     scale, note = 1.0, "no GSD (not georeferenced)"
-    if info.crs_wkt is None:
+    if info.crs_wkt is None and job.input_gsd_m:
+        info = dataclasses.replace(info, gsd_m=float(job.input_gsd_m))
+    if info.crs_wkt is None and not job.input_gsd_m:
         log.debug("%s: no CRS or geotransform", path)
     elif info.gsd_m is not None and card.gsd_m > 0:
         ratio = card.gsd_m / info.gsd_m
-        note = f"mosaic {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
+        source = "mosaic" if info.crs_wkt is not None else "frame (GSD given by --input-gsd-m)"
+        note = f"{source} {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
         if abs(ratio - 1) > job.gsd_tolerance:
             scale = ratio
             log.warning("%s: %s; windows are resampled by %.3f", path, note, 1 / ratio)
@@ -150,7 +158,8 @@ def check_threshold(value: float | None, name: str) -> None:
 
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    settings = {k: v for k, v in asdict(job).items() if k in ("score_threshold", "overlap_px", "gsd_tolerance")}
+    keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m")
+    settings = {k: v for k, v in asdict(job).items() if k in keys}
     text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -269,6 +278,8 @@ def score(job: ScoringJob) -> ScoringResult:
     detector = open_session(job.model, device=job.device, threads=job.threads)
     card = detector.card
     check_threshold(job.score_threshold, "--score-threshold")
+    if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
+        raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
     unknown = sorted(set(job.formats) - set(FORMATS))
     if unknown:
         raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)

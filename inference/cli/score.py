@@ -35,6 +35,12 @@ from ordnance.inference.writers import FORMATS
     help="Relative GSD difference beyond which windows are resampled to the model's GSD.",
 )
 @click.option(
+    "--input-gsd-m",
+    type=float,
+    default=None,
+    help="Metres per pixel of inputs without georeferencing (frames), to resample them to the model's GSD.",
+)
+@click.option(
     "--merge-ios",
     type=float,
     default=0.5,
@@ -56,6 +62,7 @@ def score(
     device,
     threads,
     gsd_tolerance,
+    input_gsd_m,
     merge_ios,
     no_resume,
     max_tiles,
@@ -82,6 +89,7 @@ def score(
         device=device,
         threads=threads,
         gsd_tolerance=gsd_tolerance,
+        input_gsd_m=input_gsd_m,
         merge=MergeSettings(ios_min=merge_ios),
         resume=not no_resume,
         max_tiles=max_tiles,

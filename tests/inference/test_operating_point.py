@@ -65,3 +65,21 @@ def test_fallback_operating_point_is_written_in_the_manifest(tmp_path, blob_mode
     )
     assert user.manifest["settings"]["operating_point"] == "user"
     assert np.isclose(user.manifest["settings"]["score_threshold"], 0.2)
+
+
+@pytest.mark.parametrize("input_gsd_m, box_px", [(None, 8.0), (0.005, 16.0)])
+def test_frames_with_a_stated_gsd_are_resampled_to_the_cards(tmp_path, blob_model, write_geotiff, input_gsd_m, box_px):
+    # A frame with no georeferencing at 5 mm; the card says 1 cm. Stated, the frame is averaged down by 2 and the
+    # blob model's 8 px boxes come back 16 frame pixels wide; unstated, nothing is resampled.
+    from ordnance.inference.scoring import ScoringJob, score
+
+    centres = [(120, 140), (400, 300)]
+    frame = write_geotiff(gaussian_blobs(500, 600, centres, sigma=3.0), name="frame.tif", crs=None)
+    job = ScoringJob(inputs=(str(frame),), model=blob_model(256), out_dir=tmp_path / "o", input_gsd_m=input_gsd_m)
+    result = score(job)
+    assert len(result.candidates["x"]) == 2
+    widths = [float(b.split(",")[2]) - float(b.split(",")[0]) for b in result.candidates["bbox_px"]]
+    np.testing.assert_allclose(widths, box_px, atol=0.6)
+    for col, row in centres:
+        assert np.hypot(result.candidates["x"] - (col + 0.5), result.candidates["y"] - (row + 0.5)).min() < 1.5
+    assert ("given by --input-gsd-m" in result.manifest["inputs"][0]["gsd_check"]) == (input_gsd_m is not None)
