@@ -129,8 +129,9 @@ def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, 
     pass through :func:`pad_to_tile`, as the scorer's tiles do.
 
     ``data_yaml`` is a YOLO ``data.yaml``, or a training recipe whose ``data`` section names one: then its
-    ``class_names``/``class_map`` apply and tiles are resampled from ``source_gsd_m`` to ``gsd_m`` as in
-    training, so that parity and calibration see what the network sees in the field."""
+    ``class_names``/``class_map`` apply and tiles are resampled from its ``source_gsd_m`` to the model's
+    ``gsd_m`` (the recipe's when the model states none), so that parity and calibration see what the network
+    sees in the field."""
     images, truth = [], []
     if data_yaml:
         from ordnance.datasets.gsd import load_at_gsd
@@ -148,7 +149,7 @@ def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, 
         if split != "valid" and len(records) > n:
             records = [records[i] for i in np.linspace(0, len(records) - 1, n).round().astype(int)]
         for record in records[:n]:
-            sample = load_at_gsd(record, recipe.get("source_gsd_m"), recipe.get("gsd_m"))
+            sample = load_at_gsd(record, recipe.get("source_gsd_m"), (gsd_m or recipe.get("gsd_m")) if recipe else None)
             tile, _ = pad_to_tile(np.ascontiguousarray(sample.image[:tile_px, :tile_px].transpose(2, 0, 1)), tile_px)
             images.append(tile)
             keep = (sample.boxes[:, 0] < tile_px) & (sample.boxes[:, 1] < tile_px)
