@@ -105,3 +105,27 @@ def test_export_reads_parity_tiles_through_the_recipe_at_the_working_gsd():
         assert filled_rows.max() + 1 == pytest.approx(h * factor, abs=1)
         assert filled_cols.max() + 1 == pytest.approx(w * factor, abs=1)
     assert checked >= 2
+
+
+def test_copy_paste_puts_real_training_items_on_empty_training_tiles():
+    import yaml
+    from ordnance.datasets.augment import AugmentConfig
+    from ordnance.datasets.composite import CopyPaste
+    from ordnance.datasets.datamodule import DetectionDataModule
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pfm1.yaml").read_text())["data"]
+    recipe.update(
+        data_yaml=str(PFM1 / "data.yaml"),
+        num_workers=0,
+        augment=AugmentConfig(flips=False, rotate90=False, scale=(1.0, 1.0), colour=0, blur=0, noise=0, jpeg=0),
+        copy_paste=CopyPaste(p=1.0, real_items=2, backgrounds_only=True),
+    )
+    module = DetectionDataModule(**recipe)
+    module.setup()
+    data = module.train_dataloader().dataset
+    assert len(data) == sum(1 for r in module.train_data.records if len(r.labels) == 0)
+    assert {"Phan4_210414_F14", "Phan4_200316_F02"}.isdisjoint({r.group for r in data.data.records})
+    counts = [len(data[i][2]) for i in range(0, len(data), len(data) // 12)]
+    labels = {int(v) for i in range(0, len(data), len(data) // 12) for v in data[i][2]}
+    assert sum(c >= 1 for c in counts) >= 0.8 * len(counts) and max(counts) <= 2
+    assert labels <= {0, 2} and 0 in labels
