@@ -286,6 +286,13 @@ def score(job: ScoringJob) -> ScoringResult:
     _check_writable(Path(job.out_dir))
     plans = [_plan(p, detector, job) for p in files]
     plain = [p.path for p in plans if p.info.crs_wkt is None]
+    if plain and len(plain) < len(plans):
+        geo = next(p.path for p in plans if p.info.crs_wkt is not None)
+        raise InputError(
+            f"is not georeferenced but {geo.name} is: pixel and map coordinates cannot share one output; "
+            "score them in separate runs",
+            plain[0],
+        )
     if plain:
         which = str(plain[0]) if len(plain) == 1 else f"{len(plain)} of {len(plans)} inputs, e.g. {plain[0]}"
         log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", which)

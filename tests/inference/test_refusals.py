@@ -1,4 +1,5 @@
-"""Score thresholds: impossible ones are refused in one line; a fallback operating point is visible."""
+"""Inputs the scorer refuses in one line, and settings it must make visible: score thresholds, operating points,
+literal file names, frame GSDs, georeferenced and plain inputs mixed."""
 
 from __future__ import annotations
 
@@ -83,3 +84,15 @@ def test_frames_with_a_stated_gsd_are_resampled_to_the_cards(tmp_path, blob_mode
     for col, row in centres:
         assert np.hypot(result.candidates["x"] - (col + 0.5), result.candidates["y"] - (row + 0.5)).min() < 1.5
     assert ("given by --input-gsd-m" in result.manifest["inputs"][0]["gsd_check"]) == (input_gsd_m is not None)
+
+
+def test_georeferenced_and_plain_inputs_in_one_job_are_refused(tmp_path, blob_model, write_geotiff):
+    from ordnance.inference.errors import InputError
+    from ordnance.inference.scoring import ScoringJob, score
+
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="mosaic.tif")
+    frame = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="frame.tif", crs=None)
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match=r"frame\.tif: is not georeferenced but mosaic\.tif is"):
+        score(ScoringJob(inputs=(str(mosaic), str(frame)), model=blob_model(256), out_dir=out, progress=False))
+    assert not out.exists() or not any(out.rglob("*.gpkg"))
