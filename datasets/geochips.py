@@ -40,7 +40,7 @@ def read_vector_boxes(vector: Path, raster, class_names: list[str], size_m: dict
         geoms = shapely.transform(geoms, lambda xy: np.c_[to_raster.transform(xy[:, 0], xy[:, 1])])
     pixel = shapely.transform(geoms, lambda xy: np.c_[map_to_pixel(raster.transform, xy[:, 0], xy[:, 1])])
     bounds = shapely.bounds(pixel)
-    gsd = gsd_m(raster.transform, raster.crs) or 1.0
+    gsd = gsd_m(raster.transform, raster.crs, (raster.width / 2, raster.height / 2)) or 1.0
     is_point = shapely.get_type_id(pixel) == 0
     half = np.array([size_m.get(c, 0.2) / gsd / 2 for c in classes])
     cx, cy = bounds[:, 0], bounds[:, 1]

@@ -31,12 +31,34 @@ def to_wgs84(crs: CRS | str, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray
     return np.asarray(lon), np.asarray(lat)
 
 
-def gsd_m(transform: Affine, crs: CRS | str | None) -> float | None:
-    """Ground sample distance in metres per pixel, or None without a projected CRS."""
+def ground_gsd_m(transform: Affine, crs: CRS | str, col: float, row: float) -> tuple[float, float]:
+    """Ground size of one pixel (along columns, along rows) in metres at pixel (col, row): the geodesic
+    distance on the WGS84 ellipsoid between the pixel's centre and its neighbours. True in any CRS (degrees,
+    feet, Web Mercator's stretched metres) and for rotated transforms."""
+    from pyproj import Geod
+
+    xs, ys = pixel_to_map(transform, np.array([col, col + 1, col]), np.array([row, row, row + 1]))
+    lon, lat = to_wgs84(crs, xs, ys)
+    geod = Geod(ellps="WGS84")
+    _, _, along_cols = geod.inv(lon[0], lat[0], lon[1], lat[1])
+    _, _, along_rows = geod.inv(lon[0], lat[0], lon[2], lat[2])
+    return float(along_cols), float(along_rows)
+
+
+def gsd_m(transform: Affine, crs: CRS | str | None, centre_px: tuple[float, float] = (0.0, 0.0)) -> float | None:
+    """Ground sample distance in metres per pixel, or None without a CRS.
+
+    In a projected CRS with linear units, the grid spacing times the unit (feet count as feet), unless the
+    projection's scale differs from the ground by more than 1% at ``centre_px`` (Web Mercator away from the
+    equator): then, as in geographic CRSs (degrees), the geodesic size of a pixel there, the mean of its two
+    sides.
+    """
     if crs is None:
         return None
     crs = CRS.from_user_input(crs)
+    ground = float(np.mean(ground_gsd_m(transform, crs, *centre_px)))
     if not crs.is_projected:
-        return None
+        return ground
     unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
-    return float(np.hypot(transform.a, transform.d)) * unit
+    grid = float(np.hypot(transform.a, transform.d)) * unit
+    return grid if abs(ground / grid - 1) <= 0.01 else ground

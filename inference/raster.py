@@ -76,7 +76,7 @@ def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
         crs_wkt=crs.to_wkt() if has_geo else None,
         epsg=crs.to_epsg() if has_geo else None,
         transform=tuple(dataset.transform)[:6],
-        gsd_m=gsd_m(dataset.transform, crs) if has_geo else None,
+        gsd_m=gsd_m(dataset.transform, crs, (dataset.width / 2, dataset.height / 2)) if has_geo else None,
         gps_lonlat=None if has_geo else _exif_lonlat(dataset.tags()),
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,11 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("ap_mine", "at_mine", "uxo")
+
+
+# Workers start from a fresh server process, never by forking the caller: a fork taken while ONNX Runtime,
+# torch or GDAL threads hold locks can hang the child.
+_CONTEXT = multiprocessing.get_context("forkserver")
 
 
 def _tile(args):
@@ -84,7 +90,7 @@ def write_tile_dataset(
             jobs.append((split, f"synth_{s:011d}", (s, tile_px, gsd_m, empty, min_visibility, scale)))
     todo = [j for j in jobs if not (out_dir / j[0] / "labels" / f"{j[1]}.txt").exists()]
     workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(workers) as pool:
+    with ProcessPoolExecutor(workers, mp_context=_CONTEXT) as pool:
         results = pool.map(_tile, [j[2] for j in todo], chunksize=4)
         for (split, stem, _), (image, rows) in tqdm(
             zip(todo, results), total=len(todo), desc="tiles", initial=len(jobs) - len(todo), unit="tile"
@@ -180,7 +186,7 @@ def write_mosaic(
     ]
     tmp = path.with_name(f".{path.stem}.partial.tif")
     workers = workers or os.cpu_count() or 1
-    with rasterio.open(tmp, "w", **profile) as dst, ProcessPoolExecutor(workers) as pool:
+    with rasterio.open(tmp, "w", **profile) as dst, ProcessPoolExecutor(workers, mp_context=_CONTEXT) as pool:
         for x0, y0, image in tqdm(pool.map(_mosaic_block, blocks), total=len(blocks), desc=path.name, unit="block"):
             dst.write(image.transpose(2, 0, 1), window=Window(x0, y0, image.shape[1], image.shape[0]))
     os.replace(tmp, path)

@@ -96,3 +96,37 @@ def test_georeferenced_and_plain_inputs_in_one_job_are_refused(tmp_path, blob_mo
     with pytest.raises(InputError, match=r"frame\.tif: is not georeferenced but mosaic\.tif is"):
         score(ScoringJob(inputs=(str(mosaic), str(frame)), model=blob_model(256), out_dir=out, progress=False))
     assert not out.exists() or not any(out.rglob("*.gpkg"))
+
+
+@pytest.mark.parametrize(
+    "crs, step, origin, expected_gsd",
+    [
+        # UTM 36N: the grid is the ground (within the projection's 0.04% scale).
+        ("EPSG:32636", 0.01, (500000.0, 5600000.0), 0.01),
+        # Web Mercator at 50 N: 1 cm on the ground is 1 / cos(50 deg) = 1.556 cm of grid.
+        ("EPSG:3857", 0.01 / np.cos(np.radians(50)), (3339584.7, 6446275.8), 0.01),
+        # Degrees at 50 N: 1 cm is 9.0e-8 deg of latitude and 1.4e-7 deg of longitude (WGS84 radii).
+        ("EPSG:4326", None, (30.0, 50.0), 0.01),
+    ],
+)
+def test_gsd_and_area_are_measured_on_the_ground_in_any_crs(
+    tmp_path, blob_model, write_geotiff, crs, step, origin, expected_gsd
+):
+    from affine import Affine
+    from ordnance.inference.scoring import ScoringJob, score
+
+    if step is None:  # metres per degree at 50 N from the ellipsoid's meridian and prime-vertical radii
+        a, e2, phi = 6378137.0, 0.00669437999014, np.radians(50)
+        m = a * (1 - e2) / (1 - e2 * np.sin(phi) ** 2) ** 1.5 * np.pi / 180
+        n = a / np.sqrt(1 - e2 * np.sin(phi) ** 2) * np.cos(phi) * np.pi / 180
+        transform = Affine(0.01 / n, 0, origin[0], 0, -0.01 / m, origin[1])
+    else:
+        transform = Affine(step, 0, origin[0], 0, -step, origin[1])
+    mosaic = write_geotiff(gaussian_blobs(400, 400, [(100, 100), (300, 250)]), crs=crs, transform=transform)
+    result = score(ScoringJob(inputs=(str(mosaic),), model=blob_model(256), out_dir=tmp_path / "o", progress=False))
+    entry = result.manifest["inputs"][0]
+    assert entry["gsd_m"] == pytest.approx(expected_gsd, rel=0.01)
+    assert "resampled" not in entry["gsd_check"]
+    assert result.manifest["area_scanned_ha"] == pytest.approx(400 * 400 * 0.01**2 / 1e4, rel=0.02)
+    np.testing.assert_allclose(result.candidates["width_m"], 0.08, rtol=0.02)
+    assert len(result.candidates["x"]) == 2
