@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
