@@ -156,6 +156,25 @@ def check_threshold(value: float | None, name: str) -> None:
         raise InputError(f"score threshold must be in (0, 1], got {value!r}", name)
 
 
+MAX_THREADS = 512
+
+
+def check_settings(job: ScoringJob, tile_size_px: int) -> None:
+    """Refuse settings that would silently do something else than asked (InputError naming the option)."""
+    if job.overlap_px is not None and not 0 <= job.overlap_px <= tile_size_px // 2:
+        raise InputError(
+            f"overlap must be 0 to half the model's {tile_size_px} px tile, got {job.overlap_px}", "--overlap-px"
+        )
+    if not 0 <= job.threads <= MAX_THREADS:
+        raise InputError(f"threads must be 0 (one per core) to {MAX_THREADS}, got {job.threads}", "--threads")
+    if job.max_tiles is not None and job.max_tiles < 1:
+        raise InputError(f"must be at least 1, got {job.max_tiles}", "--max-tiles")
+    if job.batch_size < 0:
+        raise InputError(f"must be 0 (the graph's batch) or more, got {job.batch_size}", "--batch-size")
+    if not 0 <= job.gsd_tolerance < 1:
+        raise InputError(f"must be in [0, 1), got {job.gsd_tolerance}", "--gsd-tolerance")
+
+
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m")
@@ -278,6 +297,7 @@ def score(job: ScoringJob) -> ScoringResult:
     detector = open_session(job.model, device=job.device, threads=job.threads)
     card = detector.card
     check_threshold(job.score_threshold, "--score-threshold")
+    check_settings(job, card.tile_size_px)
     if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
         raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
     unknown = sorted(set(job.formats) - set(FORMATS))

@@ -130,3 +130,28 @@ def test_gsd_and_area_are_measured_on_the_ground_in_any_crs(
     assert result.manifest["area_scanned_ha"] == pytest.approx(400 * 400 * 0.01**2 / 1e4, rel=0.02)
     np.testing.assert_allclose(result.candidates["width_m"], 0.08, rtol=0.02)
     assert len(result.candidates["x"]) == 2
+
+
+@pytest.mark.parametrize(
+    "option, value, words",
+    [
+        ("--overlap-px", "600", "overlap must be 0 to half"),
+        ("--overlap-px", "-5", "overlap must be 0 to half"),
+        ("--threads", "1000", "threads must be 0"),
+        ("--threads", "-1", "threads must be 0"),
+        ("--max-tiles", "-3", "at least 1"),
+        ("--max-tiles", "0", "at least 1"),
+        ("--batch-size", "-2", "0 (the graph's batch)"),
+        ("--gsd-tolerance", "-0.1", "[0, 1)"),
+    ],
+)
+def test_settings_that_would_be_silently_changed_are_refused(tmp_path, blob_model, write_geotiff, option, value, words):
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["score", str(mosaic), "--model", str(blob_model(256)), "-o", str(out), option, value]
+    )
+    assert result.exit_code != 0
+    errors = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and option in errors[0] and words in errors[0]
+    assert not out.exists() or not any(out.iterdir())
