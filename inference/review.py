@@ -9,6 +9,7 @@ them back into the run's GeoPackage.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -97,7 +98,7 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
         for handle in handles.values():
             handle.close()
     payload = {
-        "run": f"{manifest['started_utc']}:{manifest['model']['sha256'][:12]}",
+        "run": run_id(manifest),
         "model": json.loads(manifest["model"]["card"])["model_name"],
         "threshold": manifest["settings"]["score_threshold"],
         "area_ha": manifest["area_scanned_ha"],
@@ -117,26 +118,57 @@ def _num(value) -> float | None:
     return None if np.isnan(value) else value
 
 
-def read_decisions(path: str | Path) -> dict[int, str]:
-    """id -> review_status from an exported GeoJSON or CSV."""
+def run_id(manifest: dict) -> str:
+    """The identity of a scoring run: a hash of its inputs' and model's sha256 and its start time. The review
+    page writes it into every exported decision, and import refuses decisions of another run."""
+    parts = [*sorted(i["sha256"] for i in manifest["inputs"]), manifest["model"]["sha256"], manifest["started_utc"]]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def read_decisions(path: str | Path) -> dict[int, dict]:
+    """id -> {"status", "run", "x", "y"} from an exported GeoJSON or CSV (Excel's UTF-8 BOM accepted)."""
     path = Path(path)
     if not path.exists():
         raise InputError("decisions file does not exist", path)
     if path.suffix.lower() == ".csv":
-        with open(path, newline="") as handle:
-            rows = [(r.get("id"), r.get("review_status")) for r in csv.DictReader(handle)]
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
     else:
         try:
             features = json.loads(path.read_text())["features"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+            rows = [dict(f.get("properties") or {}) for f in features]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise InputError("not a GeoJSON FeatureCollection", path) from None
-        rows = [(f["properties"].get("id"), f["properties"].get("review_status")) for f in features]
     decisions = {}
-    for cid, status in rows:
+    for number, row in enumerate(rows, start=1):
+        cid, status = row.get("id"), row.get("review_status")
+        try:
+            cid = int(cid)
+        except (TypeError, ValueError):
+            raise InputError(f"decision {number}: id {cid!r} is not a candidate id", path) from None
         if status not in STATUSES:
             raise InputError(f"candidate {cid}: unknown review_status {status!r} (expected {list(STATUSES)})", path)
-        decisions[int(cid)] = status
+        decisions[cid] = {"status": status, "run": row.get("run") or None, "x": row.get("x"), "y": row.get("y")}
     return decisions
+
+
+def _check_binding(decisions: dict[int, dict], table: dict, run: str, path: Path) -> None:
+    """Refuse decisions exported from another run, or whose coordinates are not those of the candidate."""
+    runs = {d["run"] for d in decisions.values()}
+    if None in runs:
+        raise InputError("decisions carry no run id; export them again from this run's review page", path)
+    if runs != {run}:
+        other = sorted(r for r in runs if r != run)[0]
+        raise InputError(f"decisions belong to run {other}, not to this run ({run})", path)
+    index = {int(i): k for k, i in enumerate(np.asarray(table["id"]).astype(int))}
+    for cid, decision in decisions.items():
+        if decision["x"] in (None, "") or cid not in index:
+            continue
+        k = index[cid]
+        x, y = float(decision["x"]), float(decision["y"])
+        tx, ty = float(table["x"][k]), float(table["y"][k])
+        if not (np.isclose(x, tx, rtol=1e-9, atol=1e-6) and np.isclose(y, ty, rtol=1e-9, atol=1e-6)):
+            raise InputError(f"candidate {cid}: decision at ({x}, {y}) but the candidate is at ({tx}, {ty})", path)
 
 
 def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str, int]:
@@ -144,11 +176,16 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
     gpkg = Path(out_dir) / "candidates.gpkg"
     decisions = read_decisions(decisions_path)
     meta, geometry, table = _read_candidates(gpkg)
+    manifest_path = Path(out_dir) / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError("no manifest.json here; decisions cannot be checked against their run", out_dir)
     ids = np.asarray(table["id"]).astype(int)
     unknown = sorted(set(decisions) - set(ids.tolist()))
     if unknown:
         raise InputError(f"decisions for ids {unknown[:5]} that are not in {gpkg.name}", decisions_path)
-    status = np.array([decisions.get(int(i), s) for i, s in zip(ids, table["review_status"])], dtype=object)
+    _check_binding(decisions, table, run_id(json.loads(manifest_path.read_text())), Path(decisions_path))
+    chosen = {cid: d["status"] for cid, d in decisions.items()}
+    status = np.array([chosen.get(int(i), s) for i, s in zip(ids, table["review_status"])], dtype=object)
     table["review_status"] = status
     c_meta, _, c_geom, c_fields = pyogrio.raw.read(gpkg, layer="coverage")
     with atomic_path(gpkg) as tmp:

@@ -1,0 +1,100 @@
+"""Review decisions are bound to their run: another run's decisions, moved coordinates or a file without a run id
+are refused; names in the page are escaped."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pyogrio.raw
+import pytest
+from click.testing import CliRunner
+from helpers import gaussian_blobs
+from ordnance.inference.cli.main import cli
+
+
+def _score(tmp_path, blob_model, write_geotiff, name, centres):
+    mosaic = write_geotiff(gaussian_blobs(300, 480, centres), name=f"{name}.tif")
+    out = tmp_path / name
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(blob_model(256)), "-o", str(out),
+                                      "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _page_data(out):
+    """The data the review page exports from: its embedded JSON."""
+    html = (out / "review.html").read_text()
+    return json.loads(re.search(r"const DATA = (\{.*?\});\n", html, re.S).group(1).replace("<\\/", "</"))
+
+
+def _decisions(out, status="rejected", **change):
+    data = _page_data(out)
+    features = []
+    for c in data["candidates"]:
+        props = {k: c[k] for k in ("id", "class", "score", "x", "y")} | {"review_status": status, "run": data["run"]}
+        props.update(change)
+        features.append({"type": "Feature", "geometry": None, "properties": props})
+    path = out.parent / f"{out.name}-decisions.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def _statuses(out):
+    meta, _, _, fields = pyogrio.raw.read(out / "candidates.gpkg", layer="candidates")
+    return list(dict(zip(meta["fields"], fields))["review_status"])
+
+
+@pytest.fixture
+def two_runs(tmp_path, blob_model, write_geotiff):
+    a = _score(tmp_path, blob_model, write_geotiff, "a", [(60, 60), (200, 120), (330, 260)])
+    b = _score(tmp_path, blob_model, write_geotiff, "b", [(70, 90), (250, 100), (400, 200)])
+    return a, b
+
+
+def test_decisions_of_their_own_run_are_applied(two_runs):
+    a, _ = two_runs
+    result = CliRunner().invoke(cli, ["review", "import", str(a), str(_decisions(a))])
+    assert result.exit_code == 0, result.output
+    assert _statuses(a) == ["rejected"] * 3
+
+
+def test_decisions_of_another_run_are_refused_and_nothing_changes(two_runs):
+    a, b = two_runs
+    before = (b / "candidates.gpkg").read_bytes()
+    result = CliRunner().invoke(cli, ["review", "import", str(b), str(_decisions(a))])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and "belong to run" in errors[0] and "a-decisions.geojson" in errors[0]
+    assert (b / "candidates.gpkg").read_bytes() == before and _statuses(b) == ["unreviewed"] * 3
+
+
+@pytest.mark.parametrize("change, words", [({"run": None}, "no run id"), ({"x": 1.0}, "but the candidate is at")])
+def test_decisions_without_a_run_or_at_other_coordinates_are_refused(two_runs, change, words):
+    a, _ = two_runs
+    result = CliRunner().invoke(cli, ["review", "import", str(a), str(_decisions(a, **change))])
+    assert result.exit_code != 0 and words in result.output
+    assert _statuses(a) == ["unreviewed"] * 3
+
+
+def test_excel_csv_with_a_byte_order_mark_is_read(two_runs):
+    a, _ = two_runs
+    data = _page_data(a)
+    rows = ["id,x,y,review_status,run"] + [
+        f"{c['id']},{c['x']!r},{c['y']!r},confirmed,{data['run']}" for c in data["candidates"]
+    ]
+    path = a.parent / "decisions.csv"
+    path.write_bytes(("\n".join(rows) + "\n").encode("utf-8-sig"))
+    result = CliRunner().invoke(cli, ["review", "import", str(a), str(path)])
+    assert result.exit_code == 0, result.output
+    assert _statuses(a) == ["confirmed"] * 3
+
+
+def test_names_are_escaped_in_the_page(tmp_path, blob_model, write_geotiff):
+    out = _score(tmp_path, blob_model, write_geotiff, "<img src=x onerror=alert(1)>", [(60, 60)])
+    html = (out / "review.html").read_text()
+    assert "esc(c.source)" in html and "esc(name)" in html and "${c.source}" not in html
+    source = _page_data(out)["candidates"][0]["source"]
+    assert source.startswith("<img")  # the data keep the name; the page escapes it when it renders
+    assert np.isfinite(_page_data(out)["candidates"][0]["score"])
