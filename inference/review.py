@@ -8,6 +8,7 @@ them back into the run's GeoPackage.
 
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import json
@@ -105,12 +106,21 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
         "overviews": overviews,
         "candidates": candidates,
     }
-    html = TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/"))
+    html = _pin_script(TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/")))
     page = out_dir / "review.html"
     with atomic_path(page) as tmp:
         tmp.write_text(html)
     log.info("review page: %s (%d candidates)", page, len(candidates))
     return page
+
+
+def _pin_script(html: str) -> str:
+    """Allow exactly the page's own script: its sha256 replaces ``'unsafe-inline'`` in the CSP, so no injected
+    markup (an ``onerror`` attribute, a ``<script>``) can run even if a name slipped past escaping."""
+    start = html.index("<script>") + len("<script>")
+    body = html[start : html.index("</script>", start)]
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    return html.replace("script-src 'unsafe-inline'", f"script-src 'sha256-{digest}'", 1)
 
 
 def _num(value) -> float | None:

@@ -98,3 +98,16 @@ def test_names_are_escaped_in_the_page(tmp_path, blob_model, write_geotiff):
     source = _page_data(out)["candidates"][0]["source"]
     assert source.startswith("<img")  # the data keep the name; the page escapes it when it renders
     assert np.isfinite(_page_data(out)["candidates"][0]["score"])
+
+
+def test_the_page_allows_its_own_script_only(two_runs):
+    import base64
+    import hashlib
+
+    html = (two_runs[0] / "review.html").read_text()
+    csp = re.search(r'Content-Security-Policy" content="([^"]+)"', html).group(1)
+    directives = dict(part.strip().split(" ", 1) for part in csp.split(";"))
+    body = html.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
+    assert directives["script-src"] == f"'sha256-{digest}'"
+    assert directives["default-src"] == "'none'" and directives["connect-src"] == "'none'"

@@ -73,3 +73,24 @@ def test_review_page_offline_keyboard_export_import(scored, tmp_path):
     csv_import = CliRunner().invoke(cli, ["review", "import", str(scored), str(tmp_path / "decisions.csv")])
     assert csv_import.exit_code == 0 and "confirmed: 1" in csv_import.output
     assert (tmp_path / "review.png").stat().st_size > 10_000
+
+
+def test_injected_names_cannot_run_script_in_the_page(tmp_path, blob_model, write_geotiff):
+    from playwright.sync_api import sync_playwright
+
+    name = "<img src=x onerror=document.title='pwned'>"
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(60, 60), (200, 120)]), name=f"{name}.tif")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(blob_model(256)), "-o", str(out),
+                                      "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.goto((out / "review.html").as_uri())
+        page.wait_for_selector(".cand")
+        assert page.locator(".cand").count() == 2  # the page's own script ran
+        assert page.title() != "pwned"
+        assert f"{name}.tif" in page.locator(".cand").first.inner_text()  # shown as text, not markup
+        assert page.locator(".cand img").count() == 2  # only the chips
+        browser.close()
