@@ -137,6 +137,9 @@ def read_tile(
         resampling = Resampling.bilinear
     data = dataset.read(list(card.band_order), window=window, out_shape=(3, out_h, out_w), resampling=resampling)
     mask = dataset.dataset_mask(window=window, out_shape=(out_h, out_w), resampling=Resampling.nearest) > 0
+    if np.issubdtype(data.dtype, np.floating):  # NaN or infinite pixels are no data, tagged or not
+        mask &= np.isfinite(data).all(axis=0)
+        data = np.nan_to_num(data, nan=0.0, posinf=0.0, neginf=0.0)
     if scale_range is not None:
         low, high = scale_range
         data = np.clip((data.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).round()

@@ -110,8 +110,11 @@ def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
             files.append(path)
         else:
             raise InputError("file does not exist", path)
-    unique = list(dict.fromkeys(p.resolve() for p in files))
-    return unique
+    unique: dict[tuple[int, int], Path] = {}
+    for path in files:  # one file under two names (a hard link, a symlink) is scored once
+        stat = path.resolve().stat()
+        unique.setdefault((stat.st_dev, stat.st_ino), path.resolve())
+    return list(unique.values())
 
 
 @dataclass

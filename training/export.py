@@ -100,7 +100,11 @@ def load_task(checkpoint: Path):
 
     if not Path(checkpoint).is_file():
         raise ExportError("checkpoint does not exist", checkpoint)
-    task = DetectionTask.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    try:
+        task = DetectionTask.load_from_checkpoint(str(checkpoint), map_location="cpu")
+    except Exception as error:  # torch and Lightning raise many kinds for a file that is not a checkpoint
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise ExportError(f"not a Lightning checkpoint of an ordnance detector ({reason})", checkpoint) from None
     task.detector.to(memory_format=torch.contiguous_format)  # the graph is exported in NCHW
     return task.eval()
 

@@ -155,3 +155,27 @@ def test_settings_that_would_be_silently_changed_are_refused(tmp_path, blob_mode
     errors = [line for line in result.output.strip().splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and option in errors[0] and words in errors[0]
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_a_hard_link_to_the_same_mosaic_is_scored_once(tmp_path, blob_model, write_geotiff):
+    import os
+
+    from ordnance.inference.scoring import ScoringJob, score
+
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="a.tif")
+    os.link(mosaic, tmp_path / "b.tif")
+    job = ScoringJob(inputs=(str(mosaic), str(tmp_path / "b.tif")), model=blob_model(256), out_dir=tmp_path / "o")
+    result = score(job)
+    assert len(result.manifest["inputs"]) == 1 and len(result.candidates["x"]) == 1
+
+
+def test_nan_pixels_are_no_data_even_without_a_nodata_tag(tmp_path, blob_model, write_geotiff):
+    from ordnance.inference.scoring import ScoringJob, score
+
+    data = gaussian_blobs(300, 400, [(100, 100), (300, 150)]).astype(np.float32)
+    data[:, :, 200:] = np.nan  # the right half holds nothing: no item, no area
+    mosaic = write_geotiff(data, name="float.tif")
+    result = score(ScoringJob(inputs=(str(mosaic),), model=blob_model(256), out_dir=tmp_path / "o", progress=False))
+    assert result.manifest["area_scanned_ha"] == pytest.approx(300 * 200 * 0.01**2 / 1e4, rel=0.01)
+    assert len(result.candidates["x"]) == 1
+    assert result.candidates["x"][0] == pytest.approx(500000.0 + 100.5 * 0.01, abs=0.011)

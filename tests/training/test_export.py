@@ -225,3 +225,23 @@ def test_registering_against_a_store_without_the_training_run_fails_in_one_line(
     report = {"card": {"mlflow_run_id": "0123456789abcdef0123456789abcdef"}}
     with pytest.raises(ExportError, match=r"m\.onnx: written, but not registered: .* not in the MLflow store"):
         register_in_mlflow(tmp_path / "m.onnx", report, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x13random bytes" * 50, "torch-dict", "truncated"])
+def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path, content, tiny_checkpoint):
+    import torch
+    from click.testing import CliRunner
+    from ordnance.inference.cli.main import cli
+
+    path = tmp_path / "model.ckpt"
+    if content == "torch-dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif content == "truncated":
+        path.write_bytes(tiny_checkpoint.read_bytes()[:5000])
+    else:
+        path.write_bytes(content)
+    result = CliRunner().invoke(cli, ["export", str(path), "-o", str(tmp_path / "m.onnx"), "--no-register"])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and str(path) in errors[0] and "not a Lightning checkpoint" in errors[0]
+    assert not (tmp_path / "m.onnx").exists()
