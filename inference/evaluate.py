@@ -54,6 +54,38 @@ def _read_points(path: Path, layer: str | None = None):
     return geoms, table, meta["crs"]
 
 
+TRUTH_TYPES = {0, 3, 6}  # Point, Polygon, MultiPolygon
+
+
+def _check_settings(settings: EvaluationSettings) -> None:
+    if not (np.isfinite(settings.floor_m) and settings.floor_m > 0):
+        raise InputError(f"must be a positive number of metres, got {settings.floor_m}", "--floor-m")
+    if not (np.isfinite(settings.size_factor) and settings.size_factor >= 0):
+        raise InputError(f"must be zero or more, got {settings.size_factor}", "--size-factor")
+
+
+def _read_csv_points(path: Path):
+    """The scorer's candidates.csv: points from its ``x``, ``y`` and ``crs`` columns (one CRS per file)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = {"x", "y", "crs", "score", "class"} - set(rows[0] if rows else {})
+    if rows and missing:
+        raise InputError(f"CSV lacks the columns {sorted(missing)} of the scorer's candidates.csv", path)
+    crs_names = {r["crs"] for r in rows}
+    if len(crs_names) > 1:
+        raise InputError(f"CSV mixes coordinate systems {sorted(crs_names)}", path)
+    crs = next(iter(crs_names), None)
+    try:
+        xy = np.array([[float(r["x"]), float(r["y"])] for r in rows], np.float64).reshape(-1, 2)
+        scores = np.array([float(r["score"]) for r in rows], np.float64)
+    except ValueError:
+        raise InputError("x, y or score is not a number", path) from None
+    table = {"score": scores, "class": np.array([r["class"] for r in rows], object)}
+    return shapely.points(xy), table, (None if crs in (None, "pixel") else crs)
+
+
 def _to_crs(geoms, source_crs: str | None, target: CRS):
     if source_crs is None or CRS.from_user_input(source_crs) == target:
         return geoms
@@ -94,11 +126,25 @@ def evaluate_mosaic(
     manifest: Path | None = None,
 ) -> dict:
     """Match a scoring run's candidates to truth points (or polygons) in the truth's projected CRS."""
+    _check_settings(settings)
     t_geoms, t_table, t_crs = _read_points(truth)
     if t_crs is None or not CRS.from_user_input(t_crs).is_projected:
         raise InputError("truth layer needs a projected CRS (metres)", truth)
+    if len(t_geoms) == 0:
+        raise InputError("truth layer holds no items: recall would mean nothing", truth)
+    kinds = set(shapely.get_type_id(t_geoms).tolist()) - TRUTH_TYPES
+    if kinds:
+        raise InputError("truth items must be points or polygons, not lines or collections", truth)
     crs = CRS.from_user_input(t_crs)
-    p_geoms, p_table, p_crs = _read_points(predictions, "candidates" if str(predictions).endswith(".gpkg") else None)
+    if Path(predictions).suffix.lower() == ".csv":
+        p_geoms, p_table, p_crs = _read_csv_points(predictions)
+    else:
+        layer = "candidates" if str(predictions).endswith(".gpkg") else None
+        p_geoms, p_table, p_crs = _read_points(predictions, layer)
+    if p_crs is None:
+        raise InputError(
+            "predictions carry no CRS (pixel coordinates of frames?); they cannot meet map truth", predictions
+        )
     p_geoms = _to_crs(p_geoms, p_crs, crs)
     cover, area = _scanned(predictions, crs, area_ha)
     if cover is not None:

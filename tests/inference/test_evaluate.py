@@ -74,3 +74,73 @@ def test_duplicates_and_recall_at_false_alarm_rates():
     assert s["recall"] == 1.0 and s["duplicate_rate"] == 0.5
     assert s["recall_at_1_fa_per_ha"] == 0.5  # the 2nd item comes only after two false alarms
     assert s["recall_at_2_fa_per_ha"] == 1.0
+
+
+@pytest.fixture
+def scored_run(tmp_path, blob_model, write_geotiff):
+    items = [(100, 100), (500, 224)]
+    mosaic = write_geotiff(gaussian_blobs(620, 900, [*items, (300, 450)]))
+    result = score(ScoringJob(inputs=(str(mosaic),), model=blob_model(256), out_dir=tmp_path / "out", progress=False))
+    return result, write_truth(tmp_path / "truth.gpkg", items, ["ap_mine"] * 2)
+
+
+def test_csv_predictions_with_the_scanned_area_match_the_geopackage(scored_run, tmp_path):
+    result, truth = scored_run
+    area = 900 * 620 * GSD**2 / 1e4
+    from_gpkg = evaluate_mosaic(result.outputs["gpkg"], truth)["overall"]
+    out = CliRunner().invoke(cli, ["evaluate", str(result.outputs["csv"]), str(truth), "--area-ha", str(area), "-o",
+                                   str(tmp_path / "ev")])  # fmt: skip
+    assert out.exit_code == 0, out.output
+    from_csv = json.loads((tmp_path / "ev" / "evaluation.json").read_text())["overall"]
+    assert from_csv["recall"] == from_gpkg["recall"] == 1.0
+    assert from_csv["false_alarms_per_ha"] == pytest.approx(1 / area)
+
+
+def _line_truth(path):
+    line = shapely.linestrings([[X0, Y0 - 1], [X0 + 1, Y0 - 1]])
+    pyogrio.raw.write(path, shapely.to_wkb(np.array([line])), field_data=[np.array(["ap_mine"], object)],
+                      fields=["class"], driver="GPKG", geometry_type="LineString", crs="EPSG:32636")  # fmt: skip
+    return path
+
+
+def _empty_truth(path):
+    pyogrio.raw.write(path, np.array([], object), field_data=[np.array([], object)], fields=["class"], driver="GPKG",
+                      geometry_type="Point", crs="EPSG:32636")  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("line", "points or polygons"),
+        ("empty", "holds no items"),
+        ("floor-nan", "--floor-m"),
+        ("floor-negative", "--floor-m"),
+        ("size-negative", "--size-factor"),
+    ],
+)
+def test_bad_truth_or_tolerances_are_refused_in_one_line(scored_run, tmp_path, case, words):
+    result, truth = scored_run
+    args = ["evaluate", str(result.outputs["gpkg"])]
+    if case == "line":
+        args.append(str(_line_truth(tmp_path / "line.gpkg")))
+    elif case == "empty":
+        args.append(str(_empty_truth(tmp_path / "empty.gpkg")))
+    else:
+        args.append(str(truth))
+        option, value = {"floor-nan": ("--floor-m", "nan"), "floor-negative": ("--floor-m", "-1"),
+                         "size-negative": ("--size-factor", "-0.5")}[case]  # fmt: skip
+        args += [option, value]
+    out = CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "ev")])
+    assert out.exit_code != 0
+    errors = [line for line in out.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and words in errors[0]
+    assert not (tmp_path / "ev" / "evaluation.json").exists()
+
+
+def test_frame_predictions_in_pixels_cannot_meet_map_truth(tmp_path, blob_model, write_geotiff):
+    frame = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="frame.tif", crs=None)
+    result = score(ScoringJob(inputs=(str(frame),), model=blob_model(256), out_dir=tmp_path / "o", progress=False))
+    truth = write_truth(tmp_path / "truth.gpkg", [(100, 100)], ["ap_mine"])
+    out = CliRunner().invoke(cli, ["evaluate", str(result.outputs["csv"]), str(truth), "--area-ha", "1"])
+    assert out.exit_code != 0 and "carry no CRS" in out.output
