@@ -195,16 +195,25 @@ class _Checkpoint:
         self.records: list[dict[str, Any]] = []
         self.started_utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if resume and path.exists():
-            lines = path.read_text().splitlines()
-            header = json.loads(lines[0]) if lines else {}
-            if header.get("key") == key:
+            lines = path.read_text(errors="replace").splitlines()
+            try:
+                header = json.loads(lines[0]) if lines else {}
+            except json.JSONDecodeError:  # a header cut by a kill: start afresh
+                header = {}
+            if isinstance(header, dict) and header.get("key") == key:
                 self.started_utc = header["started_utc"]
+                kept = 1
                 for line in lines[1:]:
                     try:
                         record = json.loads(line)
-                    except json.JSONDecodeError:  # a line cut by a kill
+                    except json.JSONDecodeError:  # a line cut by a kill, and nothing after it counts
                         break
                     self._add(record)
+                    kept += 1
+                if kept < len(lines):  # drop the torn tail, so that new lines do not follow it
+                    tmp = path.with_suffix(".tmp")
+                    tmp.write_text("".join(f"{line}\n" for line in lines[:kept]))
+                    os.replace(tmp, path)
                 log.info("resuming: %d windows already scored", sum(len(v) for v in self.done.values()))
         if not self.records:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -293,8 +302,6 @@ def _valid_core_px(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> float:
 
 def score(job: ScoringJob) -> ScoringResult:
     """Run a scoring job. See :class:`ScoringJob`; outputs are described in README.md."""
-    from ordnance.inference.outputs import build_outputs  # the writers, after the heavy part
-
     started = time.perf_counter()
     files = expand_inputs(job.inputs)
     detector = open_session(job.model, device=job.device, threads=job.threads)
@@ -307,6 +314,33 @@ def score(job: ScoringJob) -> ScoringResult:
     if unknown:
         raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)
     _check_writable(Path(job.out_dir))
+    lock = _lock(Path(job.out_dir))
+    try:
+        return _score_locked(job, files, detector, started)
+    finally:
+        Path(lock.name).unlink(missing_ok=True)
+        lock.close()
+
+
+def _lock(out_dir: Path):
+    """An exclusive lock on the output folder for the whole run (released when the process ends, even killed)."""
+    import fcntl
+
+    handle = open(out_dir / ".ordnance-lock", "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise OutputError(
+            "another 'ordnance score' is writing to this folder; wait for it or choose another", out_dir
+        ) from None
+    return handle
+
+
+def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession, started: float) -> ScoringResult:
+    from ordnance.inference.outputs import build_outputs  # the writers, after the heavy part
+
+    card = detector.card
     plans = [_plan(p, detector, job) for p in files]
     plain = [p.path for p in plans if p.info.crs_wkt is None]
     if plain and len(plain) < len(plans):

@@ -258,3 +258,39 @@ def test_cli_one_line_errors(tmp_path, blob_model, write_geotiff):
     )
     assert ok.exit_code == 0, ok.output
     assert "1 candidates" in ok.output
+
+
+@pytest.mark.parametrize("tear", ["line", "header"])
+def test_resume_after_a_torn_checkpoint_equals_uninterrupted(tmp_path, scene, tear):
+    model, mosaic, _ = scene
+    whole = run_job(tmp_path / "a", model, mosaic).candidates
+    assert not run_job(tmp_path / "b", model, mosaic, max_tiles=4).complete
+    (checkpoint,) = (tmp_path / "b" / "out" / ".ordnance-partial").glob("*.jsonl")
+    lines = checkpoint.read_text().splitlines()
+    if tear == "line":  # the last batch line cut by a kill
+        checkpoint.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    else:
+        checkpoint.write_text(lines[0][:10])
+    assert not run_job(tmp_path / "b", model, mosaic, max_tiles=2).complete  # resumes once after the tear
+    resumed = [json.loads(line) for line in checkpoint.read_text().splitlines()]  # no torn line left inside
+    assert sum(len(r["t"]) for r in resumed[1:]) == (3 if tear == "line" else 0) + 2
+    second = run_job(tmp_path / "b", model, mosaic)  # and again: the torn line is gone
+    assert second.complete
+    for name in whole:
+        if name != "processed_utc":
+            np.testing.assert_array_equal(whole[name], second.candidates[name], err_msg=name)
+
+
+def test_a_second_scorer_on_the_same_folder_is_refused(tmp_path, scene):
+    import fcntl
+
+    model, mosaic, _ = scene
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".ordnance-lock", "w") as held:  # a running scorer holds this lock
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputError, match="another 'ordnance score' is writing"):
+            run_job(tmp_path, model, mosaic)
+        assert not (out / "candidates.gpkg").exists()
+    assert run_job(tmp_path, model, mosaic).complete  # free again once it ends
+    assert not (out / ".ordnance-lock").exists()
