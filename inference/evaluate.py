@@ -177,7 +177,9 @@ def evaluate_mosaic(
     found = np.zeros(len(t_xy), bool)
     found[matches.matched_truth[matches.matched_truth >= 0]] = True
     if manifest is not None and "col" in t_table:
-        info = json.loads(Path(manifest).read_text())
+        from ordnance.inference.review import read_manifest
+
+        info = read_manifest(Path(manifest))
         near, overlap = in_overlap(info, np.c_[t_table["col"], t_table["row"]])
         report["seams"] = {
             "overlap_px": overlap,

@@ -56,11 +56,14 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
         raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(manifest_path)
     _, _, table = _read_candidates(out_dir / "candidates.gpkg")
     files = out_dir / "review_files"
     files.mkdir(exist_ok=True)
     sources = {Path(entry["path"]).name: (k, Path(entry["path"])) for k, entry in enumerate(manifest["inputs"])}
+    for name, (_, path) in sources.items():
+        if not path.exists():
+            raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
     overviews, scales = [], {}
     for name, (k, path) in sources.items():
         with rasterio.open(path) as src:
@@ -128,6 +131,17 @@ def _num(value) -> float | None:
     return None if np.isnan(value) else value
 
 
+def read_manifest(path: Path) -> dict:
+    """A scoring run's manifest.json; InputError when it is not the scorer's JSON."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+        if not (isinstance(manifest["inputs"], list) and manifest["model"]["card"] and manifest["started_utc"]):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise InputError("not a manifest.json written by 'ordnance score' (corrupt or edited)", path) from None
+    return manifest
+
+
 def run_id(manifest: dict) -> str:
     """The identity of a scoring run: a hash of its inputs' and model's sha256 and its start time. The review
     page writes it into every exported decision, and import refuses decisions of another run."""
@@ -193,7 +207,7 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
     unknown = sorted(set(decisions) - set(ids.tolist()))
     if unknown:
         raise InputError(f"decisions for ids {unknown[:5]} that are not in {gpkg.name}", decisions_path)
-    _check_binding(decisions, table, run_id(json.loads(manifest_path.read_text())), Path(decisions_path))
+    _check_binding(decisions, table, run_id(read_manifest(manifest_path)), Path(decisions_path))
     chosen = {cid: d["status"] for cid, d in decisions.items()}
     status = np.array([chosen.get(int(i), s) for i, s in zip(ids, table["review_status"])], dtype=object)
     table["review_status"] = status

@@ -114,6 +114,11 @@ def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
     for path in files:  # one file under two names (a hard link, a symlink) is scored once
         stat = path.resolve().stat()
         unique.setdefault((stat.st_dev, stat.st_ino), path.resolve())
+    names: dict[str, Path] = {}
+    for path in unique.values():  # outputs name each candidate's source by its file name
+        if path.name in names:
+            raise InputError(f"has the same file name as {names[path.name]}; rename one or score them apart", path)
+        names[path.name] = path
     return list(unique.values())
 
 

@@ -111,3 +111,30 @@ def test_the_page_allows_its_own_script_only(two_runs):
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
     assert directives["script-src"] == f"'sha256-{digest}'"
     assert directives["default-src"] == "'none'" and directives["connect-src"] == "'none'"
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "moved"])
+def test_review_build_says_what_is_wrong_in_one_line(two_runs, damage):
+    a, _ = two_runs
+    if damage == "corrupt":
+        (a / "manifest.json").write_text('{"inputs": [')
+        words = "not a manifest.json"
+    else:
+        (a.parent / "a.tif").rename(a.parent / "moved.tif")
+        words = "is no longer at"
+    result = CliRunner().invoke(cli, ["review", "build", str(a)])
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(errors) == 1 and words in errors[0]
+
+
+def test_two_inputs_with_one_file_name_are_refused(tmp_path, blob_model, write_geotiff):
+    (tmp_path / "x").mkdir()
+    first = write_geotiff(gaussian_blobs(300, 300, [(60, 60)]), name="x/survey.tif")
+    second = write_geotiff(gaussian_blobs(300, 300, [(90, 90)]), name="survey.tif")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli, ["score", str(first), str(second), "--model", str(blob_model(256)), "-o", str(out)]
+    )
+    assert result.exit_code != 0 and "has the same file name as" in result.output
+    assert not (out / "candidates.gpkg").exists()
