@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import rasterio
 from ordnance.inference.errors import InputError
 from ordnance.inference.writers import atomic_path
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,12 @@ def _read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
 
 
 def _write_png(path: Path, data: np.ndarray) -> None:
+    with warnings.catch_warnings():  # a PNG chip has no georeferencing, by design
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        _write_png_quiet(path, data)
+
+
+def _write_png_quiet(path: Path, data: np.ndarray) -> None:
     with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                        dtype="uint8") as dst:  # fmt: skip
         dst.write(data)

@@ -363,8 +363,8 @@ def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession,
     threshold = card.score_threshold if job.score_threshold is None else job.score_threshold
     if job.score_threshold is None and card.operating_point != "validated":
         log.warning(
-            "%s: the card's score threshold %.3f is a %s operating point, not one validated to reach the "
-            "recipe's precision; check it against your own truth or pass --score-threshold",
+            "%s: the card's score threshold %.3f was not validated to reach the recipe's precision (operating "
+            "point: %s); check it against your own truth or pass --score-threshold",
             job.model,
             card.score_threshold,
             card.operating_point,

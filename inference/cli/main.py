@@ -67,7 +67,8 @@ def cli(verbose: int, quiet: bool) -> None:
     ML engineers train and export detectors (synth, train, export); survey analysts and field tablets
     score imagery with the exported ONNX file (score, evaluate).
     """
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)]
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)  # library warnings become one log line, without their source lines
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))

@@ -179,3 +179,26 @@ def test_nan_pixels_are_no_data_even_without_a_nodata_tag(tmp_path, blob_model, 
     assert result.manifest["area_scanned_ha"] == pytest.approx(300 * 200 * 0.01**2 / 1e4, rel=0.01)
     assert len(result.candidates["x"]) == 1
     assert result.candidates["x"][0] == pytest.approx(500000.0 + 100.5 * 0.01, abs=0.011)
+
+
+def test_a_plain_run_prints_no_info_lines_and_an_error_is_the_last_line(tmp_path, blob_model, write_geotiff):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ordnance = str(Path(sys.executable).with_name("ordnance"))
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]))
+    model = str(blob_model(256))
+    quiet = subprocess.run([ordnance, "score", str(mosaic), "--model", model, "-o", str(tmp_path / "a"),
+                            "--no-progress"], capture_output=True, text=True)  # fmt: skip
+    assert quiet.returncode == 0
+    assert not [line for line in quiet.stderr.splitlines() if line.startswith("INFO") or "Warning:" in line]
+    verbose = subprocess.run([ordnance, "-v", "score", str(mosaic), "--model", model, "-o", str(tmp_path / "b"),
+                              "--no-progress"], capture_output=True, text=True)  # fmt: skip
+    assert "INFO ordnance.inference.outputs: 1 candidates" in verbose.stderr
+    missing = str(tmp_path / "nope.tif")
+    failed = subprocess.run([ordnance, "score", missing, "--model", model, "-o", str(tmp_path / "c")],
+                            capture_output=True, text=True)  # fmt: skip
+    assert failed.returncode != 0 and failed.stderr.strip().splitlines() == [
+        f"Error: {tmp_path / 'nope.tif'}: file does not exist"
+    ]
