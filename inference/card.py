@@ -89,8 +89,8 @@ class ModelCard:
             raise ValueError("tile_size_px must be positive and gsd_m not negative")
         if not 0 <= self.overlap_px < self.tile_size_px:
             raise ValueError("overlap_px must be in [0, tile_size_px)")
-        if len(self.band_order) != 3:
-            raise ValueError("band_order must name 3 source bands")
+        if len(self.band_order) != 3 or not all(isinstance(b, int) and b >= 1 for b in self.band_order):
+            raise ValueError("band_order must name 3 source bands, numbered from 1")
 
     def to_json(self) -> str:
         """Serialise to the JSON stored in the ONNX metadata."""

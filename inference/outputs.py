@@ -129,6 +129,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "input_gsd_m": job.input_gsd_m,
             "merge": {"ios_min": job.merge.ios_min, "centre_frac": job.merge.centre_frac},
             "device": job.device,
+            "execution_provider": detector.provider,
             "threads": job.threads,
             "formats": list(job.formats),
         },

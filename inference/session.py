@@ -42,6 +42,7 @@ class DetectorSession:
     card: ModelCard
     path: Path
     sha256: str
+    provider: str = "CPUExecutionProvider"
 
     @property
     def fixed_batch(self) -> int:
@@ -90,4 +91,11 @@ def open_session(path: str | Path, *, device: str = "cpu", threads: int = 0) -> 
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or sorted(outputs) != sorted(OUTPUT_NAMES):
         raise ModelError(f"graph has inputs {inputs} and outputs {outputs}, not the ordnance contract", path)
-    return DetectorSession(session=session, card=card, path=path, sha256=file_sha256(path))
+    graph_input = session.get_inputs()[0]
+    size = card.tile_size_px
+    if graph_input.type != "tensor(uint8)":
+        raise ModelError(f"graph input is {graph_input.type}, not the contract's tensor(uint8)", path)
+    shape = list(graph_input.shape)
+    if len(shape) != 4 or shape[1] != 3 or any(isinstance(d, int) and d != size for d in shape[2:]):
+        raise ModelError(f"graph input shape {shape} does not take the card's (N, 3, {size}, {size}) tiles", path)
+    return DetectorSession(session=session, card=card, path=path, sha256=file_sha256(path), provider=providers[0])

@@ -202,3 +202,53 @@ def test_a_plain_run_prints_no_info_lines_and_an_error_is_the_last_line(tmp_path
     assert failed.returncode != 0 and failed.stderr.strip().splitlines() == [
         f"Error: {tmp_path / 'nope.tif'}: file does not exist"
     ]
+
+
+def _float_input_model(path, card):
+    import onnx
+    from onnx import TensorProto, helper
+    from ordnance.inference.card import CARD_KEY
+
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], keepdims=0),
+        helper.make_node(
+            "Constant", [], ["boxes"], value=helper.make_tensor("b", TensorProto.FLOAT, [1, 1, 4], [0] * 4)
+        ),
+        helper.make_node("Reshape", ["peak", "shape"], ["scores"]),
+        helper.make_node("Constant", [], ["shape"], value=helper.make_tensor("s", TensorProto.INT64, [2], [1, 1])),
+        helper.make_node("Constant", [], ["labels"], value=helper.make_tensor("l", TensorProto.INT64, [1, 1], [0])),
+    ]
+    graph = helper.make_graph(
+        [nodes[1], nodes[3], nodes[4], nodes[0], nodes[2]],
+        "g",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info(n, t, None) for n, t in
+         (("boxes", TensorProto.FLOAT), ("scores", TensorProto.FLOAT), ("labels", TensorProto.INT64))],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.helper.set_model_props(model, {CARD_KEY: card.to_json()})
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("case, words", [
+    ("float-input", "not the contract's tensor(uint8)"),
+    ("tile-size", "does not take the card's (N, 3, 512, 512)"),
+    ("band-zero", "numbered from 1"),
+])  # fmt: skip
+def test_models_that_break_the_contract_are_refused(tmp_path, blob_model, case, words):
+    from ordnance.inference.session import open_session
+
+    card = ModelCard(class_names=("ap_mine",), tile_size_px=256, gsd_m=0.01, overlap_px=64)
+    if case == "float-input":
+        path = _float_input_model(tmp_path / "f.onnx", card)
+    elif case == "tile-size":
+        path = blob_model(256, card=card.replace(tile_size_px=512, overlap_px=64))
+    else:
+        raw = json.loads(card.to_json()) | {"band_order": [0, 1, 2]}
+        with pytest.raises(ModelError, match=words):
+            ModelCard.from_json(json.dumps(raw), "m.onnx")
+        return
+    with pytest.raises(ModelError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        open_session(path)
