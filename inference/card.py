@@ -103,6 +103,8 @@ class ModelCard:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
             raise ModelError(f"model card is not valid JSON ({error})", source) from None
+        if not isinstance(raw, dict):
+            raise ModelError(f"model card is a JSON {type(raw).__name__}, not an object", source)
         version = raw.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ModelError(f"model card schema_version {version!r} is not supported", source)

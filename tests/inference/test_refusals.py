@@ -43,6 +43,12 @@ def test_cards_with_impossible_values_are_refused(change, message):
         ModelCard.from_json(json.dumps(raw), "model.onnx")
 
 
+@pytest.mark.parametrize("text", ["[1, 2]", '"card"', "{}"])
+def test_cards_that_are_not_objects_or_lack_fields_are_refused(text):
+    with pytest.raises(ModelError, match="model.onnx: model card"):
+        ModelCard.from_json(text, "model.onnx")
+
+
 def test_file_names_with_glob_characters_are_scored_as_named(tmp_path, blob_model, write_geotiff):
     # "a[1].tif" as a pattern would match "a1.tif", a different mosaic with two items.
     literal = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="a[1].tif")
