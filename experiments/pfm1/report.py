@@ -13,12 +13,13 @@ from common import HERE, REPO
 
 ROWS = {
     "real_only": "real tiles only, random init",
-    "synth_real": "synthetic checkpoint, then real (the recipe)",
+    "synth_real": "synthetic checkpoint, then real (the recipe, 32 epochs)",
+    "synth_real_16ep": "synthetic checkpoint, then real, 16 epochs",
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
 }
-GSD_ROWS = ("synth_real_native", "synth_real", "synth_real_1cm")
+GSD_ROWS = ("synth_real_native", "synth_real_16ep", "synth_real_1cm")
 BEGIN, END = "<!-- pfm1:begin -->", "<!-- pfm1:end -->"
 
 
@@ -107,7 +108,7 @@ def render(results: dict) -> str:
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
-            "#### Working GSD (synthetic checkpoint, then real)",
+            "#### Working GSD (synthetic checkpoint, then real, 16 epochs each)",
             gsd_table(results),
             "#### Exported files on the test mosaic",
             int8_table(results),
