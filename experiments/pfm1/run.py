@@ -44,7 +44,17 @@ CURVE_THRESHOLD = 0.02  # candidates kept for the recall / false-alarm curve
 FLOOR_M = 0.05  # a hit is within half the item's size, at least 5 cm (a PFM-1 is 12 cm long)
 GSD = {
     "1cm": ["--model.gsd_m", "0.01", "--data.gsd_m", "0.01"],
-    "native": ["--model.gsd_m", "0.00294", "--data.gsd_m", "0.00294"],
+    # native tiles are up to 751 px (test) and 733 px (valid): a 768 px tile holds each whole, as 512 px does at 5 mm
+    "native": [
+        "--model.gsd_m",
+        "0.00294",
+        "--data.gsd_m",
+        "0.00294",
+        "--model.tile_size_px",
+        "768",
+        "--data.tile_size_px",
+        "768",
+    ],
 }
 
 
