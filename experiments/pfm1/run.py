@@ -232,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / "runs", help="training runs folder")
     parser.add_argument("--int8", action="store_true", help="also export and score the int8 file")
     parser.add_argument("--force", action="store_true", help="run stages already in results.json again")
+    parser.add_argument(
+        "--reexport",
+        action="store_true",
+        help="export and score the checkpoints of finished stages again (no training)",
+    )
     args = parser.parse_args(argv)
     os.chdir(REPO)  # recipes name their data relative to the repository root
     table = stages(args.synthetic_ckpt)
@@ -239,6 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown stages {unknown}; choose from {list(table)}")
     results = _load()
+    if args.reexport:
+        for name in args.stages:
+            entry = results[name]
+            ckpt = entry.get("checkpoint") or entry["init"]
+            entry["mosaic"] = mosaic_eval(name, ckpt, PFM1, args.int8)
+            _save(results)
+        return 0
     for name in args.stages:
         if name in results and not args.force:
             print(f"{name}: in {RESULTS.name}, skipped")
