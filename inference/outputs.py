@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -114,6 +115,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     if "csv" in job.formats:
         outputs["csv"] = out / "candidates.csv"
         write_csv(outputs["csv"], table)
+    stale = remove_stale(out, set(outputs))
     timings["write_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
     n_tiles = sum(len(p.tiles) for p in plans)
@@ -142,11 +144,28 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
         "megapixels": megapixels,
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "outputs": {k: v.name for k, v in outputs.items()},
+        "removed_stale": stale,
     }
     outputs["manifest"] = out / "manifest.json"
     write_json(outputs["manifest"], manifest)
     log.info("%d candidates from %d file(s), %.2f ha scanned", n, len(plans), manifest["area_scanned_ha"])
     return ScoringResult(True, table, outputs, manifest)
+
+
+STALE = {"gpkg": "candidates.gpkg", "geojson": "candidates.geojson", "kml": "candidates.kml", "csv": "candidates.csv"}
+
+
+def remove_stale(out: Path, written: set[str]) -> list[str]:
+    """Remove outputs of an earlier run that this run did not write (another format, another mosaic), so that the
+    folder never holds a mixed set; the review page is rebuilt from this run or removed with them."""
+    removed = [name for key, name in STALE.items() if key not in written and (out / name).exists()]
+    if "gpkg" not in written:
+        removed += [name for name in ("review.html", "review_files") if (out / name).exists()]
+    for name in removed:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        log.warning("%s: removed %s of an earlier run (not written by this one)", out, name)
+    return removed
 
 
 def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:

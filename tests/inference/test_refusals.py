@@ -258,3 +258,19 @@ def test_models_that_break_the_contract_are_refused(tmp_path, blob_model, case, 
         return
     with pytest.raises(ModelError, match=words.replace("(", r"\(").replace(")", r"\)")):
         open_session(path)
+
+
+def test_outputs_of_an_earlier_run_that_this_run_does_not_write_are_removed(tmp_path, blob_model, write_geotiff):
+    from ordnance.inference.scoring import ScoringJob, score
+
+    first = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]), name="first.tif")
+    second = write_geotiff(gaussian_blobs(300, 300, [(50, 50), (200, 200)]), name="second.tif")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["score", str(first), "--model", str(blob_model(256)), "-o", str(out)])
+    assert result.exit_code == 0 and (out / "review.html").exists() and (out / "candidates.kml").exists()
+    rerun = score(ScoringJob(inputs=(str(second),), model=blob_model(256), out_dir=out, formats=("csv",)))
+    assert sorted(p.name for p in out.iterdir()) == ["candidates.csv", "manifest.json"]
+    assert set(rerun.manifest["removed_stale"]) == {
+        "candidates.gpkg", "candidates.geojson", "candidates.kml", "review.html", "review_files"
+    }  # fmt: skip
+    assert len((out / "candidates.csv").read_text().splitlines()) == 3  # header and the second mosaic's two items
