@@ -13,13 +13,13 @@ from common import HERE, REPO
 
 ROWS = {
     "real_only": "real tiles only, random init",
-    "synth_real": "synthetic checkpoint, then real (the recipe, 32 epochs)",
-    "synth_real_16ep": "synthetic checkpoint, then real, 16 epochs",
+    "synth_real": "synthetic checkpoint, then real (the recipe)",
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
 }
-GSD_ROWS = ("synth_real_native", "synth_real_16ep", "synth_real_1cm")
+GSD_ROWS = ("synth_real", "synth_real_5mm", "synth_real_1cm")
+RECIPE_GSD_M = 0.00294
 BEGIN, END = "<!-- pfm1:begin -->", "<!-- pfm1:end -->"
 
 
@@ -29,7 +29,7 @@ def _f(value, digits: int = 3) -> str:
 
 def _gsd(entry: dict) -> float:
     args = entry.get("overrides", [])
-    return float(args[args.index("--data.gsd_m") + 1]) if "--data.gsd_m" in args else 0.005
+    return float(args[args.index("--data.gsd_m") + 1]) if "--data.gsd_m" in args else RECIPE_GSD_M
 
 
 def _mosaic(entry: dict, kind: str = "fp32") -> dict:
@@ -108,7 +108,7 @@ def render(results: dict) -> str:
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
-            "#### Working GSD (synthetic checkpoint, then real, 16 epochs each)",
+            "#### Working GSD (synthetic checkpoint, then real, the recipe's 16 epochs each)",
             gsd_table(results),
             "#### Exported files on the test mosaic",
             int8_table(results),

@@ -70,7 +70,7 @@ def test_data_module_resamples_every_split_to_the_working_gsd():
 
     recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pfm1.yaml").read_text())["data"]
     recipe.pop("augment"), recipe.pop("copy_paste")
-    recipe.update(data_yaml=str(PFM1 / "data.yaml"), num_workers=0, batch_size=2)
+    recipe.update(data_yaml=str(PFM1 / "data.yaml"), num_workers=0, batch_size=2, gsd_m=0.005, tile_size_px=512)
     module = DetectionDataModule(**recipe)
     module.setup()
     assert {r.group for r in module.val_data.records} == {"Phan4_210414_F14"}
