@@ -36,15 +36,30 @@ def _mosaic(entry: dict, kind: str = "fp32") -> dict:
     return entry.get("mosaic", {}).get(kind, {})
 
 
+def valid_curve(run_id: str) -> list[tuple[int, float]]:
+    """(step, PFM-1 AP50 on the valid flight) of each validation, from the run's MLflow store; [] without it."""
+    if not run_id:
+        return []
+    try:
+        from mlflow.tracking import MlflowClient
+        from ordnance.training.tracking import default_tracking_uri
+
+        history = MlflowClient(default_tracking_uri()).get_metric_history(run_id, "val/ap50_ap_mine")
+    except Exception:  # no store here (a fresh clone): the column stays empty
+        return []
+    return sorted((m.step, m.value) for m in history)
+
+
 def ablation_table(results: dict) -> str:
     lines = [
-        "| model | working GSD | PFM-1 AP50, test flight | mAP50 (PFM-1, casing) | mosaic recall @ 10 FA/ha | mosaic AP"
+        "| model | working GSD | PFM-1 AP50, valid flight, by validation | PFM-1 AP50, test flight"
+        " | mAP50 (PFM-1, casing) | mosaic recall @ 10 FA/ha | mosaic AP"
         " | mosaic recall / FA per ha at the card's threshold | training minutes | MLflow run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for key, label in ROWS.items():
         if key not in results:
-            lines.append(f"| {label} | not run | | | | | | | |")
+            lines.append(f"| {label} | not run | | | | | | | | |")
             continue
         entry = results[key]
         test = entry["test"]
@@ -52,8 +67,9 @@ def ablation_table(results: dict) -> str:
         curve = m.get("curve", {}).get("overall", {})
         op = m.get("operating_point", {}).get("overall", {})
         at_op = f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)}" if op else ""
+        valid = ", ".join(_f(v, 2) for _, v in valid_curve(entry.get("mlflow_run", "")))
         lines.append(
-            f"| {label} | {_gsd(entry) * 1000:.1f} mm | **{_f(test.get('test/ap50_ap_mine'))}** | "
+            f"| {label} | {_gsd(entry) * 1000:.2f} mm | {valid} | **{_f(test.get('test/ap50_ap_mine'))}** | "
             f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
             f"{at_op} | {_f(entry.get('train_minutes'), 1)} | {entry.get('mlflow_run', '')[:8]} |"
         )
