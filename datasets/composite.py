@@ -183,7 +183,9 @@ def paste_drawn(image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dic
         labels.append(class_ids[item.label])
 
 
-def composite(sample: Sample, patches: list[Patch], cfg: CopyPaste, class_ids: dict, gsd_m: float, rng) -> Sample:
+def composite(
+    sample: Sample, patches: list[Patch], cfg: CopyPaste, class_ids: dict, gsd_m: float | None, rng
+) -> Sample:
     """``sample`` with pasted items (with probability ``cfg.p``), re-encoded as JPEG like the sources."""
     if rng.random() >= cfg.p:
         return sample

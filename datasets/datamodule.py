@@ -59,7 +59,7 @@ class _Transformed(Dataset):
         if self.paste is not None:
             cfg, patches, class_ids = self.paste
             rng = np.random.default_rng((torch.initial_seed() + index) % 2**32)
-            sample = composite(sample, patches, cfg, class_ids, self.gsd[1] or 0.01, rng)
+            sample = composite(sample, patches, cfg, class_ids, self.gsd[1], rng)
         out = self.transform(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
         image = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
         boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
@@ -245,6 +245,8 @@ class DetectionDataModule(L.LightningDataModule):
         missing = sorted(wanted - set(names))
         if missing:
             raise DatasetError(f"copy_paste draws items of classes {missing} that are not configured ({names})")
+        if cfg.synthetic_items and not self.gsd[1]:
+            raise DatasetError("copy_paste draws items at their physical size and needs data.gsd_m")
         patches = []
         if cfg.real_items:
             positives = [r for r in data.records if len(r.labels)]

@@ -18,6 +18,7 @@ import shapely
 from ordnance.inference.errors import InputError
 from ordnance.inference.grid import tile_grid
 from ordnance.inference.metrics import match_points, pr_curve, summarise
+from ordnance.inference.writers import read_manifest
 from pyproj import CRS, Transformer
 
 log = logging.getLogger(__name__)
@@ -177,8 +178,6 @@ def evaluate_mosaic(
     found = np.zeros(len(t_xy), bool)
     found[matches.matched_truth[matches.matched_truth >= 0]] = True
     if manifest is not None and "col" in t_table:
-        from ordnance.inference.review import read_manifest
-
         info = read_manifest(Path(manifest))
         near, overlap = in_overlap(info, np.c_[t_table["col"], t_table["row"]])
         report["seams"] = {

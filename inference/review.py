@@ -21,7 +21,7 @@ import pyogrio
 import pyogrio.raw
 import rasterio
 from ordnance.inference.errors import InputError
-from ordnance.inference.writers import atomic_path
+from ordnance.inference.writers import atomic_path, read_manifest
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
@@ -40,15 +40,11 @@ def _read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
 
 
 def _write_png(path: Path, data: np.ndarray) -> None:
-    with warnings.catch_warnings():  # a PNG chip has no georeferencing, by design
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        _write_png_quiet(path, data)
-
-
-def _write_png_quiet(path: Path, data: np.ndarray) -> None:
-    with rasterio.open(path, "w", driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype="uint8") as dst:  # fmt: skip
-        dst.write(data)
+    profile = dict(driver="PNG", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype="uint8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG chip has no georeferencing, by design
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
 
 
 def _to_uint8(data: np.ndarray) -> np.ndarray:
@@ -66,12 +62,12 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
         raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
     manifest = read_manifest(manifest_path)
     _, _, table = _read_candidates(out_dir / "candidates.gpkg")
-    files = out_dir / "review_files"
-    files.mkdir(exist_ok=True)
     sources = {Path(entry["path"]).name: (k, Path(entry["path"])) for k, entry in enumerate(manifest["inputs"])}
     for name, (_, path) in sources.items():
         if not path.exists():
             raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
+    files = out_dir / "review_files"
+    files.mkdir(exist_ok=True)
     overviews, scales = [], {}
     for name, (k, path) in sources.items():
         with rasterio.open(path) as src:
@@ -137,17 +133,6 @@ def _pin_script(html: str) -> str:
 def _num(value) -> float | None:
     value = float(value)
     return None if np.isnan(value) else value
-
-
-def read_manifest(path: Path) -> dict:
-    """A scoring run's manifest.json; InputError when it is not the scorer's JSON."""
-    try:
-        manifest = json.loads(Path(path).read_text())
-        if not (isinstance(manifest["inputs"], list) and manifest["model"]["card"] and manifest["started_utc"]):
-            raise TypeError
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-        raise InputError("not a manifest.json written by 'ordnance score' (corrupt or edited)", path) from None
-    return manifest
 
 
 def run_id(manifest: dict) -> str:

@@ -181,6 +181,8 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         raise InputError(f"must be 0 (the graph's batch) or more, got {job.batch_size}", "--batch-size")
     if not 0 <= job.gsd_tolerance < 1:
         raise InputError(f"must be in [0, 1), got {job.gsd_tolerance}", "--gsd-tolerance")
+    if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
+        raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
 
 
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
@@ -313,8 +315,6 @@ def score(job: ScoringJob) -> ScoringResult:
     card = detector.card
     check_threshold(job.score_threshold, "--score-threshold")
     check_settings(job, card.tile_size_px)
-    if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
-        raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
     unknown = sorted(set(job.formats) - set(FORMATS))
     if unknown:
         raise OutputError(f"unknown output formats {unknown}; choose from {list(FORMATS)}", job.out_dir)

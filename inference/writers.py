@@ -19,6 +19,7 @@ import numpy as np
 import pyogrio
 import pyogrio.raw
 import shapely
+from ordnance.inference.errors import InputError
 
 # Candidate fields, in order. Documented in README.md ("Outputs").
 FIELDS = (
@@ -148,3 +149,14 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def read_manifest(path: Path) -> dict:
+    """A scoring run's manifest.json; InputError when it is not the scorer's JSON."""
+    try:
+        manifest = json.loads(Path(path).read_text())
+        if not (isinstance(manifest["inputs"], list) and manifest["model"]["card"] and manifest["started_utc"]):
+            raise TypeError
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+        raise InputError("not a manifest.json written by 'ordnance score' (corrupt or edited)", path) from None
+    return manifest

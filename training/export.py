@@ -154,7 +154,7 @@ def validation_tiles(n: int, tile_px: int, gsd_m: float, data_yaml: str | None, 
             records = [records[i] for i in np.linspace(0, len(records) - 1, n).round().astype(int)]
         for record in records[:n]:
             sample = load_at_gsd(record, recipe.get("source_gsd_m"), (gsd_m or recipe.get("gsd_m")) if recipe else None)
-            tile, _ = pad_to_tile(np.ascontiguousarray(sample.image[:tile_px, :tile_px].transpose(2, 0, 1)), tile_px)
+            tile, _ = pad_to_tile(np.ascontiguousarray(sample.image.transpose(2, 0, 1)), tile_px)
             images.append(tile)
             keep = (sample.boxes[:, 0] < tile_px) & (sample.boxes[:, 1] < tile_px)
             truth.append(np.minimum(sample.boxes[keep], tile_px))
