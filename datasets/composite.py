@@ -59,6 +59,8 @@ def cut_patches(samples, margin: float) -> list[Patch]:
     for sample in samples:
         h, w = sample.image.shape[:2]
         for (x0, y0, x1, y1), label in zip(sample.boxes, sample.labels):
+            if label < 0:  # an ignore region is not an item
+                continue
             bw, bh = x1 - x0, y1 - y0
             mx, my = max(3.0, margin * bw), max(3.0, margin * bh)
             c0, r0 = int(max(0, np.floor(x0 - mx))), int(max(0, np.floor(y0 - my)))

@@ -4,7 +4,7 @@ random tiles of one survey."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +14,7 @@ from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build
 from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches
 from ordnance.datasets.gsd import load_at_gsd
 from ordnance.datasets.records import DatasetError, DetectionDataset
+from ordnance.datasets.reviewed import ReviewedRun, read_reviewed_runs
 from ordnance.datasets.splits import split_by_groups
 from ordnance.datasets.synth.items import CATALOG
 from ordnance.datasets.yolo import read_yolo
@@ -116,6 +117,11 @@ class DetectionDataModule(L.LightningDataModule):
         batch_size, num_workers: Loader settings.
         augment: Training augmentation.
         synthetic: Generate the dataset first when data.yaml is missing.
+        reviewed: Scored and reviewed survey runs (:class:`ReviewedRun`): confirmed candidates are items,
+            rejected ones hard negatives, undecided ones ignore regions. Their chips (the training crop's size
+            unless a run sets ``chip_px``) join the training data, and their held-out blocks the validation data.
+        replay: Share of the training images drawn from the sources above when ``reviewed`` is given, so
+            a fine-tune on one survey does not forget the rest (0: reviewed chips only).
     """
 
     def __init__(
@@ -141,6 +147,8 @@ class DetectionDataModule(L.LightningDataModule):
         num_workers: int = 2,
         augment: AugmentConfig | None = None,
         synthetic: SyntheticData | None = None,
+        reviewed: list[ReviewedRun] | None = None,
+        replay: float = 0.5,
     ) -> None:
         super().__init__()
         self.data_yaml = Path(data_yaml) if data_yaml else None
@@ -163,6 +171,23 @@ class DetectionDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.train_data: DetectionDataset | None = None
         self.val_data: DetectionDataset | None = None
+        if not 0 <= replay < 1:
+            raise ValueError(f"replay is a share of the training images in [0, 1), got {replay}")
+        self.reviewed, self.replay = list(reviewed or []), replay
+        self.review_summaries: list[dict] = []
+
+    def lineage(self) -> dict:
+        """What a fine-tune on reviewed runs learnt from: the runs, the models that scored them and the
+        decisions (empty without reviewed runs). The checkpoint keeps it and the export writes it into the card."""
+        if not self.review_summaries:
+            return {}
+        runs = self.review_summaries
+        return {
+            "runs": [{k: r[k] for k in ("run", "folder", "scored_by_sha256", "decisions", "chips")} for r in runs],
+            "scored_by_sha256": sorted({r["scored_by_sha256"] for r in runs}),
+            "decisions": {s: sum(r["decisions"][s] for r in runs) for s in ("confirmed", "rejected")},
+            "replay": self.replay,
+        }
 
     def prepare_data(self) -> None:
         if self.synthetic is not None and self.data_yaml is not None and not self.data_yaml.exists():
@@ -209,14 +234,20 @@ class DetectionDataModule(L.LightningDataModule):
             train, val, root = self.coco
             self.train_data = read_coco(train, root, class_names=self.class_names)
             self.val_data = read_coco(val, root, class_names=self.class_names)
+        elif self.data_yaml is None and self.reviewed:
+            if not self.class_names:
+                raise ValueError("reviewed runs alone need data.class_names")
+            self.train_data = self.val_data = DetectionDataset([], self.class_names)
         elif self.data_yaml is None:
-            raise ValueError("DetectionDataModule needs data_yaml, coco_train/coco_val or geotiff")
+            raise ValueError("DetectionDataModule needs data_yaml, coco_train/coco_val, geotiff or reviewed")
         elif self.val_groups:
             pooled = self._read_yolo(self.splits)
             self.train_data, self.val_data = split_by_groups(pooled, self.val_groups)
         else:
             self.train_data = self._read_yolo("train")
             self.val_data = self._read_yolo("valid")
+        if self.reviewed:
+            self._add_reviewed()
         log.info(
             "train: %d images, %d boxes; val: %d images, %d boxes",
             len(self.train_data),
@@ -224,6 +255,32 @@ class DetectionDataModule(L.LightningDataModule):
             len(self.val_data),
             self.val_data.box_count(),
         )
+
+    def _add_reviewed(self) -> None:
+        """Reviewed chips plus a replay share of the original training images; reviewed validation blocks join
+        the validation data."""
+        names = list(self.train_data.class_names)
+        specs = [replace(r, chip_px=r.chip_px or self.crop_px) for r in self.reviewed]
+        train, val, self.review_summaries = read_reviewed_runs(specs, names)
+        if any(r.gsd_m for r in train.records + val.records) and not self.gsd[1]:
+            raise DatasetError("a reviewed mosaic is not at the model's GSD; set data.source_gsd_m and data.gsd_m")
+        if not len(train):
+            raise DatasetError("the reviewed runs gave no training chip (every decided block went to validation)")
+        original = self.train_data.records
+        if self.replay == 0 or not original:
+            mixed = train.records
+        else:
+            want = round(self.replay / (1 - self.replay) * len(train))
+            rng = np.random.default_rng(0)
+            if want <= len(original):
+                mixed = train.records + [original[i] for i in sorted(rng.choice(len(original), want, replace=False))]
+            else:  # fewer originals than the share asks for: repeat the reviewed chips instead
+                repeat = max(1, round((1 - self.replay) / self.replay * len(original) / len(train)))
+                mixed = train.records * repeat + original
+        self.train_data = DetectionDataset(mixed, names)
+        self.val_data = DetectionDataset(self.val_data.records + val.records, names)
+        for s in self.review_summaries:
+            log.info("reviewed run %s: %s decisions, chips %s", s["run"], s["decisions"], s["chips"])
 
     def _read_yolo(self, splits):
         return read_yolo(
@@ -249,7 +306,7 @@ class DetectionDataModule(L.LightningDataModule):
             raise DatasetError("copy_paste draws items at their physical size and needs data.gsd_m")
         patches = []
         if cfg.real_items:
-            positives = [r for r in data.records if len(r.labels)]
+            positives = [r for r in data.records if (r.labels >= 0).any()]
             patches = cut_patches((load_at_gsd(r, *self.gsd) for r in positives), cfg.margin)
             log.info("copy-paste: %d real items from %d training images", len(patches), len(positives))
         if cfg.backgrounds_only:

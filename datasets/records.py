@@ -16,6 +16,10 @@ from ordnance.inference.errors import InputError
 log = logging.getLogger(__name__)
 
 
+IGNORE = -1
+"""Label of an ignore region (see :class:`Record`)."""
+
+
 class DatasetError(InputError):
     """An annotation or image file is missing, malformed or inconsistent."""
 
@@ -52,6 +56,11 @@ class Record:
         group: Split group: a site, zone, source file or spatial block. Never split one group.
         window: (col_off, row_off, width, height) of a raster chip, else None.
         core: The chip's kept region (x0, y0, x1, y1) in raster pixels on the scorer's grid, else None.
+        gsd_m: Metres per pixel of this record's image when it differs from the dataset's ``source_gsd_m``
+            (a reviewed survey's own mosaic), else None.
+
+    A label of ``IGNORE`` (-1) marks an ignore region: something nobody decided on (an unreviewed candidate),
+    trained neither as an item nor as background.
     """
 
     path: Path
@@ -60,6 +69,7 @@ class Record:
     group: str
     window: tuple[int, int, int, int] | None = None
     core: tuple[float, float, float, float] | None = None
+    gsd_m: float | None = None
 
     @property
     def source(self) -> str:
@@ -106,7 +116,8 @@ class DetectionDataset(Sequence):
         return load_record(self.records[index])
 
     def box_count(self) -> int:
-        return int(sum(len(r.labels) for r in self.records))
+        """Boxes of items (ignore regions not counted)."""
+        return int(sum((r.labels >= 0).sum() for r in self.records))
 
     def subset(self, keep) -> DetectionDataset:
         return DetectionDataset([r for r in self.records if keep(r)], self.class_names)

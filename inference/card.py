@@ -52,6 +52,11 @@ class ModelCard:
         opset: ONNX opset of the graph.
         parity: Parity report of the export gate (matched share, score differences, recall).
         quantization: "fp32" or "int8-qdq".
+        lineage: Where the weights came from: ``parent`` (the checkpoint a fine-tune started from and its
+            weights' sha256) and, for a fine-tune on reviewed surveys, ``runs`` (run id, folder, the sha256 of the
+            model that scored it, decisions and chips used), ``scored_by_sha256``, ``decisions`` (confirmed and
+            rejected in all) and ``replay``. Empty for a model trained from scratch. ``ordnance score`` copies it
+            into the manifest.
         schema_version: Version of this card's schema.
     """
 
@@ -76,6 +81,7 @@ class ModelCard:
     opset: int = 0
     parity: dict[str, Any] = field(default_factory=dict)
     quantization: str = "fp32"
+    lineage: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

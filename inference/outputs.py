@@ -123,6 +123,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     manifest = {
         "inputs": sources,
         "model": {"path": str(detector.path), "sha256": detector.sha256, "card": card.to_json()},
+        "lineage": card.lineage,
         "settings": {
             "score_threshold": threshold,
             "operating_point": card.operating_point if job.score_threshold is None else "user",

@@ -32,7 +32,8 @@ STATUSES = ("unreviewed", "confirmed", "rejected", "unsure")
 TEMPLATE = Path(__file__).with_name("review_template.html")
 
 
-def _read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
+def read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
+    """(layer metadata, point geometries, field name -> values) of a run's candidates.gpkg."""
     if not gpkg.exists():
         raise InputError("no candidates.gpkg here; run 'ordnance score' first", gpkg)
     meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
@@ -54,14 +55,31 @@ def _to_uint8(data: np.ndarray) -> np.ndarray:
     return np.clip((data - low) * 255.0 / max(high - low, 1e-6), 0, 255).astype(np.uint8)
 
 
-def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1600) -> Path:
-    """Write ``review.html`` and its images for the scoring run in ``out_dir``."""
+ORDERS = ("score", "informative")
+
+
+def informative_order(scores: np.ndarray, threshold: float) -> np.ndarray:
+    """Candidate indices, the decision that teaches the model most first: scores nearest the operating
+    threshold on the logit scale (where the model is least sure which side an object falls), ties by id."""
+    p = np.clip(np.asarray(scores, np.float64), 1e-6, 1 - 1e-6)
+    t = float(np.clip(threshold, 1e-6, 1 - 1e-6))
+    distance = np.abs(np.log(p / (1 - p)) - np.log(t / (1 - t)))
+    return np.argsort(distance, kind="stable")
+
+
+def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1600, order: str = "score") -> Path:
+    """Write ``review.html`` and its images for the scoring run in ``out_dir``.
+
+    ``order`` is the page's first list order: ``score`` (highest first) or ``informative`` (nearest the
+    model card's operating threshold first, :func:`informative_order`); the page can switch between them."""
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
         raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
     manifest = read_manifest(manifest_path)
-    _, _, table = _read_candidates(out_dir / "candidates.gpkg")
+    _, _, table = read_candidates(out_dir / "candidates.gpkg")
     sources = {Path(entry["path"]).name: (k, Path(entry["path"])) for k, entry in enumerate(manifest["inputs"])}
     for name, (_, path) in sources.items():
         if not path.exists():
@@ -80,10 +98,13 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
                               "height": src.height})  # fmt: skip
             scales[name] = scale
     candidates = []
-    order = np.argsort(-np.asarray(table["score"], float), kind="stable")
+    card = json.loads(manifest["model"]["card"])
+    rank = np.empty(len(table["score"]), np.int64)
+    rank[informative_order(table["score"], card["score_threshold"])] = np.arange(len(rank))
+    by_score = np.argsort(-np.asarray(table["score"], float), kind="stable")
     handles = {name: rasterio.open(path) for name, (_, path) in sources.items()}
     try:
-        for i in order:
+        for i in by_score:
             name = str(table["source"][i])
             x0, y0, x1, y1 = (float(v) for v in str(table["bbox_px"][i]).split(","))
             side = int(max(chip_px, 2.5 * max(x1 - x0, y1 - y0)))
@@ -101,14 +122,17 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
                 "bbox_px": str(table["bbox_px"][i]),
                 "chip": f"review_files/chip_{cid}.png", "overview": sources[name][0],
                 "ox": cx / overviews[sources[name][0]]["width"], "oy": cy / overviews[sources[name][0]]["height"],
+                "informative": int(rank[i]),
             })  # fmt: skip
     finally:
         for handle in handles.values():
             handle.close()
     payload = {
         "run": run_id(manifest),
-        "model": json.loads(manifest["model"]["card"])["model_name"],
+        "model": card["model_name"],
         "threshold": manifest["settings"]["score_threshold"],
+        "operating_threshold": card["score_threshold"],
+        "order": order,
         "area_ha": manifest["area_scanned_ha"],
         "overviews": overviews,
         "candidates": candidates,
@@ -192,7 +216,7 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
     """Write review decisions into the run's candidates.gpkg (both layers rewritten atomically)."""
     gpkg = Path(out_dir) / "candidates.gpkg"
     decisions = read_decisions(decisions_path)
-    meta, geometry, table = _read_candidates(gpkg)
+    meta, geometry, table = read_candidates(gpkg)
     manifest_path = Path(out_dir) / "manifest.json"
     if not manifest_path.exists():
         raise InputError("no manifest.json here; decisions cannot be checked against their run", out_dir)

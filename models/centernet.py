@@ -174,6 +174,9 @@ def centernet_targets(
     that peak still decodes to the item's centre instead of a point outside its hit tolerance. ``mask``
     holds each entry's weight: 1 at the centre cell, ``neighbour_weight`` around it; the centre entry of
     each object comes first.
+
+    A box with a negative label is an ignore region (an analyst never decided what lies there): it gets no
+    target, and ``ignore`` (N, 1, H, W) is 1 over its cells, where the heatmap's negative loss is not counted.
     """
     scale = STRIDE / stride
     n = len(boxes)
@@ -181,6 +184,7 @@ def centernet_targets(
     around = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy or dx]
     slots = max_objects * (1 + len(around))
     heat = torch.zeros(n, num_classes, h, w)
+    ignore = torch.zeros(n, 1, h, w)
     index = torch.zeros(n, slots, dtype=torch.long)
     mask = torch.zeros(n, slots)
     size = torch.zeros(n, slots, 2)
@@ -191,6 +195,12 @@ def centernet_targets(
     )
     for i, (b, l) in enumerate(zip(boxes, labels)):
         slot = 0
+        for box in b[l < 0]:
+            c0, r0 = max(0, int(math.floor(float(box[0]) / stride))), max(0, int(math.floor(float(box[1]) / stride)))
+            c1, r1 = min(w, int(math.ceil(float(box[2]) / stride))), min(h, int(math.ceil(float(box[3]) / stride)))
+            ignore[i, 0, r0:r1, c0:c1] = 1.0
+        keep = l >= 0
+        b, l = b[keep], l[keep]
         for box, label in zip(b[:max_objects], l[:max_objects]):
             bw, bh = float(box[2] - box[0]) * scale, float(box[3] - box[1]) * scale
             if bw <= 0 or bh <= 0:
@@ -210,16 +220,18 @@ def centernet_targets(
                 size[i, slot] = log_size
                 offset[i, slot] = torch.tensor([cx - jx, cy - jy])
                 slot += 1
-    return {"heatmap": heat, "index": index, "mask": mask, "size": size, "offset": offset}
+    return {"heatmap": heat, "ignore": ignore, "index": index, "mask": mask, "size": size, "offset": offset}
 
 
 def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Penalty-reduced focal loss on the heatmap; L1 on log-size and offset at the target cells, weighted by
-    ``mask``."""
+    ``mask``. Cells where ``targets["ignore"]`` is 1 add no negative loss."""
     pred = torch.sigmoid(maps["heatmap"].float()).clamp(1e-4, 1 - 1e-4)
     gt = targets["heatmap"]
     pos = gt.eq(1).float()
     neg_weight = torch.pow(1 - gt, 4)
+    if "ignore" in targets:
+        neg_weight = neg_weight * (1 - targets["ignore"])
     pos_loss = torch.log(pred) * torch.pow(1 - pred, 2) * pos
     neg_loss = torch.log(1 - pred) * torch.pow(pred, 2) * neg_weight * (1 - pos)
     num_pos = pos.sum().clamp(min=1)

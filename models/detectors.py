@@ -97,7 +97,8 @@ class TorchvisionDetector(nn.Module):
 
     def losses(self, images, boxes, labels) -> dict[str, torch.Tensor]:
         self.model.train()
-        targets = [{"boxes": b, "labels": l + 1} for b, l in zip(boxes, labels)]
+        # ignore regions (negative labels) have no counterpart in torchvision's detectors: left out
+        targets = [{"boxes": b[l >= 0], "labels": l[l >= 0] + 1} for b, l in zip(boxes, labels)]
         return self.model(list(images), targets)
 
     @torch.no_grad()

@@ -400,6 +400,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         exporter=exporter,
         opset=OPSET,
         parity={"fp32": parity},
+        lineage=task.lineage(),
     )
     report = {"fp32": parity, "card": json.loads(card.to_json())}
     failed = (
@@ -551,6 +552,9 @@ def register_in_mlflow(output: Path, report: dict, tracking_uri: str | None = No
     if parity_file.exists():
         client.log_artifact(card["mlflow_run_id"], str(parity_file), "onnx")
     tags = {k: json.dumps(v) if isinstance(v, dict | list) else str(v) for k, v in card.items()}
+    if len(tags.get("lineage", "")) > 5000:  # MLflow's tag limit; the card in the file keeps it whole
+        lineage = card["lineage"]
+        tags["lineage"] = json.dumps({k: lineage[k] for k in lineage if k != "runs"} | {"runs": len(lineage["runs"])})
     try:
         client.create_registered_model(name)
     except mlflow.exceptions.MlflowException:

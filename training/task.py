@@ -101,8 +101,12 @@ class DetectionTask(L.LightningModule):
             max_detections=hp.max_detections,
             input_scale=hp.get("input_scale", 1.0),
         )
+        self._parent: dict = {}
         if hp.init_checkpoint:
+            from ordnance.training.export import weights_sha256
+
             load_init_weights(self.detector, Path(hp.init_checkpoint))
+            self._parent = {"init_checkpoint": str(hp.init_checkpoint), "weights_sha256": weights_sha256(self.detector)}
         if hp.get("channels_last", False):
             self.detector.to(memory_format=torch.channels_last)
 
@@ -126,6 +130,7 @@ class DetectionTask(L.LightningModule):
         images, boxes, labels, _ = batch
         predictions = self(images)
         preds = [{"boxes": b.float(), "scores": s.float(), "labels": l} for b, s, l in predictions]
+        boxes, labels = [b[l >= 0] for b, l in zip(boxes, labels)], [l[l >= 0] for l in labels]  # no ignore regions
         truth = [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
         self.map_metric.update(preds, truth)
         self.ap50_metric.update(preds, truth)
@@ -201,16 +206,33 @@ class DetectionTask(L.LightningModule):
         self.print(" ".join(f"{k.split('/')[1]}={v:.3f}" for k, v in metrics.items()))
         self.last_val_matches = matches
 
+    def lineage(self) -> dict:
+        """Where these weights came from: the checkpoint they started from (its weights' sha256) and, for a
+        fine-tune on reviewed surveys, the runs and decisions (see ``DetectionDataModule.lineage``). Kept in
+        every checkpoint; the export writes it into the model card."""
+        if getattr(self, "_lineage", None) is not None:
+            return self._lineage
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        data = datamodule.lineage() if hasattr(datamodule, "lineage") else {}
+        parent = getattr(self, "_parent", {})
+        return ({"parent": parent} if parent else {}) | data
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Keep the operating point of the last validation in the saved weights. Weight averaging (EMA) puts
-        its averaged state in the checkpoint, where this buffer would be an average of stale thresholds."""
+        """Keep the operating point of the last validation in the saved weights, and the lineage. Weight
+        averaging (EMA) puts its averaged state in the checkpoint, where this buffer would be an average of stale
+        thresholds."""
+        checkpoint["ordnance_lineage"] = self.lineage()
         chosen = getattr(self, "_validated_threshold", None)
         if chosen is not None and "operating_threshold" in checkpoint.get("state_dict", {}):
             checkpoint["state_dict"]["operating_threshold"] = torch.tensor(chosen[0])
             checkpoint["state_dict"]["operating_validated"] = torch.tensor(chosen[1])
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Checkpoints from before the operating point's status was kept load with it unknown."""
+        """Checkpoints from before the operating point's status was kept load with it unknown. A resumed or
+        exported checkpoint keeps the lineage it was saved with."""
+        if "ordnance_lineage" in checkpoint:
+            self._lineage = checkpoint["ordnance_lineage"]
         state = checkpoint.get("state_dict", {})
         if "operating_threshold" in state:
             state.setdefault("operating_validated", torch.tensor(-1.0))

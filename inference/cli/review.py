@@ -15,11 +15,19 @@ def review() -> None:
 @review.command("build")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--chip-px", type=int, default=96, show_default=True, help="Chip image side.")
-def build(out_dir: Path, chip_px: int) -> None:
+@click.option(
+    "--order",
+    type=click.Choice(["score", "informative"]),
+    default="score",
+    show_default=True,
+    help="First list order: by score, or the decisions that teach a fine-tune most first (scores nearest the "
+    "model's operating threshold). The page can switch.",
+)
+def build(out_dir: Path, chip_px: int, order: str) -> None:
     """Write OUT_DIR/review.html (self-contained, opens offline) for the scoring run in OUT_DIR."""
     from ordnance.inference.review import build_review
 
-    click.echo(build_review(out_dir, chip_px=chip_px))
+    click.echo(build_review(out_dir, chip_px=chip_px, order=order))
 
 
 @review.command("import")

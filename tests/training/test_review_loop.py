@@ -1,0 +1,140 @@
+"""The review loop from the command line: score, import decisions, fine-tune on them, export, score again.
+
+A survey holds red discs (the items) and pale discs (the look-alikes) on dark ground; a blob detector scores it
+and finds both. A simulated reviewer answers from the survey's truth: red confirmed, pale rejected. The same
+fine-tune of a parent checkpoint runs with those decisions and without them (the control, replay only). With
+them, the model must rank the red discs above the rejected pale ones where the control does not, and the
+lineage must reach the card and the new run's manifest.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio.raw
+import pytest
+from click.testing import CliRunner
+from ordnance.inference.cli.main import cli
+from ordnance.inference.review import run_id
+from ordnance.inference.session import open_session
+from ordnance.training.export import ExportSettings, export_checkpoint, load_task, weights_sha256
+
+pytestmark = pytest.mark.train
+THRESHOLD = "0.25"  # the blob detector's score is the grey level: discs pass, the dark ground does not
+RED, PALE = (255, 70, 50), (205, 205, 190)
+ORIGIN = (500000.0, 5600000.0)
+
+
+def _survey(path: Path, seed: int = 1) -> tuple[Path, np.ndarray, np.ndarray]:
+    """A 768 px GeoTIFF at 1 cm: 14 red and 14 pale discs (Gaussian, sigma 3 px) on dark noisy ground; their
+    centres."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal((30, 45, 25), 4, (768, 768, 3)), 0, 255).astype(np.uint8)
+    centres: list[tuple[int, int]] = []
+    while len(centres) < 28:
+        x, y = (int(v) for v in rng.integers(16, 752, 2))
+        if all(abs(x - a) + abs(y - b) > 40 for a, b in centres):
+            centres.append((x, y))
+    yy, xx = np.mgrid[-10:11, -10:11]
+    weight = np.exp(-(xx**2 + yy**2) / (2 * 3.0**2))[..., None]  # one peak per disc, as a lit object has
+    for k, (x, y) in enumerate(centres):
+        patch = image[y - 10 : y + 11, x - 10 : x + 11].astype(np.float32)
+        colour = np.array(RED if k % 2 == 0 else PALE, np.float32)
+        image[y - 10 : y + 11, x - 10 : x + 11] = (patch * (1 - weight) + colour * weight).astype(np.uint8)
+    profile = dict(driver="GTiff", width=768, height=768, count=3, dtype="uint8", crs="EPSG:32636",
+                   transform=from_origin(*ORIGIN, 0.01, 0.01))  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(image.transpose(2, 0, 1))
+    xy = np.array(centres, float) + 0.5  # pixel centres
+    return path, xy[0::2], xy[1::2]
+
+
+def _score(mosaic: Path, model: Path, out: Path) -> dict:
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(model), "-o", str(out),
+                                      "--score-threshold", THRESHOLD, "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta, _, geom, fields = pyogrio.raw.read(out / "candidates.gpkg", layer="candidates")
+    table = dict(zip(meta["fields"], fields))
+    return table | {"xy": np.c_[table["x"], table["y"]]}
+
+
+def _pixels(table: dict) -> np.ndarray:
+    return np.c_[(np.asarray(table["x"]) - ORIGIN[0]) / 0.01, (ORIGIN[1] - np.asarray(table["y"])) / 0.01]
+
+
+def _standing(ckpt: Path, mosaic: Path, places_px: np.ndarray) -> np.ndarray:
+    """How much each place stands out to a checkpoint: the share of the mosaic's heatmap cells (any class)
+    that score below the best cell within one cell of the place."""
+    import rasterio
+    import torch
+
+    with rasterio.open(mosaic) as src:
+        image = torch.from_numpy(src.read()).float()[None] / 255.0
+    net = load_task(ckpt).detector.net
+    with torch.no_grad():
+        heat = torch.sigmoid(net(image)["heatmap"])[0].amax(0).numpy()
+    cells = np.sort(heat.ravel())
+    out = []
+    for x, y in places_px / net.stride:
+        c, r = int(x), int(y)
+        out.append(np.searchsorted(cells, heat[r - 1 : r + 2, c - 1 : c + 2].max()) / cells.size)
+    return np.array(out)
+
+
+def _fine_tune(fit, tmp_path, name, parent, *extra) -> tuple[Path, Path]:
+    root = tmp_path / name
+    fit("--model.init_checkpoint", str(parent), "--trainer.max_steps", "40", "--trainer.max_epochs", "1000", "--trainer.limit_val_batches", "0",
+        "--trainer.default_root_dir", str(root), "--model.lr", "0.001", *extra)  # fmt: skip
+    ckpt = next(root.glob("**/checkpoints/last.ckpt"))
+    out = tmp_path / f"{name}.onnx"
+    export_checkpoint(ckpt, out, ExportSettings(parity_tiles=4))
+    return ckpt, out
+
+
+def test_decisions_teach_the_model_what_to_reject(fit, tmp_path, blob_model):
+    fit("--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path / "parent"))
+    parent = next((tmp_path / "parent").glob("**/checkpoints/last.ckpt"))
+    mosaic, red, pale = _survey(tmp_path / "survey.tif")
+    scorer = blob_model(256)
+
+    run = tmp_path / "run"
+    before = _score(mosaic, scorer, run)
+    xy = _pixels(before)
+    near = np.linalg.norm(xy[:, None] - np.r_[red, pale][None], axis=2)
+    assert (near.min(0) <= 6).all(), near.min(0)  # every disc is a candidate
+    # the simulated reviewer: a candidate on a red disc is confirmed, any other rejected
+    on_red = np.linalg.norm(xy[:, None] - red[None], axis=2).min(1) <= 6
+    manifest = json.loads((run / "manifest.json").read_text())
+    features = [{"type": "Feature", "geometry": None, "properties": {
+        "id": int(before["id"][i]), "review_status": "confirmed" if on_red[i] else "rejected",
+        "run": run_id(manifest), "x": float(before["x"][i]), "y": float(before["y"][i])}}
+        for i in range(len(on_red))]  # fmt: skip
+    decisions = tmp_path / "decisions.geojson"
+    decisions.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    result = CliRunner().invoke(cli, ["review", "import", str(run), str(decisions)])
+    assert result.exit_code == 0, result.output
+
+    taught_ckpt, taught = _fine_tune(fit, tmp_path, "taught", parent, "--data.reviewed",
+                                     json.dumps([{"run": str(run)}]))  # fmt: skip
+    control_ckpt, control = _fine_tune(fit, tmp_path, "control", parent)
+    gaps = {}
+    for name, ckpt in (("taught", taught_ckpt), ("control", control_ckpt)):
+        r, p = _standing(ckpt, mosaic, red), _standing(ckpt, mosaic, pale)
+        gaps[name] = (float(np.median(r) - np.median(p)), float(np.median(r)), float(np.median(p)))
+    # with the decisions the items stand above the rejected look-alikes; without them they do not
+    assert gaps["taught"][0] > 0.1 and gaps["taught"][0] > gaps["control"][0] + 0.1, gaps
+
+    rescored = tmp_path / "run-taught"
+    _score(mosaic, taught, rescored)
+    lineage = open_session(taught).card.lineage
+    assert [r["run"] for r in lineage["runs"]] == [run_id(manifest)]
+    assert lineage["decisions"] == {"confirmed": int(on_red.sum()), "rejected": int((~on_red).sum())}
+    assert lineage["scored_by_sha256"] == [manifest["model"]["sha256"]]
+    assert lineage["parent"]["weights_sha256"] == weights_sha256(load_task(parent).detector)
+    assert json.loads((rescored / "manifest.json").read_text())["lineage"] == lineage
+    assert "runs" not in open_session(control).card.lineage
