@@ -79,7 +79,7 @@ def read_reviewed_run(
             "holds no confirmed or rejected candidate; import decisions with 'ordnance review import' first", folder
         )
     classes = np.asarray(table["class"]).astype(str)
-    unknown = sorted(set(classes[status == "confirmed"]) - set(class_names))
+    unknown = sorted({str(c) for c in classes[status == "confirmed"]} - set(class_names))
     if unknown:
         raise DatasetError(f"confirmed classes {unknown} are not among the configured {list(class_names)}", folder)
     card = json.loads(manifest["model"]["card"])

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -10,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyogrio
 import shapely
 from affine import Affine
+from ordnance.inference.errors import OutputError
 from ordnance.inference.georef import pixel_to_map, to_wgs84
 from ordnance.inference.session import file_sha256
 from ordnance.inference.writers import FIELDS, write_csv, write_gpkg, write_json, write_lonlat_layer
@@ -98,23 +102,35 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
 
     tick = time.perf_counter()
     out = Path(job.out_dir)
-    outputs: dict[str, Path] = {}
-    if "gpkg" in job.formats:
-        one_crs = len(crs_set) == 1
-        crs_wkt = next(iter(crs_set)) if one_crs else ("EPSG:4326" if crs_set else None)
-        geom = np.c_[table["x"], table["y"]] if one_crs or not crs_set else np.c_[table["lon"], table["lat"]]
-        cover = shapely.union_all(coverages) if one_crs or not crs_set else shapely.MultiPolygon()
-        outputs["gpkg"] = out / "candidates.gpkg"
-        write_gpkg(outputs["gpkg"], table, geom, crs_wkt, cover)
-    if "geojson" in job.formats:
-        outputs["geojson"] = out / "candidates.geojson"
-        write_lonlat_layer(outputs["geojson"], table, "GeoJSON")
-    if "kml" in job.formats:
-        outputs["kml"] = out / "candidates.kml"
-        write_lonlat_layer(outputs["kml"], table, "KML")
-    if "csv" in job.formats:
-        outputs["csv"] = out / "candidates.csv"
-        write_csv(outputs["csv"], table)
+    stage = out / STAGING
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir()
+    staged: dict[str, Path] = {}
+    try:
+        if "gpkg" in job.formats:
+            one_crs = len(crs_set) == 1
+            crs_wkt = next(iter(crs_set)) if one_crs else ("EPSG:4326" if crs_set else None)
+            geom = np.c_[table["x"], table["y"]] if one_crs or not crs_set else np.c_[table["lon"], table["lat"]]
+            cover = shapely.union_all(coverages) if one_crs or not crs_set else shapely.MultiPolygon()
+            staged["gpkg"] = stage / STALE["gpkg"]
+            write_gpkg(staged["gpkg"], table, geom, crs_wkt, cover)
+        if "geojson" in job.formats:
+            staged["geojson"] = stage / STALE["geojson"]
+            write_lonlat_layer(staged["geojson"], table, "GeoJSON")
+        if "kml" in job.formats:
+            staged["kml"] = stage / STALE["kml"]
+            write_lonlat_layer(staged["kml"], table, "KML")
+        if "csv" in job.formats:
+            staged["csv"] = stage / STALE["csv"]
+            write_csv(staged["csv"], table)
+        expected = {"gpkg": n, "csv": n, "geojson": int(np.isfinite(table["lon"]).sum()) if n else 0}
+        expected["kml"] = expected["geojson"]
+        for kind, path in staged.items():
+            verify_output(path, kind, expected[kind])
+    except Exception:
+        shutil.rmtree(stage, ignore_errors=True)  # nothing of this run reaches the folder; the last set stays whole
+        raise
+    outputs = commit_outputs(out, staged)
     stale = remove_stale(out, set(outputs))
     timings["write_s"] = time.perf_counter() - tick
     timings["total_s"] = time.perf_counter() - started
@@ -154,18 +170,53 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
 
 
 STALE = {"gpkg": "candidates.gpkg", "geojson": "candidates.geojson", "kml": "candidates.kml", "csv": "candidates.csv"}
+STAGING = ".ordnance-staging"
+
+
+def verify_output(path: Path, kind: str, expected: int) -> None:
+    """Read a staged output back and check it holds ``expected`` candidates (GDAL's KML driver, for one, does not
+    report a failed write: a full disk leaves a truncated file). OutputError naming the file otherwise."""
+    try:
+        if kind == "csv":
+            with open(path, newline="") as handle:
+                rows = list(csv.reader(handle))
+            count, complete = len(rows) - 1, bool(rows) and rows[0][0] == "id"
+        else:
+            layer = "candidates" if kind == "gpkg" else None
+            count, complete = pyogrio.read_info(path, layer=layer, force_feature_count=True)["features"], True
+            if kind == "gpkg":
+                complete = pyogrio.read_info(path, layer="coverage", force_feature_count=True)["features"] == 1
+    except Exception as error:  # GDAL and the csv module raise many kinds for a damaged file
+        raise OutputError(f"failed its read-back check ({str(error).splitlines()[0][:120]}); the previous outputs "
+                          "are untouched", path) from None  # fmt: skip
+    if count != expected or not complete:
+        raise OutputError(f"read back {count} of {expected} candidates; the previous outputs are untouched", path)
+
+
+def commit_outputs(out: Path, staged: dict[str, Path]) -> dict[str, Path]:
+    """Move a verified set from the staging folder into ``out``. The old manifest goes first, so that from here
+    until the new manifest is written (last, by the caller) the folder says it holds no complete set; a run killed
+    in between leaves no manifest, and the next run's staging folder replaces what it left."""
+    (out / "manifest.json").unlink(missing_ok=True)
+    outputs = {}
+    for kind, path in staged.items():
+        outputs[kind] = out / path.name
+        os.replace(path, outputs[kind])
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+    return outputs
 
 
 def remove_stale(out: Path, written: set[str]) -> list[str]:
-    """Remove outputs of an earlier run that this run did not write (another format, another mosaic), so that the
-    folder never holds a mixed set; the review page is rebuilt from this run or removed with them."""
+    """Remove outputs of an earlier run that this run did not write (another format, another mosaic) and the
+    earlier run's review page, so that the folder never holds a mixed set."""
     removed = [name for key, name in STALE.items() if key not in written and (out / name).exists()]
-    if "gpkg" not in written:
-        removed += [name for name in ("review.html", "review_files") if (out / name).exists()]
+    # the review page shows the replaced set's candidates; the CLI builds this set's page after the manifest
+    removed += [name for name in ("review.html", "review_files") if (out / name).exists()]
     for name in removed:
         path = out / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()
-        log.warning("%s: removed %s of an earlier run (not written by this one)", out, name)
+        page = name in ("review.html", "review_files")
+        (log.info if page else log.warning)("%s: removed %s of an earlier run (not written by this one)", out, name)
     return removed
 
 

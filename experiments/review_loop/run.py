@@ -152,7 +152,8 @@ def fine_tune(parent: Path, run: Path | None, root: Path, steps: int) -> tuple[P
 
 
 def export(ckpt: Path, out: Path) -> None:
-    _run([str(BIN / "ordnance"), "export", str(ckpt), "-o", str(out), "--parity-data", str(REPO / "configs" / "pfm1.yaml"),
+    recipe = REPO / "configs" / "pfm1.yaml"
+    _run([str(BIN / "ordnance"), "export", str(ckpt), "-o", str(out), "--parity-data", str(recipe),
           "--parity-tiles", "16", "--no-register"])  # fmt: skip
 
 

@@ -111,3 +111,20 @@ def test_selection_margins_measure_how_firmly_each_choice_was_made():
     maps["heatmap"][0, 0, 2, 2], maps["heatmap"][0, 1, 8, 8], maps["heatmap"][0, 2, 12, 3] = 3.0, 1.0, 0.9
     last = selection_margins(maps, k=2)[0, -1].item()
     assert last == pytest.approx((sig(torch.tensor(1.0)) - sig(torch.tensor(0.9))).item(), abs=1e-7)
+
+
+def test_ignore_regions_get_no_target_and_no_background_loss():
+    from ordnance.models.centernet import centernet_loss
+
+    boxes = [torch.tensor([[8.0, 8.0, 24.0, 24.0], [40.0, 40.0, 56.0, 56.0]])]  # input pixels, stride 4
+    labels = [torch.tensor([0, -1])]
+    targets = centernet_targets(boxes, labels, 3, (16, 16))
+    assert targets["heatmap"][0, :, 10:14, 10:14].max() == 0  # the ignore region is no item
+    assert targets["heatmap"][0, 0].max() == 1.0 and targets["mask"][0].sum() == 1 + 8 * 0.5  # one item's slots
+    assert targets["ignore"][0, 0].sum() == 16 and targets["ignore"][0, 0, 10:14, 10:14].all()  # 4 x 4 cells
+    maps = _maps()
+    loss = centernet_loss(maps, targets)["heatmap"]
+    maps["heatmap"][0, :, 10:14, 10:14] = 6.0  # a confident peak inside the ignore region costs nothing
+    assert centernet_loss(maps, targets)["heatmap"].item() == pytest.approx(loss.item(), rel=1e-6)
+    maps["heatmap"][0, :, 2:4, 12:14] = 6.0  # the same peak on background is penalised
+    assert centernet_loss(maps, targets)["heatmap"].item() > loss.item() + 1.0

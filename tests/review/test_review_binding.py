@@ -138,3 +138,25 @@ def test_two_inputs_with_one_file_name_are_refused(tmp_path, blob_model, write_g
     )
     assert result.exit_code != 0 and "has the same file name as" in result.output
     assert not (out / "candidates.gpkg").exists()
+
+
+def test_informative_order_puts_scores_nearest_the_operating_threshold_first():
+    from ordnance.inference.review import informative_order
+
+    # logit distances to logit(0.3) = -0.847: 0.31 -> 0.047, 0.29 -> 0.048, 0.5 -> 0.847, 0.05 -> 2.097, 0.9 -> 3.044
+    assert informative_order(np.array([0.9, 0.31, 0.05, 0.5, 0.29]), 0.3).tolist() == [1, 4, 3, 2, 0]
+
+
+def test_page_offers_both_orders_and_starts_with_the_chosen_one(tmp_path, blob_model, write_geotiff):
+    from ordnance.inference.review import informative_order
+
+    out = _score(tmp_path, blob_model, write_geotiff, "a", [(60, 60), (200, 120), (330, 260)])
+    result = CliRunner().invoke(cli, ["review", "build", str(out), "--order", "informative"])
+    assert result.exit_code == 0, result.output
+    data = _page_data(out)
+    assert data["order"] == "informative" and data["operating_threshold"] == pytest.approx(0.3)
+    scores = np.array([c["score"] for c in data["candidates"]])
+    assert [c["informative"] for c in data["candidates"]] == np.argsort(informative_order(scores, 0.3)).tolist()
+    html = (out / "review.html").read_text()
+    assert '<option value="informative">' in html and '<option value="score">' in html
+    assert CliRunner().invoke(cli, ["review", "build", str(out), "--order", "random"]).exit_code != 0

@@ -58,9 +58,8 @@ def _score(mosaic: Path, model: Path, out: Path) -> dict:
     result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(model), "-o", str(out),
                                       "--score-threshold", THRESHOLD, "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    meta, _, geom, fields = pyogrio.raw.read(out / "candidates.gpkg", layer="candidates")
-    table = dict(zip(meta["fields"], fields))
-    return table | {"xy": np.c_[table["x"], table["y"]]}
+    meta, _, _, fields = pyogrio.raw.read(out / "candidates.gpkg", layer="candidates")
+    return dict(zip(meta["fields"], fields))
 
 
 def _pixels(table: dict) -> np.ndarray:
@@ -88,8 +87,9 @@ def _standing(ckpt: Path, mosaic: Path, places_px: np.ndarray) -> np.ndarray:
 
 def _fine_tune(fit, tmp_path, name, parent, *extra) -> tuple[Path, Path]:
     root = tmp_path / name
-    fit("--model.init_checkpoint", str(parent), "--trainer.max_steps", "40", "--trainer.max_epochs", "1000", "--trainer.limit_val_batches", "0",
-        "--trainer.default_root_dir", str(root), "--model.lr", "0.001", *extra)  # fmt: skip
+    fit("--model.init_checkpoint", str(parent), "--trainer.max_steps", "40", "--trainer.max_epochs", "1000",
+        "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(root), "--model.lr", "0.001",
+        *extra)  # fmt: skip
     ckpt = next(root.glob("**/checkpoints/last.ckpt"))
     out = tmp_path / f"{name}.onnx"
     export_checkpoint(ckpt, out, ExportSettings(parity_tiles=4))

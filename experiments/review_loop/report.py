@@ -1,0 +1,96 @@
+"""Write the review-loop tables from results.json: results.md beside this script, and experiments/README.md
+between the ``<!-- review_loop:begin -->`` and ``<!-- review_loop:end -->`` markers.
+
+    .venv/bin/python experiments/review_loop/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+BEGIN, END = "<!-- review_loop:begin -->", "<!-- review_loop:end -->"
+RECALLS = ("0.6", "0.7", "0.8")
+RATES = ("250", "500", "1000")
+
+
+def _f(value, digits: int = 0) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _row(name: str, entry: dict) -> str:
+    judge = entry["judge"]
+    review = entry.get("review", {})
+    decided = f"{review['confirmed']} / {review['rejected']}" if review else ("0" if name == "control" else "")
+    cells = [name, decided]
+    cells += [_f(judge[f"fa_per_ha_at_recall_{r}"]) for r in RECALLS]
+    cells += [_f(judge[f"recall_at_{r}_fa_per_ha"], 3) for r in RATES]
+    cells += [_f(judge["ap"], 3), _f(entry.get("train_minutes"), 1)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def halving(results: dict, base: str, recall: str = "0.7") -> dict[str, str]:
+    """Per order, the fewest decisions that halve false alarms per ha at ``recall`` against ``base``."""
+    target = results[base]["judge"][f"fa_per_ha_at_recall_{recall}"]
+    out = {}
+    for order in ("score", "informative"):
+        rows = sorted((v["n"], v) for k, v in results.items() if k.startswith(f"{order}_"))
+        hits = [n for n, v in rows if (v["judge"][f"fa_per_ha_at_recall_{recall}"] or float("inf")) <= target / 2]
+        if rows:
+            out[order] = f"{hits[0]}" if hits else f"not reached with up to {rows[-1][0]}"
+    return out
+
+
+def render(results: dict) -> str:
+    setup = results["setup"]
+    header = (
+        "| model | decisions (confirmed / rejected) | "
+        + " | ".join(f"FA/ha @ recall {r}" for r in RECALLS)
+        + " | "
+        + " | ".join(f"recall @ {r} FA/ha" for r in RATES)
+        + " | AP | fine-tune min |"
+    )
+    lines = [header, "|" + " --- |" * (2 + len(RECALLS) + len(RATES) + 2)]
+    lines.append(_row("parent (the current RGB model)", results["parent"]))
+    if "control_0" in results:
+        lines.append(_row("control", results["control_0"]))
+    for order in ("score", "informative"):
+        for _, key in sorted((v["n"], k) for k, v in results.items() if k.startswith(f"{order}_")):
+            lines.append(_row(f"{order} order, N = {results[key]['n']}", results[key]))
+    notes = [
+        f"Loop: {setup['loop']} (the valid flight) scored at {setup['review_threshold']} by the parent, the first N "
+        f"candidates decided from its truth, then {setup['steps']} fine-tuning steps (batch 8, half replay of the "
+        f"training flights). Judge: {setup['judge']} (the test flight, never trained on), hits within half the "
+        f"item's size, at least {setup['floor_m'] * 100:.0f} cm.",
+    ]
+    for base, label in (("parent", "the parent"), ("control_0", "the control")):
+        if base in results:
+            found = halving(results, base)
+            if found:
+                notes.append(
+                    f"Decisions that halve false alarms per ha at recall 0.7 against {label}: "
+                    + ", ".join(f"{order} order {n}" for order, n in found.items())
+                    + "."
+                )
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
+
+
+def main() -> int:
+    results = json.loads((HERE / "results.json").read_text())
+    text = render(results)
+    (HERE / "results.md").write_text(text + "\n")
+    readme = REPO / "experiments" / "README.md"
+    body = readme.read_text()
+    if BEGIN in body and END in body:
+        head, rest = body.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
