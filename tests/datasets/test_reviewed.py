@@ -84,7 +84,7 @@ def test_undecided_chips_never_validate(scored):
     run, _, ids, _ = scored
     _decide(run, {ids[c]: "rejected" for c in CENTRES[:5]} | {ids[CENTRES[5]]: "unsure"})
     spec = ReviewedRun(str(run), chip_px=64, overlap_px=0, block_px=64, val_fraction=0.5)
-    train, val, summary = read_reviewed_run(spec, CLASSES)
+    _, val, summary = read_reviewed_run(spec, CLASSES)
     assert len(val) and all((r.labels >= 0).all() for r in val.records)
     x, y = CENTRES[5]
     assert not any(r.window[0] <= x < r.window[0] + 64 and r.window[1] <= y < r.window[1] + 64 for r in val.records)
