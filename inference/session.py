@@ -55,7 +55,12 @@ class DetectorSession:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, size, size):
             raise ValueError(f"expected uint8 (N, 3, {size}, {size}), got {images.dtype} {images.shape}")
         boxes, scores, labels = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: images})
-        return boxes, scores, labels.astype(np.int64)
+        labels = labels.astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.card.class_names)):
+            bad = int(labels.max() if labels.max() >= len(self.card.class_names) else labels.min())
+            raise ModelError(f"returns class id {bad}, but its card names {len(self.card.class_names)} classes "
+                             f"{list(self.card.class_names)}", self.path)  # fmt: skip
+        return boxes, scores, labels
 
 
 def open_session(path: str | Path, *, device: str = "cpu", threads: int = 0) -> DetectorSession:

@@ -274,3 +274,28 @@ def test_outputs_of_an_earlier_run_that_this_run_does_not_write_are_removed(tmp_
         "candidates.gpkg", "candidates.geojson", "candidates.kml", "review.html", "review_files"
     }  # fmt: skip
     assert len((out / "candidates.csv").read_text().splitlines()) == 3  # header and the second mosaic's two items
+
+
+def test_a_model_returning_classes_its_card_does_not_name_is_refused_before_any_output(
+    tmp_path, blob_model, write_geotiff
+):
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(blob_model(256))
+    graph = model.graph
+    mul = next(n for n in graph.node if n.op_type == "Mul" and n.output[0] == "labels")
+    mul.output[0] = "labels0"
+    graph.node.append(helper.make_node("Add", ["labels0", "three"], ["labels"]))
+    graph.node.insert(0, helper.make_node("Constant", [], ["three"],
+                                          value=helper.make_tensor("t", TensorProto.INT64, [], [3])))  # fmt: skip
+    path = tmp_path / "three.onnx"
+    onnx.save(model, path)
+    mosaic = write_geotiff(gaussian_blobs(300, 300, [(100, 100)]))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(path), "-o", str(out), "--no-progress"])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        f"Error: {path}: returns class id 3, but its card names 1 classes ['ap_mine']"
+    ]
+    assert not (out / "manifest.json").exists() and not (out / "candidates.gpkg").exists()
