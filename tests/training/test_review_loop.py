@@ -84,7 +84,7 @@ def _heat(ckpt: Path, mosaic: Path, places_px: np.ndarray) -> np.ndarray:
 def _fine_tune(fit, tmp_path, name, parent, *extra) -> tuple[Path, Path]:
     root = tmp_path / name
     fit("--model.init_checkpoint", str(parent), "--trainer.max_steps", "80", "--trainer.max_epochs", "1000",
-        "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(root), "--model.lr", "0.002",
+        "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(root), "--model.lr", "0.001",
         "--data.replay", "0.25", *extra)  # fmt: skip
     ckpt = next(root.glob("**/checkpoints/last.ckpt"))
     out = tmp_path / f"{name}.onnx"
