@@ -1,4 +1,4 @@
-"""Seam merge: one global, class-aware de-duplication of detections across tile overlaps.
+"""Seam merge: one global de-duplication of detections across tile overlaps, whatever class each window gave.
 
 Neighbours are found with a spatial index (shapely STRtree), never by comparing all pairs, so it scales
 to hundreds of thousands of candidates.
@@ -14,15 +14,18 @@ import shapely
 
 @dataclass(frozen=True)
 class MergeSettings:
-    """When two detections of one class are one object.
+    """When two detections are one object.
 
     Attributes:
         ios_min: Intersection over the smaller box at or above which they are one object.
         centre_frac: Or when their centres lie closer than this fraction of the smaller box's longer side.
+        class_aware: Merge only detections of one class. Off by default: one object seen as two classes from
+            two sides of a seam is one hazard, kept once with its best class (the scorer records the others).
     """
 
     ios_min: float = 0.5
     centre_frac: float = 0.5
+    class_aware: bool = False
 
 
 def merge_detections(
@@ -32,16 +35,19 @@ def merge_detections(
     *,
     priority: np.ndarray | None = None,
     settings: MergeSettings = MergeSettings(),
+    absorbed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of the detections to keep, one per object, best first.
 
     Args:
         boxes: (N, 4) xyxy in one pixel frame (the whole raster).
         scores: (N,) scores.
-        labels: (N,) class ids; only detections of one class are merged.
+        labels: (N,) class ids; with ``settings.class_aware`` only detections of one class are merged.
         priority: (N,) optional ranks that win before scores; the scorer gives 1 to detections whose
             centre lies in their tile's core (seen whole), 0 to those near a tile edge.
         settings: Merge rule.
+        absorbed: Optional (N,) int array filled in place: for each dropped detection, the index of the kept
+            one it was merged into; -1 for kept detections.
 
     Returns:
         Indices into the inputs, sorted by (priority, score) descending. Within each group of duplicates
@@ -61,7 +67,7 @@ def merge_detections(
     geoms = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
     tree = shapely.STRtree(geoms)
     left, right = tree.query(geoms, predicate="intersects")
-    keep_pair = (left < right) & (labels[left] == labels[right])
+    keep_pair = (left < right) & ((labels[left] == labels[right]) | (not settings.class_aware))
     left, right = left[keep_pair], right[keep_pair]
     duplicate = _same_object(boxes[left], boxes[right], settings)
     left, right = left[duplicate], right[duplicate]
@@ -74,10 +80,15 @@ def merge_detections(
     starts = np.searchsorted(rank[worse], np.arange(n), side="left")
     ends = np.searchsorted(rank[worse], np.arange(n), side="right")
     alive = np.ones(n, dtype=bool)
+    into = np.full(n, -1, dtype=np.int64)
     for r, index in enumerate(order):
         rivals = better[starts[r] : ends[r]]
         if rivals.size and alive[rivals].any():
             alive[index] = False
+            living = rivals[alive[rivals]]
+            into[index] = living[np.argmin(rank[living])]
+    if absorbed is not None:
+        absorbed[:] = into
     return order[alive[order]]
 
 

@@ -44,11 +44,12 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     card = detector.card
     merged = merge_records(plans, checkpoint.records, job.merge)
     timings["merge_s"] = time.perf_counter() - tick
-    columns: dict[str, list[Any]] = {k: [] for k in FIELDS[1:15]}  # "class" .. "source": per detection
+    # "class" .. "source", and the other classes merged into each candidate: per detection
+    columns: dict[str, list[Any]] = {k: [] for k in (*FIELDS[1:15], "also_seen_as")}
     coverages, crs_set, area_m2, sources = [], set(), 0.0, []
     for index, plan in enumerate(plans):
         info = plan.info
-        rows = np.array([row for f, row in merged if f == index]).reshape(-1, 7)
+        rows = np.array([row for f, row in merged if f == index]).reshape(-1, 8)
         geo = info.crs_wkt is not None
         transform = Affine(*info.transform) if geo else None
         cx, cy = (rows[:, 0] + rows[:, 2]) / 2, (rows[:, 1] + rows[:, 3]) / 2
@@ -66,6 +67,8 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             crs_name, location = "pixel", "frame_gps" if gps else "pixel"
         gsd = info.gsd_m if info.gsd_m else np.nan
         columns["class"] += [card.class_names[int(c)] for c in rows[:, 5]]
+        columns["also_seen_as"] += [",".join(n for b, n in enumerate(card.class_names) if int(m) >> b & 1)
+                                    for m in rows[:, 7]]  # fmt: skip
         columns["score"] += rows[:, 4].round(6).tolist()
         columns["lon"] += list(lon)
         columns["lat"] += list(lat)
@@ -97,7 +100,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     table["model_sha256"] = np.array([detector.sha256] * n, dtype=object)
     table["processed_utc"] = np.array([checkpoint.started_utc] * n, dtype=object)
     table["review_status"] = np.array(["unreviewed"] * n, dtype=object)
-    for name in ("class", "crs", "location", "bbox_px", "source"):
+    for name in ("class", "also_seen_as", "crs", "location", "bbox_px", "source"):
         table[name] = table[name].astype(object)
 
     tick = time.perf_counter()
@@ -146,7 +149,11 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "overlap_px": card.overlap_px if job.overlap_px is None else job.overlap_px,
             "gsd_tolerance": job.gsd_tolerance,
             "input_gsd_m": job.input_gsd_m,
-            "merge": {"ios_min": job.merge.ios_min, "centre_frac": job.merge.centre_frac},
+            "merge": {
+                "ios_min": job.merge.ios_min,
+                "centre_frac": job.merge.centre_frac,
+                "class_aware": job.merge.class_aware,
+            },
             "device": job.device,
             "execution_provider": detector.provider,
             "threads": job.threads,

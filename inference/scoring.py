@@ -471,16 +471,21 @@ def _check_writable(out_dir: Path) -> None:
 
 
 def merge_records(plans: list[_FilePlan], records: list[dict[str, Any]], settings: MergeSettings):
-    """All checkpointed detections, merged per file. Returns (file index, rows) with rows as in
-    :func:`_detections`, sorted deterministically whatever order the batches ran in."""
+    """All checkpointed detections, merged per file. Returns (file index, row) with the row as in
+    :func:`_detections` plus the other classes the merged duplicates gave (a bit mask of class ids), sorted
+    deterministically whatever order the batches ran in."""
     merged = []
     for index in range(len(plans)):
         rows = [d for r in records if r["f"] == index for d in r["d"]]
         if not rows:
             continue
         table = np.array(sorted(rows, key=lambda d: (d[0], -d[5], d[1], d[2])), dtype=np.float64)
-        keep = merge_detections(
-            table[:, 1:5], table[:, 5], table[:, 6].astype(int), priority=table[:, 7], settings=settings
-        )
-        merged.extend((index, table[k, 1:8]) for k in keep)
+        labels = table[:, 6].astype(int)
+        into = np.empty(len(table), np.int64)
+        keep = merge_detections(table[:, 1:5], table[:, 5], labels, priority=table[:, 7], settings=settings,
+                                absorbed=into)  # fmt: skip
+        others = np.zeros(len(table), np.int64)
+        for dropped in np.flatnonzero((into >= 0) & (labels != labels[np.maximum(into, 0)])):
+            others[into[dropped]] |= 1 << labels[dropped]
+        merged.extend((index, np.r_[table[k, 1:8], others[k]]) for k in keep)
     return merged

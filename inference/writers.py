@@ -43,6 +43,7 @@ FIELDS = (
     "model_sha256",
     "processed_utc",
     "review_status",
+    "also_seen_as",
 )
 FORMATS = ("gpkg", "geojson", "csv", "kml")
 

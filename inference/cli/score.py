@@ -47,6 +47,12 @@ from ordnance.inference.writers import FORMATS
     show_default=True,
     help="Seam merge: intersection over the smaller box that makes two detections one.",
 )
+@click.option(
+    "--merge-per-class",
+    is_flag=True,
+    help="Seam merge only detections of one class (default: one object seen as two classes is one candidate, "
+    "with its best class in 'class' and the others in 'also_seen_as').",
+)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -64,6 +70,7 @@ def score(
     gsd_tolerance,
     input_gsd_m,
     merge_ios,
+    merge_per_class,
     no_resume,
     max_tiles,
     no_progress,
@@ -90,7 +97,7 @@ def score(
         threads=threads,
         gsd_tolerance=gsd_tolerance,
         input_gsd_m=input_gsd_m,
-        merge=MergeSettings(ios_min=merge_ios),
+        merge=MergeSettings(ios_min=merge_ios, class_aware=merge_per_class),
         resume=not no_resume,
         max_tiles=max_tiles,
         progress=not no_progress,

@@ -107,3 +107,24 @@ def test_gsd_is_the_same_on_the_ground_in_utm_and_in_degrees(lat, gsd, angle):
     deg = gsd / 111_320.0
     geographic = Affine.translation(3.0, lat) * Affine.scale(deg / np.cos(np.radians(lat)), -deg)
     assert abs(gsd_m(geographic, CRS.from_epsg(4326)) - gsd) / gsd < 0.02
+
+
+def test_one_object_seen_as_two_classes_is_one_candidate_with_the_other_class_recorded():
+    from ordnance.inference.merge import MergeSettings
+    from ordnance.inference.scoring import merge_records
+
+    # one item on a seam: the left window calls it class 2 (seen whole, 0.8), the right one class 0 (0.6);
+    # a second item elsewhere, class 1 only
+    records = [{"f": 0, "d": [[0, 100, 100, 110, 110, 0.8, 2, 1], [1, 100.5, 100, 110.5, 110, 0.6, 0, 0],
+                              [1, 300, 300, 310, 310, 0.9, 1, 1]]}]  # fmt: skip
+    merged = merge_records([None], records, MergeSettings())
+    rows = sorted((row.tolist() for _, row in merged), key=lambda r: r[0])
+    assert len(rows) == 2
+    assert rows[0][4:6] == [0.8, 2] and int(rows[0][7]) == 1 << 0  # best class kept, class 0 recorded
+    assert rows[1][5] == 1 and int(rows[1][7]) == 0
+    per_class = merge_records([None], records, MergeSettings(class_aware=True))
+    assert len(per_class) == 3
+    absorbed = np.empty(2, np.int64)
+    kept = merge_detections(np.array([[0, 0, 10, 10], [0.5, 0, 10.5, 10]]), np.array([0.5, 0.9]), np.array([0, 1]),
+                            absorbed=absorbed)  # fmt: skip
+    assert kept.tolist() == [1] and absorbed.tolist() == [1, -1]
