@@ -171,15 +171,25 @@ def read_decisions(path: str | Path) -> dict[int, dict]:
     path = Path(path)
     if not path.exists():
         raise InputError("decisions file does not exist", path)
-    if path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
+    try:
+        if path.suffix.lower() == ".csv":
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.DictReader(handle))
+        else:
+            try:
+                features = json.loads(path.read_text(encoding="utf-8"))["features"]
+                rows = [dict(f.get("properties") or {}) for f in features]
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                raise InputError("not a GeoJSON FeatureCollection", path) from None
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
         try:
-            features = json.loads(path.read_text())["features"]
-            rows = [dict(f.get("properties") or {}) for f in features]
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            raise InputError("not a GeoJSON FeatureCollection", path) from None
+            raw.decode("utf-8-sig")
+            line = "?"
+        except UnicodeDecodeError as error:
+            line = raw[: error.start].count(b"\n") + 1
+        raise InputError(f"line {line} is not UTF-8 text; export the decisions from the review page, which writes "
+                         "UTF-8, or save the file as UTF-8", path) from None  # fmt: skip
     decisions = {}
     for number, row in enumerate(rows, start=1):
         cid, status = row.get("id"), row.get("review_status")

@@ -55,6 +55,11 @@ class EntryPointGroup(click.Group):
             return super().invoke(ctx)
         except OrdnanceError as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # a read-only folder, a full disk: the file and the system's reason, in one line
+            if error.strerror is None:
+                raise
+            where = error.filename2 or error.filename
+            raise click.ClickException(f"{where}: {error.strerror}" if where else error.strerror) from None
 
 
 @click.group(cls=EntryPointGroup)

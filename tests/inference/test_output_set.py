@@ -118,3 +118,23 @@ def test_the_review_page_of_a_replaced_set_goes_with_it(first_set):
     score(job)  # the API writes no page: the old one must not stay beside the new set
     assert not (out / "review.html").exists() and not (out / "review_files").exists()
     assert np.isclose(_consistent(out), len(CENTRES) + 1)
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_previous_set(first_set, monkeypatch):
+    import errno
+
+    job, out = first_set
+    before = _snapshot(out)
+
+    def full(path, table):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(outputs, "write_csv", full)
+    result = CliRunner().invoke(cli, ["score", job.inputs[0], "--model", str(job.model), "-o", str(out),
+                                      "--no-progress", "--no-resume", "--format", "gpkg", "--format", "geojson",
+                                      "--format", "kml", "--format", "csv"])  # fmt: skip
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        f"Error: {out / outputs.STAGING / 'candidates.csv'}: {os.strerror(errno.ENOSPC)}"
+    ]
+    assert _snapshot(out) == before and not (out / outputs.STAGING).exists()

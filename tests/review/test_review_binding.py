@@ -160,3 +160,19 @@ def test_page_offers_both_orders_and_starts_with_the_chosen_one(tmp_path, blob_m
     html = (out / "review.html").read_text()
     assert '<option value="informative">' in html and '<option value="score">' in html
     assert CliRunner().invoke(cli, ["review", "build", str(out), "--order", "random"]).exit_code != 0
+
+
+def test_decisions_in_another_encoding_are_refused_in_one_line(two_runs):
+    a, _ = two_runs
+    data = _page_data(a)
+    rows = ["id,review_status,run,x,y,note"] + [
+        f"{c['id']},rejected,{data['run']},{c['x']},{c['y']},feuille morte près du chêne" for c in data["candidates"]
+    ]
+    path = a.parent / "decisions-latin1.csv"
+    path.write_bytes("\n".join(rows).encode("latin-1"))
+    result = CliRunner().invoke(cli, ["review", "import", str(a), str(path)])
+    assert result.exit_code != 0
+    expected = (f"Error: {path}: line 2 is not UTF-8 text; export the decisions from the review page, which writes "
+                "UTF-8, or save the file as UTF-8")  # fmt: skip
+    assert result.output.strip().splitlines() == [expected]
+    assert _statuses(a) == ["unreviewed"] * 3
