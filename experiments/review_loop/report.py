@@ -75,6 +75,17 @@ def render(results: dict) -> str:
                     + ", ".join(f"{order} order {n}" for order, n in found.items())
                     + "."
                 )
+    rows = [v for k, v in results.items() if k.startswith(("score_", "informative_"))]
+    if rows and "control_0" in results:
+        control = results["control_0"]["judge"]
+        better = [v for v in rows if (v["judge"]["fa_per_ha_at_recall_0.7"] or float("inf"))
+                  < control["fa_per_ha_at_recall_0.7"]]  # fmt: skip
+        best = max(rows, key=lambda v: v["judge"]["ap"])
+        notes.append(
+            f"{len(better)} of {len(rows)} fine-tunes on decisions have fewer false alarms per ha at recall 0.7 than "
+            f"the control; the best AP on the judge flight with decisions is {best['judge']['ap']:.3f} "
+            f"({best['order']} order, N = {best['n']}) against {control['ap']:.3f} for the control."
+        )
     return "\n".join(lines) + "\n\n" + "\n\n".join(notes)
 
 
