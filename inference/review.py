@@ -74,6 +74,8 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
     model card's operating threshold first, :func:`informative_order`); the page can switch between them."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if not 16 <= chip_px <= 1024:
+        raise ValueError(f"chip_px must be 16 to 1024 pixels, got {chip_px}")
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():

@@ -14,7 +14,7 @@ def review() -> None:
 
 @review.command("build")
 @click.argument("out_dir", type=click.Path(path_type=Path))
-@click.option("--chip-px", type=int, default=96, show_default=True, help="Chip image side.")
+@click.option("--chip-px", type=click.IntRange(16, 1024), default=96, show_default=True, help="Chip image side.")
 @click.option(
     "--order",
     type=click.Choice(["score", "informative"]),

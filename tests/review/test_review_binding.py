@@ -176,3 +176,12 @@ def test_decisions_in_another_encoding_are_refused_in_one_line(two_runs):
                 "UTF-8, or save the file as UTF-8")  # fmt: skip
     assert result.output.strip().splitlines() == [expected]
     assert _statuses(a) == ["unreviewed"] * 3
+
+
+@pytest.mark.parametrize("chip_px", ["0", "-5", "100000", "abc"])
+def test_impossible_chip_sizes_are_refused_before_anything_is_written(two_runs, chip_px):
+    a, _ = two_runs
+    before = sorted(p.name for p in (a / "review_files").iterdir())
+    result = CliRunner().invoke(cli, ["review", "build", str(a), "--chip-px", chip_px])
+    assert result.exit_code == 2 and "--chip-px" in result.output
+    assert sorted(p.name for p in (a / "review_files").iterdir()) == before
