@@ -36,8 +36,16 @@ def read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
     """(layer metadata, point geometries, field name -> values) of a run's candidates.gpkg."""
     if not gpkg.exists():
         raise InputError("no candidates.gpkg here; run 'ordnance score' first", gpkg)
-    meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
-    return meta, geometry, dict(zip(meta["fields"], fields))
+    try:
+        meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
+    except Exception as error:  # GDAL raises many kinds for a damaged or foreign file
+        reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+        raise InputError(f"not a readable candidates GeoPackage ({reason}); score again", gpkg) from None
+    table = dict(zip(meta["fields"], fields))
+    missing = sorted({"id", "score", "class", "x", "y", "bbox_px", "source", "review_status"} - set(table))
+    if missing:
+        raise InputError(f"has no {missing} fields: not written by 'ordnance score'", gpkg)
+    return meta, geometry, table
 
 
 def _write_png(path: Path, data: np.ndarray) -> None:

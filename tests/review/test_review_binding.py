@@ -185,3 +185,24 @@ def test_impossible_chip_sizes_are_refused_before_anything_is_written(two_runs, 
     result = CliRunner().invoke(cli, ["review", "build", str(a), "--chip-px", chip_px])
     assert result.exit_code == 2 and "--chip-px" in result.output
     assert sorted(p.name for p in (a / "review_files").iterdir()) == before
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign"])
+@pytest.mark.parametrize("command", ["build", "import"])
+def test_a_damaged_candidates_file_is_refused_in_one_line(two_runs, damage, command):
+    a, _ = two_runs
+    decisions = _decisions(a)
+    gpkg = a / "candidates.gpkg"
+    if damage == "truncated":
+        gpkg.write_bytes(gpkg.read_bytes()[:2000])
+    else:  # a GeoPackage of something else under the same name
+        import shapely
+
+        pyogrio.raw.write(gpkg, np.array([shapely.to_wkb(shapely.Point(0, 0))], object), field_data=[np.array([1])],
+                          fields=["fid_other"], layer="candidates", driver="GPKG", geometry_type="Point",
+                          crs="EPSG:32636")  # fmt: skip
+    args = ["review", "build", str(a)] if command == "build" else ["review", "import", str(a), str(decisions)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {gpkg}: "), lines
