@@ -106,7 +106,7 @@ def load_at_gsd(record, source_gsd_m: float | None, target_gsd_m: float | None) 
     """Load a record and bring it to the working GSD when both GSDs are known (the record's own GSD, when it
     has one, before the dataset's)."""
     sample = load_record(record)
-    source_gsd_m = getattr(record, "gsd_m", None) or source_gsd_m
+    source_gsd_m = record.gsd_m or source_gsd_m
     if source_gsd_m and target_gsd_m:
         sample = resample_sample(sample, source_gsd_m, target_gsd_m)
     return sample

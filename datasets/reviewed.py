@@ -114,8 +114,8 @@ def read_reviewed_run(
             ignore = (ioa > 0) & ~np.isin(st, DECIDED) | (ioa > 0) & (st == "confirmed") & ~inside
             keep = item | ignore
             local = np.clip(boxes[keep] - [x0, y0, x0, y0], 0, [tile.width, tile.height] * 2)
-            labels = np.where(item[keep], [list(class_names).index(c) if c in class_names else IGNORE
-                                           for c in cl[keep]], IGNORE).astype(np.int64)  # fmt: skip
+            labels = np.array([list(class_names).index(c) if is_item else IGNORE  # classes checked above
+                               for c, is_item in zip(cl[keep], item[keep])], np.int64)  # fmt: skip
             group = f"review:{path.stem}:block_{int(x0 // block)}_{int(y0 // block)}"
             norm = local / [tile.width, tile.height, tile.width, tile.height]
             gsd = src_gsd if src_gsd and abs(scale - 1) > 1e-6 else None

@@ -20,3 +20,13 @@ def read_split(split: str):
     from ordnance.datasets.yolo import read_yolo
 
     return read_yolo(DATA_YAML, split, class_names=CLASS_NAMES, class_map=CLASS_MAP, group_pattern=FLIGHT_PATTERN)
+
+
+def write_readme_block(begin: str, end: str, text: str) -> None:
+    """Replace the text between two markers of experiments/README.md (left as is without the markers)."""
+    readme = REPO / "experiments" / "README.md"
+    body = readme.read_text()
+    if begin in body and end in body:
+        head, rest = body.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")

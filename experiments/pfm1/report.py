@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from common import HERE, REPO
+from common import HERE, REPO, write_readme_block
 
 ROWS = {
     "real_only": "real tiles only, random init",
@@ -142,12 +142,7 @@ def main() -> int:
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
     text = render(results, speed)
     (HERE / "results.md").write_text(text + "\n")
-    readme = REPO / "experiments" / "README.md"
-    body = readme.read_text()
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    write_readme_block(BEGIN, END, text)
     print(text)
     return 0
 

@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent / "pfm1"))
+from common import write_readme_block  # noqa: E402
+
 BEGIN, END = "<!-- review_loop:begin -->", "<!-- review_loop:end -->"
 RECALLS = ("0.6", "0.7", "0.8")
 RATES = ("250", "500", "1000")
@@ -93,12 +95,7 @@ def main() -> int:
     results = json.loads((HERE / "results.json").read_text())
     text = render(results)
     (HERE / "results.md").write_text(text + "\n")
-    readme = REPO / "experiments" / "README.md"
-    body = readme.read_text()
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    write_readme_block(BEGIN, END, text)
     print(text)
     return 0
 

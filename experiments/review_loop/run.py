@@ -62,9 +62,9 @@ def _load() -> dict:
 
 
 def _save(results: dict) -> None:
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    from ordnance.inference.writers import write_json
+
+    write_json(RESULTS, results)
 
 
 def mosaic(split: str) -> tuple[Path, Path]:
