@@ -176,7 +176,8 @@ def centernet_targets(
     each object comes first.
 
     A box with a negative label is an ignore region (an analyst never decided what lies there): it gets no
-    target, and ``ignore`` (N, 1, H, W) is 1 over its cells, where the heatmap's negative loss is not counted.
+    target, and ``ignore`` (N, 1, H, W) is 1 over its cells and half its side around them (at least one cell), where
+    the heatmap's negative loss is not counted.
     """
     scale = STRIDE / stride
     n = len(boxes)
@@ -196,8 +197,12 @@ def centernet_targets(
     for i, (b, l) in enumerate(zip(boxes, labels)):
         slot = 0
         for box in b[l < 0]:
-            c0, r0 = max(0, int(math.floor(float(box[0]) / stride))), max(0, int(math.floor(float(box[1]) / stride)))
-            c1, r1 = min(w, int(math.ceil(float(box[2]) / stride))), min(h, int(math.ceil(float(box[3]) / stride)))
+            # the box and half its side around it, at least one cell: the object's whole response, shadow included
+            mx, my = max(float(box[2] - box[0]) / 2, stride), max(float(box[3] - box[1]) / 2, stride)
+            c0 = max(0, int(math.floor((float(box[0]) - mx) / stride)))
+            r0 = max(0, int(math.floor((float(box[1]) - my) / stride)))
+            c1 = min(w, int(math.ceil((float(box[2]) + mx) / stride)))
+            r1 = min(h, int(math.ceil((float(box[3]) + my) / stride)))
             ignore[i, 0, r0:r1, c0:c1] = 1.0
         keep = l >= 0
         b, l = b[keep], l[keep]

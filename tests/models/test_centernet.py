@@ -121,7 +121,8 @@ def test_ignore_regions_get_no_target_and_no_background_loss():
     targets = centernet_targets(boxes, labels, 3, (16, 16))
     assert targets["heatmap"][0, :, 10:14, 10:14].max() == 0  # the ignore region is no item
     assert targets["heatmap"][0, 0].max() == 1.0 and targets["mask"][0].sum() == 1 + 8 * 0.5  # one item's slots
-    assert targets["ignore"][0, 0].sum() == 16 and targets["ignore"][0, 0, 10:14, 10:14].all()  # 4 x 4 cells
+    # the box's 4 x 4 cells and half its side (2 cells) around them: 8 x 8 cells, 32..64 px
+    assert targets["ignore"][0, 0].sum() == 64 and targets["ignore"][0, 0, 8:16, 8:16].all()
     maps = _maps()
     loss = centernet_loss(maps, targets)["heatmap"]
     maps["heatmap"][0, :, 10:14, 10:14] = 6.0  # a confident peak inside the ignore region costs nothing

@@ -1,10 +1,11 @@
 """The review loop from the command line: score, import decisions, fine-tune on them, export, score again.
 
 A survey holds red discs (the items) and pale discs (the look-alikes) on dark ground; a blob detector scores it
-and finds both. A simulated reviewer answers from the survey's truth: red confirmed, pale rejected. The same
-fine-tune of a parent checkpoint runs on those decisions and, as the control, with the look-alikes left
-unreviewed. The rejected look-alikes must score lower than undecided ones, and the lineage must reach the card
-and the new run's manifest.
+and finds both. The parent is taught that every disc is an item (all confirmed), so it fires on both colours. A
+simulated reviewer then answers from the survey's truth: red confirmed, pale rejected. The same fine-tune of the
+parent runs on those decisions and, as the control, with the look-alikes left unreviewed (ignore regions: no loss
+either way, so the control keeps the parent's view of them). The rejected look-alikes must score far lower than
+the undecided ones and below the items, and the lineage must reach the card and the new run's manifest.
 """
 
 from __future__ import annotations
@@ -82,12 +83,14 @@ def _heat(ckpt: Path, mosaic: Path, places_px: np.ndarray) -> np.ndarray:
     return np.array([heat[r - 1 : r + 2, c - 1 : c + 2].max() for c, r in cells])
 
 
-def _fine_tune(fit, tmp_path, name, parent, *extra) -> tuple[Path, Path]:
+def _fine_tune(fit, tmp_path, name, parent, run: Path, *, export: bool = True) -> tuple[Path, Path | None]:
     root = tmp_path / name
     fit("--model.init_checkpoint", str(parent), "--trainer.max_steps", "80", "--trainer.max_epochs", "1000",
         "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(root), "--model.lr", "0.001",
-        "--data.replay", "0.25", *extra)  # fmt: skip
+        "--data.replay", "0.25", "--data.reviewed", json.dumps([{"run": str(run)}]))  # fmt: skip
     ckpt = next(root.glob("**/checkpoints/last.ckpt"))
+    if not export:
+        return ckpt, None
     out = tmp_path / f"{name}.onnx"
     export_checkpoint(ckpt, out, ExportSettings(parity_tiles=4))
     return ckpt, out
@@ -105,8 +108,8 @@ def _import(run: Path, table: dict, statuses: list[str | None], tmp_path: Path) 
 
 
 def test_decisions_teach_the_model_what_to_reject(fit, tmp_path, blob_model):
-    fit("--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path / "parent"))
-    parent = next((tmp_path / "parent").glob("**/checkpoints/last.ckpt"))
+    fit("--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path / "base"))
+    base = next((tmp_path / "base").glob("**/checkpoints/last.ckpt"))
     mosaic, red, pale = _survey(tmp_path / "survey.tif")
 
     run = tmp_path / "run"
@@ -117,20 +120,21 @@ def test_decisions_teach_the_model_what_to_reject(fit, tmp_path, blob_model):
     on_red = np.linalg.norm(xy[:, None] - red[None], axis=2).min(1) <= 6
     # the same run twice: the simulated reviewer confirms the red discs in both; in one it rejects everything
     # else, in the other it leaves everything else unreviewed (an ignore region, neither item nor background)
-    undecided = tmp_path / "run-undecided"
+    undecided, everything = tmp_path / "run-undecided", tmp_path / "run-all-items"
     shutil.copytree(run, undecided)
+    shutil.copytree(run, everything)
     _import(run, before, ["confirmed" if r else "rejected" for r in on_red], tmp_path)
     _import(undecided, before, ["confirmed" if r else None for r in on_red], tmp_path)
+    _import(everything, before, ["confirmed"] * len(on_red), tmp_path)
 
-    taught_ckpt, taught = _fine_tune(
-        fit, tmp_path, "taught", parent, "--data.reviewed", json.dumps([{"run": str(run)}])
-    )
-    control_ckpt, control = _fine_tune(fit, tmp_path, "control", parent, "--data.reviewed",
-                                       json.dumps([{"run": str(undecided)}]))  # fmt: skip
+    parent, _ = _fine_tune(fit, tmp_path, "parent", base, everything, export=False)
+    taught_ckpt, taught = _fine_tune(fit, tmp_path, "taught", parent, run)
+    control_ckpt, control = _fine_tune(fit, tmp_path, "control", parent, undecided)
     heat = {name: (_heat(ckpt, mosaic, red), _heat(ckpt, mosaic, pale))
             for name, ckpt in (("parent", parent), ("taught", taught_ckpt), ("control", control_ckpt))}  # fmt: skip
     median = {k: (float(np.median(r)), float(np.median(p))) for k, (r, p) in heat.items()}
     above = {name: float((r[:, None] > p[None]).mean()) for name, (r, p) in heat.items()}  # P(item > look-alike)
+    assert min(median["parent"]) > 0.1, (median, above)  # the parent fires on both colours
     # the same steps on the same survey; only the rejections differ: they halve the look-alikes' scores at least,
     # and put them below the items
     assert median["taught"][1] < 0.5 * median["control"][1], (median, above)
