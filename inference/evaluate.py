@@ -63,6 +63,9 @@ def _check_settings(settings: EvaluationSettings) -> None:
         raise InputError(f"must be a positive number of metres, got {settings.floor_m}", "--floor-m")
     if not (np.isfinite(settings.size_factor) and settings.size_factor >= 0):
         raise InputError(f"must be zero or more, got {settings.size_factor}", "--size-factor")
+    threshold = settings.score_threshold
+    if threshold is not None and not (np.isfinite(threshold) and 0 < threshold <= 1):
+        raise InputError(f"score threshold must be in (0, 1], got {threshold}", "--score-threshold")
 
 
 def _read_csv_points(path: Path):
@@ -128,6 +131,9 @@ def evaluate_mosaic(
 ) -> dict:
     """Match a scoring run's candidates to truth points (or polygons) in the truth's projected CRS."""
     _check_settings(settings)
+    if area_ha is not None and not (np.isfinite(area_ha) and area_ha > 0):
+        raise InputError(f"must be a positive number of hectares, got {area_ha}", "--area-ha")
+    info = read_manifest(Path(manifest)) if manifest is not None else None
     t_geoms, t_table, t_crs = _read_points(truth)
     if t_crs is None or not CRS.from_user_input(t_crs).is_projected:
         raise InputError("truth layer needs a projected CRS (metres)", truth)
@@ -157,9 +163,16 @@ def evaluate_mosaic(
     t_xy = np.c_[shapely.get_x(shapely.centroid(t_geoms)), shapely.get_y(shapely.centroid(t_geoms))]
     p_xy = np.c_[shapely.get_x(p_geoms), shapely.get_y(p_geoms)]
     bounds = shapely.bounds(t_geoms)
+    try:
+        sizes = np.asarray(t_table.get("size_m", np.zeros(len(t_xy))), float)
+    except (TypeError, ValueError):
+        raise InputError("size_m must be a number of metres on every item", truth) from None
+    if ((sizes < 0) | np.isinf(sizes)).any():
+        raise InputError("size_m must be a finite, non-negative number of metres on every item", truth)
+    sizes = np.nan_to_num(sizes, nan=0.0)  # an item without a size: the floor tolerance
     size = np.where(
         shapely.get_type_id(t_geoms) == 0,
-        np.asarray(t_table.get("size_m", np.zeros(len(t_xy))), float),
+        sizes,
         np.maximum(bounds[:, 2] - bounds[:, 0], bounds[:, 3] - bounds[:, 1]),
     )
     tolerance = np.maximum(settings.floor_m, settings.size_factor * size)
@@ -177,8 +190,7 @@ def evaluate_mosaic(
         report["per_class"][str(name)] = summarise([sub], area_ha=area, fa_per_ha=settings.fa_per_ha)
     found = np.zeros(len(t_xy), bool)
     found[matches.matched_truth[matches.matched_truth >= 0]] = True
-    if manifest is not None and "col" in t_table:
-        info = read_manifest(Path(manifest))
+    if info is not None and "col" in t_table:
         near, overlap = in_overlap(info, np.c_[t_table["col"], t_table["row"]])
         report["seams"] = {
             "overlap_px": overlap,

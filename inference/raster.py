@@ -42,6 +42,8 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
     path = Path(path)
     if not path.exists():
         raise InputError("file does not exist", path)
+    if not path.is_file():  # a pipe or device would block at open, or stream without end
+        raise InputError("not a regular file (a folder, pipe or device)", path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -81,8 +83,19 @@ def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
     )
 
 
+# About 900 ha at 3 mm or 10,000 ha at 1 cm in one file; a header beyond it is damaged or hostile, and its window
+# plan alone would exhaust memory.
+MAX_PIXELS = 10**12
+
+
 def check_bands(dataset: rasterio.DatasetReader, card: ModelCard) -> None:
-    """Raise InputError when the raster cannot supply the bands the model reads."""
+    """Raise InputError when the raster declares an impossible size or cannot supply the bands the model reads."""
+    if dataset.width * dataset.height > MAX_PIXELS:
+        raise InputError(
+            f"declares {dataset.width} x {dataset.height} px, beyond the {MAX_PIXELS:.0e} px one mosaic may hold: "
+            "the header is damaged, or the survey must be split into several files",
+            dataset.name,
+        )
     missing = [b for b in card.band_order if b > dataset.count]
     if missing:
         raise InputError(

@@ -188,9 +188,12 @@ def read_decisions(path: str | Path) -> dict[int, dict]:
         else:
             try:
                 features = json.loads(path.read_text(encoding="utf-8"))["features"]
-                rows = [dict(f.get("properties") or {}) for f in features]
+                rows = [f.get("properties") for f in features]
             except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
                 raise InputError("not a GeoJSON FeatureCollection", path) from None
+            empty = next((n for n, row in enumerate(rows, start=1) if not isinstance(row, dict)), None)
+            if empty is not None:
+                raise InputError(f"decision {empty} has no properties (it needs id, review_status and run)", path)
     except UnicodeDecodeError:
         raw = path.read_bytes()
         try:

@@ -181,6 +181,8 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         raise InputError(f"must be 0 (the graph's batch) or more, got {job.batch_size}", "--batch-size")
     if not 0 <= job.gsd_tolerance < 1:
         raise InputError(f"must be in [0, 1), got {job.gsd_tolerance}", "--gsd-tolerance")
+    if not (isinstance(job.merge.ios_min, int | float) and 0 < job.merge.ios_min <= 1):
+        raise InputError(f"must be in (0, 1] (a share of the smaller box), got {job.merge.ios_min!r}", "--merge-ios")
     if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
         raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
 

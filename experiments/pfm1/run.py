@@ -7,7 +7,8 @@ experiment resumes after a stop). Stages:
 | --- | --- |
 | zero_shot | the synthetic recipe's checkpoint, never trained on a real pixel, at its own 1 cm GSD |
 | real_only | configs/pfm1.yaml from random init |
-| synth_real | configs/pfm1.yaml from the synthetic checkpoint (the recipe: native 2.94 mm) |
+| synth_real | configs/pfm1.yaml from the synthetic checkpoint (native 2.94 mm, 16 epochs, about 20 minutes) |
+| synth_real_long | the same for 44 epochs within a 58-minute budget, the cosine decay following the clock |
 | synth_real_5mm | the same at a 5 mm working GSD |
 | synth_real_1cm | the same at a 1 cm working GSD |
 | photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
@@ -48,6 +49,7 @@ GSD = {
     "1cm": ["--model.gsd_m", "0.01", "--data.gsd_m", "0.01", "--model.tile_size_px", "512",
             "--data.tile_size_px", "512"],
 }  # fmt: skip
+LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 
 
 def stages(synthetic: str) -> dict[str, dict]:
@@ -57,6 +59,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
         "real_only": {"config": PFM1, "init": None},
         "synth_real": {"config": PFM1, "init": synthetic},
+        "synth_real_long": {"config": PFM1, "init": synthetic, "args": LONG},
         "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": GSD["5mm"]},
         "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": GSD["1cm"]},
         "photo_synth": {"config": PHOTO, "init": synthetic},
