@@ -333,15 +333,22 @@ def _lock(out_dir: Path):
     """An exclusive lock on the output folder for the whole run (released when the process ends, even killed)."""
     import fcntl
 
-    handle = open(out_dir / ".ordnance-lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    path = out_dir / ".ordnance-lock"
+    while True:
+        handle = open(path, "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise OutputError(
+                "another 'ordnance score' is writing to this folder; wait for it or choose another", out_dir
+            ) from None
+        try:  # a scorer that finished meanwhile removed the file it held: lock the one now at the path
+            if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
         handle.close()
-        raise OutputError(
-            "another 'ordnance score' is writing to this folder; wait for it or choose another", out_dir
-        ) from None
-    return handle
 
 
 def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession, started: float) -> ScoringResult:

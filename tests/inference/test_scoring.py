@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pyogrio
@@ -294,3 +295,25 @@ def test_a_second_scorer_on_the_same_folder_is_refused(tmp_path, scene):
         assert not (out / "candidates.gpkg").exists()
     assert run_job(tmp_path, model, mosaic).complete  # free again once it ends
     assert not (out / ".ordnance-lock").exists()
+
+
+def test_the_lock_follows_a_lock_file_replaced_while_it_was_taken(tmp_path, monkeypatch):
+    # A scorer that finishes removes its lock file; one that opened that file just before holds a lock on a file
+    # no longer at the path, beside a third scorer that locks the new file. The lock must be on the path's file.
+    import fcntl
+
+    from ordnance.inference import scoring
+
+    real, calls = fcntl.flock, []
+
+    def flock(handle, flags):
+        real(handle, flags)
+        calls.append(handle.fileno())
+        if len(calls) == 1:  # the first holder finishes right now: its file goes
+            (tmp_path / ".ordnance-lock").unlink()
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    handle = scoring._lock(tmp_path)
+    assert len(calls) == 2  # tried again on the file now at the path
+    assert os.fstat(handle.fileno()).st_ino == os.stat(tmp_path / ".ordnance-lock").st_ino
+    handle.close()
