@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from ordnance.datasets.records import DatasetError, DetectionDataset, Record, read_image
+from ordnance.inference.annotations import read_coco_file
 from ordnance.inference.writers import write_json
 
 
@@ -16,51 +16,19 @@ def read_coco(
     """Read a COCO detection file. Categories are matched by name to ``class_names`` (default: the
     file's categories sorted by id). Images without annotations are negatives."""
     annotations = Path(annotations)
-    if not annotations.is_file():
-        raise DatasetError("COCO annotation file does not exist", annotations)
-    try:
-        coco = json.loads(annotations.read_text())
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"not valid JSON ({error})", annotations) from None
-    for key in ("images", "annotations", "categories"):
-        if key not in coco:
-            raise DatasetError(f"has no '{key}' list", annotations)
-    categories = {c["id"]: c["name"] for c in coco["categories"]}
-    names = class_names or [categories[k] for k in sorted(categories)]
+    coco = read_coco_file(annotations, DatasetError)
+    names = list(class_names or coco.categories.values())
     root = Path(image_root) if image_root is not None else annotations.parent
-    by_image: dict[int, list[dict]] = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
     records = []
-    for image in coco["images"]:
-        width, height = float(image["width"]), float(image["height"])
-        boxes, labels = [], []
-        for ann in by_image.get(image["id"], []):
-            name = categories.get(ann["category_id"])
-            if name is None or name not in names:
-                raise DatasetError(
-                    f"annotation {ann.get('id')} has unknown category {name or ann['category_id']!r}; "
-                    f"configured classes are {list(names)}",
-                    annotations,
-                )
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if w <= 0 or h <= 0 or x < -0.5 or y < -0.5 or x + w > width + 0.5 or y + h > height + 0.5:
-                raise DatasetError(
-                    f"annotation {ann.get('id')}: box {ann['bbox']} outside image "
-                    f"{image['file_name']} ({width:g} x {height:g})",
-                    annotations,
-                )
-            boxes.append([x / width, y / height, (x + w) / width, (y + h) / height])
-            labels.append(names.index(name))
-        path = root / image["file_name"]
-        records.append(
-            Record(
-                path,
-                np.clip(np.array(boxes, np.float64).reshape(-1, 4), 0, 1),
-                np.array(labels, np.int64),
-                group=Path(image["file_name"]).parent.name or "default",
-            )
-        )
+    for image in coco.images:
+        unknown = sorted({coco.categories[int(c)] for c in image.category_ids} - set(names))
+        if unknown:
+            raise DatasetError(f"image {image.file_name}: unknown category {unknown[0]!r}; configured classes are "
+                               f"{names}", annotations)  # fmt: skip
+        labels = np.array([names.index(coco.categories[int(c)]) for c in image.category_ids], np.int64)
+        scale = [image.width, image.height, image.width, image.height]
+        group = Path(image.file_name).parent.name or "default"
+        records.append(Record(root / image.file_name, image.boxes_px / scale, labels, group=group))
     return DetectionDataset(records, names)
 
 

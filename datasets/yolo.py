@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 from ordnance.datasets.records import DatasetError, DetectionDataset, Record, find_duplicates, map_class_names
+from ordnance.inference.annotations import read_yolo_labels
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +30,8 @@ def _split_dir(data_yaml: Path, meta: dict, split: str) -> Path:
 
 
 def _parse_labels(path: Path, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    boxes, labels = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise DatasetError(f"line {number}: expected 'class cx cy w h', got {len(parts)} values", path)
-        try:
-            cls = int(parts[0])
-            cx, cy, w, h = (float(v) for v in parts[1:])
-        except ValueError:
-            raise DatasetError(f"line {number}: not numbers: {line.strip()!r}", path) from None
-        if not 0 <= cls < n_classes:
-            raise DatasetError(f"line {number}: class {cls} is not in data.yaml's {n_classes} classes", path)
-        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
-        if w <= 0 or h <= 0 or min(x0, y0) < -1e-3 or max(x1, y1) > 1 + 1e-3:
-            raise DatasetError(f"line {number}: box outside the image ({line.strip()})", path)
-        boxes.append(np.clip([x0, y0, x1, y1], 0, 1))
-        labels.append(cls)
-    return np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64)
+    boxes, labels = read_yolo_labels(path, n_classes, DatasetError)
+    return boxes.astype(np.float32), labels
 
 
 def zone_group(path: Path, pattern: str = r"Zone_(\d+)") -> str:

@@ -20,6 +20,7 @@ import numpy as np
 import pyogrio.raw
 import rasterio
 import yaml
+from ordnance.inference.annotations import read_coco_file, read_yolo_labels
 from ordnance.inference.errors import InputError
 from ordnance.inference.metrics import match_points, pr_curve, summarise
 
@@ -129,31 +130,12 @@ def _read_yolo_dirs(source: Path, image_dirs: list[Path], names: list[str] | Non
         for image in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
             width, height = _image_size(image)
             label_file = labels_dir / f"{image.stem}.txt"
-            rows = []
-            if label_file.exists():
-                for n, line in enumerate(label_file.read_text().splitlines(), 1):
-                    parts = line.split()
-                    if not parts:
-                        continue
-                    try:
-                        values = [float(v) for v in parts]
-                    except ValueError:
-                        raise InputError(f"line {n} is not numbers: {line[:60]!r}", label_file) from None
-                    if len(values) == 5:
-                        c, x, y, w, h = values
-                    elif len(values) >= 7 and len(values) % 2 == 1:  # polygon: use its bounds
-                        xs, ys = values[1::2], values[2::2]
-                        c, x, y = values[0], (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
-                        w, h = max(xs) - min(xs), max(ys) - min(ys)
-                    else:
-                        raise InputError(f"line {n} has {len(values)} values, not 5 (class cx cy w h)", label_file)
-                    rows.append((c, x - w / 2, y - h / 2, x + w / 2, y + h / 2))
-            table = np.array(rows, np.float64).reshape(-1, 5) * [1, width, height, width, height]
-            labels = table[:, 0].astype(np.int64)
+            boxes, labels = read_yolo_labels(label_file) if label_file.exists() else (np.zeros((0, 4)), np.zeros(0))
+            labels = labels.astype(np.int64)
             max_label = max(max_label, int(labels.max(initial=-1)))
             if image.name in images:
                 raise InputError(f"image name {image.name} appears twice; names must be unique", source)
-            images[image.name] = (width, height, table[:, 1:], labels)
+            images[image.name] = (width, height, boxes * [width, height, width, height], labels)
     if not images:
         raise InputError("no images found", source)
     names = names or [str(i) for i in range(max_label + 1)]
@@ -163,29 +145,14 @@ def _read_yolo_dirs(source: Path, image_dirs: list[Path], names: list[str] | Non
 
 
 def _read_coco(path: Path) -> FrameTruth:
-    try:
-        spec = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise InputError(f"not valid JSON ({error.msg} at line {error.lineno})", path) from None
-    if not isinstance(spec, dict) or not {"images", "annotations", "categories"} <= set(spec):
-        raise InputError("not a COCO annotation file (needs images, annotations, categories)", path)
-    categories = sorted(spec["categories"], key=lambda c: c["id"])
-    index = {c["id"]: i for i, c in enumerate(categories)}
-    by_image: dict[int, list] = {}
-    for a in spec["annotations"]:
-        if a["category_id"] not in index:
-            raise InputError(f"annotation {a.get('id')} has unknown category {a['category_id']}", path)
-        by_image.setdefault(a["image_id"], []).append(a)
+    coco = read_coco_file(path)
+    index = {cid: i for i, cid in enumerate(coco.categories)}
     images = {}
-    for image in spec["images"]:
-        anns = by_image.get(image["id"], [])
-        boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
-        boxes[:, 2:] += boxes[:, :2]
-        labels = np.array([index[a["category_id"]] for a in anns], np.int64)
-        images[Path(image["file_name"]).name] = (int(image["width"]), int(image["height"]), boxes, labels)
-    names = tuple(c["name"] for c in categories)
-    image_ids = {image["id"]: Path(image["file_name"]).name for image in spec["images"]}
-    return FrameTruth(names, images, path, tuple(c["id"] for c in categories), image_ids)
+    for image in coco.images:
+        labels = np.array([index[int(c)] for c in image.category_ids], np.int64)
+        images[Path(image.file_name).name] = (image.width, image.height, image.boxes_px, labels)
+    image_ids = {image.id: Path(image.file_name).name for image in coco.images}
+    return FrameTruth(tuple(coco.categories.values()), images, path, tuple(coco.categories), image_ids)
 
 
 def load_frame_predictions(path: Path, truth: FrameTruth) -> FramePredictions:

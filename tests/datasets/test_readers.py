@@ -146,3 +146,44 @@ def test_thermal_counts_and_zone_split():
     assert len(val) == 278 and val.box_count() == 307
     assert len(train) == 427
     assert not {r.group for r in train.records} & {"zone_7", "zone_9"}
+
+
+def test_training_and_evaluation_read_the_same_boxes(tmp_path):
+    """One reader for both: a polygon row becomes its bounds, a box a hair past the edge is clipped, in training
+    records and in the frame truth that ``ordnance evaluate`` matches against."""
+    from ordnance.inference.frames import load_frame_truth
+
+    # 64 x 48 px; a triangle (0.1, 0.2) (0.3, 0.2) (0.2, 0.6); a box reaching 0.0005 past the right edge
+    data_yaml = make_yolo(tmp_path, {"valid/a": "0 0.1 0.2 0.3 0.2 0.2 0.6\n1 0.9 0.5 0.201 0.2\n"})
+    expected = np.array([[0.1 * 64, 0.2 * 48, 0.3 * 64, 0.6 * 48], [0.7995 * 64, 0.4 * 48, 64, 0.6 * 48]])
+    record = read_yolo(data_yaml, "valid").records[0]
+    np.testing.assert_allclose(np.asarray(record.boxes_norm) * [64, 48, 64, 48], expected, atol=1e-3)
+    _, _, boxes, labels = load_frame_truth(data_yaml).images["a.png"]
+    np.testing.assert_allclose(boxes, expected, atol=1e-3)
+    assert labels.tolist() == record.labels.tolist() == [0, 1]
+
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({
+        "images": [{"id": 7, "file_name": "valid/images/a.png", "width": 64, "height": 48}],
+        "categories": [{"id": 1, "name": "ap_mine"}, {"id": 2, "name": "uxo"}],
+        "annotations": [{"id": 1, "image_id": 7, "category_id": 2, "bbox": [50.0, 10.0, 14.4, 8.0]}],
+    }))  # fmt: skip
+    record = read_coco(coco).records[0]
+    _, _, boxes, labels = load_frame_truth(coco).images["a.png"]
+    np.testing.assert_allclose(np.asarray(record.boxes_norm) * [64, 48, 64, 48], [[50, 10, 64, 18]], atol=1e-6)
+    np.testing.assert_allclose(boxes, [[50, 10, 64, 18]], atol=1e-6)
+    assert labels.tolist() == record.labels.tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "row", ["0 0.5 0.5 0.4 0.4 0.1\n", "0 1.2 0.5 0.1 0.1\n", "0 0.5 0.5 0 0.1\n", "0.5 0.5 0.5 0.1 0.1\n"]
+)
+def test_training_and_evaluation_refuse_the_same_rows(tmp_path, row):
+    from ordnance.inference.errors import InputError
+    from ordnance.inference.frames import load_frame_truth
+
+    data_yaml = make_yolo(tmp_path, {"valid/a": row})
+    with pytest.raises(DatasetError, match="a.txt: line 1"):
+        read_yolo(data_yaml, "valid")
+    with pytest.raises(InputError, match="a.txt: line 1"):
+        load_frame_truth(data_yaml)

@@ -107,7 +107,7 @@ def test_coco_truth_and_coco_results(tmp_path, frames):
 
 def test_bad_frame_inputs_name_the_file(tmp_path, blob_model, frames):
     (frames.parent / "valid" / "labels" / "a_Zone_7_frame.txt").write_text("0 0.5 0.5 0.1\n")
-    with pytest.raises(InputError, match="a_Zone_7_frame.txt: line 1 has 4 values"):
+    with pytest.raises(InputError, match="a_Zone_7_frame.txt: line 1: 4 values"):
         load_frame_truth(frames)
     stray = tmp_path / "stray.png"
     with rasterio.open(stray, "w", driver="PNG", width=SIDE, height=SIDE, count=3, dtype="uint8") as dst:
