@@ -17,11 +17,17 @@ test-flight mosaic (Phan4_200316_F02), which neither the model nor the loop ever
 
 Rows: the parent as it is, the control (the same fine-tune with no decisions: replay only), and each order x N.
 
+The synthetic arm (``--arm synthetic``) runs the same loop with the synthetic recipe's model at 1 cm on two
+seeded synthetic survey mosaics (``ordnance synth mosaic``: the loop and, on other ground, the judge), fine-tuned
+with configs/finetune_review_synthetic.yaml; its parent ONNX is exported first when missing.
+
     .venv/bin/python experiments/review_loop/run.py --parent-ckpt runs/2/<run>/checkpoints/best-*.ckpt \
         --parent-onnx experiments/models/rgb.onnx [--n 50 100 200 500] [--orders score informative]
+    .venv/bin/python experiments/review_loop/run.py --arm synthetic --parent-ckpt runs/1/<run>/checkpoints/best-*.ckpt \
+        --parent-onnx experiments/review_loop/data/synthetic.onnx
     .venv/bin/python experiments/review_loop/report.py
 
-results.json keeps each finished row (the experiment resumes after a stop).
+results.json (results_synthetic.json) keeps each finished row (the experiment resumes after a stop).
 """
 
 from __future__ import annotations
@@ -44,9 +50,18 @@ from common import HERE as PFM1  # noqa: E402
 
 BIN = Path(sys.executable).absolute().parent
 DATA = HERE / "data"
-RESULTS = HERE / "results.json"
-CONFIG = REPO / "configs" / "finetune_review.yaml"
-FLOOR_M = 0.05  # the PFM-1 experiments' hit tolerance: half the item's size, at least 5 cm
+ARMS = {
+    "pfm1": {"results": HERE / "results.json", "config": REPO / "configs" / "finetune_review.yaml",
+             "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
+    "synthetic": {"results": HERE / "results_synthetic.json",
+                  "config": REPO / "configs" / "finetune_review_synthetic.yaml",
+                  "parity": REPO / "configs" / "finetune_review_synthetic.yaml", "floor_m": 0.05},
+}  # fmt: skip
+RESULTS = ARMS["pfm1"]["results"]
+CONFIG = ARMS["pfm1"]["config"]
+FLOOR_M = 0.05  # hit tolerance: half the item's size, at least 5 cm (a PFM-1 is 12 cm long)
+SYNTH_SURVEY = {"loop": 101, "judge": 202}  # seeds: two surveys on different ground
+SYNTH_SURVEY_PX = 8000  # 80 m square at 1 cm (0.64 ha, about 40 items)
 JUDGE_THRESHOLD = 0.02  # candidates kept on the judge mosaic for the curve
 FA_LEVELS = (250.0, 500.0, 1000.0)  # recall reported at these false alarms per ha
 RECALL_LEVELS = (0.6, 0.7, 0.8)  # false alarms per ha reported at these recalls
@@ -73,6 +88,15 @@ def mosaic(split: str) -> tuple[Path, Path]:
     if not tif.exists():
         _run([sys.executable, str(PFM1 / "mosaic.py"), "--split", split])
     return tif, PFM1 / "data" / f"pfm1_{split}_truth.gpkg"
+
+
+def synthetic_mosaic(role: str) -> tuple[Path, Path]:
+    """A seeded synthetic survey and its truth points (``ordnance synth mosaic``), built once."""
+    tif = DATA / f"synth_{role}.tif"
+    if not tif.exists():
+        _run([str(BIN / "ordnance"), "synth", "mosaic", str(tif), "--width", str(SYNTH_SURVEY_PX), "--seed",
+              str(SYNTH_SURVEY[role])])  # fmt: skip
+    return tif, DATA / f"synth_{role}_truth.gpkg"
 
 
 def score(tif: Path, model: Path, out: Path, threshold: float) -> Path:
@@ -137,9 +161,9 @@ def simulated_decisions(scored: Path, truth: Path, order: str, n: int, out: Path
             "candidates": len(scores), "items_among_candidates": int(on_item.sum())}  # fmt: skip
 
 
-def fine_tune(parent: Path, run: Path | None, root: Path, steps: int) -> tuple[Path, float]:
+def fine_tune(parent: Path, run: Path | None, root: Path, steps: int, config: Path = CONFIG) -> tuple[Path, float]:
     """The finetune_review recipe for ``steps`` steps, no validation; (last checkpoint, minutes)."""
-    args = [str(BIN / "ordnance"), "train", "fit", "--config", str(CONFIG), "--model.init_checkpoint", str(parent),
+    args = [str(BIN / "ordnance"), "train", "fit", "--config", str(config), "--model.init_checkpoint", str(parent),
             "--trainer.default_root_dir", str(root), "--trainer.max_steps", str(steps), "--trainer.max_epochs", "1000",
             "--trainer.max_time", "null", "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
             "--trainer.enable_progress_bar", "false"]  # fmt: skip
@@ -151,8 +175,7 @@ def fine_tune(parent: Path, run: Path | None, root: Path, steps: int) -> tuple[P
     return next(root.glob("**/last.ckpt")), (time.perf_counter() - start) / 60
 
 
-def export(ckpt: Path, out: Path) -> None:
-    recipe = REPO / "configs" / "pfm1.yaml"
+def export(ckpt: Path, out: Path, recipe: Path = REPO / "configs" / "pfm1.yaml") -> None:
     _run([str(BIN / "ordnance"), "export", str(ckpt), "-o", str(out), "--parity-data", str(recipe),
           "--parity-tiles", "16", "--no-register"])  # fmt: skip
 
@@ -165,43 +188,53 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--orders", nargs="+", default=["score", "informative"], choices=["score", "informative"])
     parser.add_argument("--steps", type=int, default=100, help="fine-tuning steps of every row (batch 8)")
     parser.add_argument("--review-threshold", type=float, default=0.1)
+    parser.add_argument("--arm", choices=list(ARMS), default="pfm1", help="real flights, or synthetic surveys")
     args = parser.parse_args(argv)
+    global RESULTS
+    arm = ARMS[args.arm]
+    RESULTS = arm["results"]
     os.chdir(REPO)  # recipes name their data relative to the repository root
     DATA.mkdir(parents=True, exist_ok=True)
-    loop_tif, loop_truth = mosaic("valid")
-    judge_tif, judge_truth = mosaic("test")
+    if args.arm == "pfm1":
+        (loop_tif, loop_truth), (judge_tif, judge_truth), prefix = mosaic("valid"), mosaic("test"), ""
+    else:
+        (loop_tif, loop_truth), (judge_tif, judge_truth) = synthetic_mosaic("loop"), synthetic_mosaic("judge")
+        prefix = "synth_"
+        if not args.parent_onnx.exists():
+            export(args.parent_ckpt, args.parent_onnx, arm["parity"])
     results = _load()
-    results["setup"] = {"parent_ckpt": str(args.parent_ckpt), "parent_onnx": str(args.parent_onnx),
+    results["setup"] = {"arm": args.arm, "parent_ckpt": str(args.parent_ckpt), "parent_onnx": str(args.parent_onnx),
                         "steps": args.steps, "review_threshold": args.review_threshold, "loop": loop_tif.name,
                         "judge": judge_tif.name, "floor_m": FLOOR_M}  # fmt: skip
-    scored = DATA / "loop_scored"
+    scored = DATA / f"{prefix}loop_scored"
     if not (scored / "manifest.json").exists():
         score(loop_tif, args.parent_onnx, scored, args.review_threshold)
     if "parent" not in results:
-        results["parent"] = {"judge": curve(score(judge_tif, args.parent_onnx, DATA / "judge_parent", JUDGE_THRESHOLD),
-                                            judge_truth)}  # fmt: skip
+        results["parent"] = {"judge": curve(score(judge_tif, args.parent_onnx, DATA / f"{prefix}judge_parent",
+                                                  JUDGE_THRESHOLD), judge_truth)}  # fmt: skip
         _save(results)
     rows = [("control", 0)] + [(o, n) for o in args.orders for n in sorted(args.n)]
     for order, n in rows:
         name = f"{order}_{n}"
+        work = f"{prefix}{name}"
         if name in results:
             continue
         print(f"== {name}", flush=True)
         row: dict = {"order": order, "n": n}
         run = None
         if n:
-            run = DATA / f"loop_{name}"
+            run = DATA / f"loop_{work}"
             shutil.rmtree(run, ignore_errors=True)
             run.mkdir()
             for f in ("manifest.json", "candidates.gpkg"):
                 shutil.copy2(scored / f, run / f)
-            row["review"] = simulated_decisions(scored, loop_truth, order, n, DATA / f"decisions_{name}.geojson")
-            _run([str(BIN / "ordnance"), "review", "import", str(run), str(DATA / f"decisions_{name}.geojson")])
-        ckpt, minutes = fine_tune(args.parent_ckpt, run, DATA / f"train_{name}", args.steps)
-        model = DATA / f"{name}.onnx"
-        export(ckpt, model)
+            row["review"] = simulated_decisions(scored, loop_truth, order, n, DATA / f"decisions_{work}.geojson")
+            _run([str(BIN / "ordnance"), "review", "import", str(run), str(DATA / f"decisions_{work}.geojson")])
+        ckpt, minutes = fine_tune(args.parent_ckpt, run, DATA / f"train_{work}", args.steps, arm["config"])
+        model = DATA / f"{work}.onnx"
+        export(ckpt, model, arm["parity"])
         row["train_minutes"] = minutes
-        row["judge"] = curve(score(judge_tif, model, DATA / f"judge_{name}", JUDGE_THRESHOLD), judge_truth)
+        row["judge"] = curve(score(judge_tif, model, DATA / f"judge_{work}", JUDGE_THRESHOLD), judge_truth)
         results[name] = row
         _save(results)
     return 0
