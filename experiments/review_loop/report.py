@@ -1,5 +1,6 @@
-"""Write the review-loop tables from results.json: results.md beside this script, and experiments/README.md
-between the ``<!-- review_loop:begin -->`` and ``<!-- review_loop:end -->`` markers.
+"""Write the review-loop tables from results.json (real flights) and results_synthetic.json (synthetic surveys):
+results.md beside this script, and experiments/README.md between the ``<!-- review_loop:begin -->`` and
+``<!-- review_loop:end -->`` markers.
 
     .venv/bin/python experiments/review_loop/report.py
 """
@@ -56,17 +57,24 @@ def render(results: dict) -> str:
         + " | AP | fine-tune min |"
     )
     lines = [header, "|" + " --- |" * (2 + len(RECALLS) + len(RATES) + 2)]
-    lines.append(_row("parent (the current RGB model)", results["parent"]))
+    synthetic = setup.get("arm") == "synthetic"
+    parent = "parent (the synthetic recipe's model)" if synthetic else "parent (the current RGB model)"
+    lines.append(_row(parent, results["parent"]))
     if "control_0" in results:
         lines.append(_row("control", results["control_0"]))
     for order in ("score", "informative"):
         for _, key in sorted((v["n"], k) for k, v in results.items() if k.startswith(f"{order}_")):
             lines.append(_row(f"{order} order, N = {results[key]['n']}", results[key]))
+    if synthetic:
+        where = (f"Loop: {setup['loop']} (a seeded synthetic survey at 1 cm)", "the synthetic training tiles",
+                 f"Judge: {setup['judge']} (another seeded survey, other ground)")  # fmt: skip
+    else:
+        where = (f"Loop: {setup['loop']} (the valid flight)", "the training flights",
+                 f"Judge: {setup['judge']} (the test flight, never trained on)")  # fmt: skip
     notes = [
-        f"Loop: {setup['loop']} (the valid flight) scored at {setup['review_threshold']} by the parent, the first N "
-        f"candidates decided from its truth, then {setup['steps']} fine-tuning steps (batch 8, half replay of the "
-        f"training flights). Judge: {setup['judge']} (the test flight, never trained on), hits within half the "
-        f"item's size, at least {setup['floor_m'] * 100:.0f} cm.",
+        f"{where[0]} scored at {setup['review_threshold']} by the parent, the first N candidates decided from its "
+        f"truth, then {setup['steps']} fine-tuning steps (batch 8, half replay of {where[1]}). {where[2]}, hits "
+        f"within half the item's size, at least {setup['floor_m'] * 100:.0f} cm.",
     ]
     for base, label in (("parent", "the parent"), ("control_0", "the control")):
         if base in results:
@@ -92,8 +100,11 @@ def render(results: dict) -> str:
 
 
 def main() -> int:
-    results = json.loads((HERE / "results.json").read_text())
-    text = render(results)
+    parts = []
+    for name, title in (("results.json", "Real flights (PFM-1)"), ("results_synthetic.json", "Synthetic surveys")):
+        if (HERE / name).exists():
+            parts.append(f"**{title}**\n\n" + render(json.loads((HERE / name).read_text())))
+    text = "\n\n".join(parts)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block(BEGIN, END, text)
     print(text)
