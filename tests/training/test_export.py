@@ -26,27 +26,26 @@ pytestmark = pytest.mark.train
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory, tiny_data):
-    import os
-
     from ordnance.training.cli import main
 
     root = tmp_path_factory.mktemp("export")
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
     repo = Path(__file__).resolve().parents[2]
-    os.chdir(root)  # MLflow's default artifact root is relative to the working folder
-    main(
-        [
-            "fit",
-            "--config",
-            str(repo / "configs" / "tiny.yaml"),
-            "--data.data_yaml",
-            str(tiny_data),
-            "--trainer.max_steps",
-            "4",
-            "--trainer.default_root_dir",
-            str(root / "runs"),
-        ]
-    )
+    with pytest.MonkeyPatch.context() as patch:  # restored for the tests that follow
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.chdir(root)  # MLflow's default artifact root is relative to the working folder
+        main(
+            [
+                "fit",
+                "--config",
+                str(repo / "configs" / "tiny.yaml"),
+                "--data.data_yaml",
+                str(tiny_data),
+                "--trainer.max_steps",
+                "4",
+                "--trainer.default_root_dir",
+                str(root / "runs"),
+            ]
+        )
     return next(root.glob("runs/**/checkpoints/last.ckpt"))
 
 
@@ -111,6 +110,7 @@ def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
     assert q["int8_ms_per_tile"] > 0 and q["fp32_ms_per_tile"] > 0
     card = open_session(tmp_path / "m.int8.onnx").card
     assert card.quantization == "int8-qdq" and "int8_vs_fp32" in card.parity
+    assert card.parity["int8_vs_fp32"]["recall_candidate"] == pytest.approx(q["recall_candidate"])
     # The heads' output convolutions read float weights; every other convolution reads dequantised int8.
     graph = onnx.load(str(tmp_path / "m.int8.onnx")).graph
     producers = {out: node.op_type for node in graph.node for out in node.output}
@@ -119,6 +119,16 @@ def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
     assert len(heads) == 3
     assert all(convs[name] == "initializer" for name in heads)
     assert sum(kind == "DequantizeLinear" for kind in convs.values()) == len(convs) - 3
+
+
+def test_int8_gate_refuses_a_recall_drop_beyond_the_allowed_one(tiny_checkpoint, tmp_path):
+    # No drop can exceed -1: the gate must refuse, and no int8 file may be left behind.
+    settings = ExportSettings(parity_tiles=4, int8=True, calibration_tiles=4, max_recall_drop=-1.0)
+    with pytest.raises(
+        ExportError, match=r"m\.int8\.onnx: int8 recall drops -?\d\.\d{3} at threshold .* \(allowed -1\.0\)"
+    ):
+        export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", settings)
+    assert not (tmp_path / "m.int8.onnx").exists()
 
 
 def test_torchvision_detectors_are_refused(tmp_path):
