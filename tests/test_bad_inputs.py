@@ -187,6 +187,8 @@ CASES = {
         _score(w, [w.mosaic], model=_write(d / "empty.onnx", b""), d=d), "empty.onnx", r"empty|not an ONNX|cannot"),
     "score/model without a card": lambda w, d: (
         _score(w, [w.mosaic], model=_no_card(d), d=d), "nocard.onnx", r"card"),
+    "score/graph input float32": lambda w, d: (
+        _score(w, [w.mosaic], model=_float_input_model(d), d=d), "float.onnx", r"tensor\(float\)"),
     "score/card is a list": lambda w, d: (
         _score(w, [w.mosaic], model=_card_model(d, "[1, 2]"), d=d), "model.onnx", r"card"),
     "score/card is not JSON": lambda w, d: (
@@ -356,6 +358,21 @@ def _no_card(d: Path) -> Path:
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
     return _write(d / "nocard.onnx", proto.SerializeToString())
+
+
+def _float_input_model(d: Path) -> Path:
+    """The blob model behind a float32 input (cast to uint8 inside): outside the uint8 contract."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    proto = onnx.load_from_string(blob_model_bytes(256))
+    graph = proto.graph
+    name = graph.input[0].name
+    for node in graph.node:
+        node.input[:] = [f"{name}_u8" if i == name else i for i in node.input]
+    graph.node.insert(0, helper.make_node("Cast", [name], [f"{name}_u8"], to=TensorProto.UINT8))
+    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    return _write(d / "float.onnx", proto.SerializeToString())
 
 
 def _without(field: str) -> str:
