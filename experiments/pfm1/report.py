@@ -14,7 +14,8 @@ from common import HERE, REPO, write_readme_block
 
 ROWS = {
     "real_only": "real tiles only, random init",
-    "synth_real": "synthetic checkpoint, then real (the recipe)",
+    "synth_real": "synthetic checkpoint, then real (16 epochs)",
+    "synth_real_long": "synthetic checkpoint, then real (44 epochs or 58 minutes, the cosine decay on the clock)",
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
