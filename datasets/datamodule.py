@@ -14,7 +14,7 @@ from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build
 from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches
 from ordnance.datasets.gsd import load_at_gsd
 from ordnance.datasets.records import DatasetError, DetectionDataset
-from ordnance.datasets.reviewed import ReviewedRun, read_reviewed_runs
+from ordnance.datasets.reviewed import REVIEW_GROUP, ReviewedRun, read_reviewed_runs
 from ordnance.datasets.splits import split_by_groups
 from ordnance.datasets.synth.items import CATALOG
 from ordnance.datasets.yolo import read_yolo
@@ -266,17 +266,9 @@ class DetectionDataModule(L.LightningDataModule):
             raise DatasetError("a reviewed mosaic is not at the model's GSD; set data.source_gsd_m and data.gsd_m")
         if not len(train):
             raise DatasetError("the reviewed runs gave no training chip (every decided block went to validation)")
-        original = self.train_data.records
-        if self.replay == 0 or not original:
-            mixed = train.records
-        else:
-            want = round(self.replay / (1 - self.replay) * len(train))
-            rng = np.random.default_rng(0)
-            if want <= len(original):
-                mixed = train.records + [original[i] for i in sorted(rng.choice(len(original), want, replace=False))]
-            else:  # fewer originals than the share asks for: repeat the reviewed chips instead
-                repeat = max(1, round((1 - self.replay) / self.replay * len(original) / len(train)))
-                mixed = train.records * repeat + original
+        # Every original image stays in the pool; the loader's sampler draws the replay share from all of them, so
+        # a fine-tune on a few dozen chips neither forgets nor sees one fixed handful of its old images
+        mixed = train.records if self.replay == 0 else train.records + self.train_data.records
         self.train_data = DetectionDataset(mixed, names)
         self.val_data = DetectionDataset(self.val_data.records + val.records, names)
         for s in self.review_summaries:
@@ -318,15 +310,28 @@ class DetectionDataModule(L.LightningDataModule):
         records, paste = self._paste()
         transform = build_train_transform(self.augment, self.crop_px)
         data = _Transformed(records, transform, gsd=self.gsd, paste=paste)
+        sampler = self._replay_sampler(records)
         return DataLoader(
             data,
             batch_size=self.batch_size,
-            shuffle=True,
+            shuffle=sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=collate,
             drop_last=True,
             persistent_workers=self.num_workers > 0,
         )
+
+    def _replay_sampler(self, records: DetectionDataset):
+        """With reviewed runs: draw ``1 - replay`` of each epoch from the reviewed chips and ``replay`` from all
+        the original training images, with replacement (None without reviewed runs or replay)."""
+        from torch.utils.data import WeightedRandomSampler
+
+        reviewed = np.array([str(r.group).startswith(REVIEW_GROUP) for r in records.records], bool)
+        if not self.reviewed or self.replay == 0 or reviewed.all() or not reviewed.any():
+            return None
+        weights = np.where(reviewed, (1 - self.replay) / reviewed.sum(), self.replay / (~reviewed).sum())
+        return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(records), replacement=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_data)

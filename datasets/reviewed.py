@@ -28,6 +28,7 @@ from ordnance.inference.session import file_sha256
 from ordnance.inference.writers import read_manifest
 
 DECIDED = ("confirmed", "rejected")
+REVIEW_GROUP = "review:"  # the split group of every reviewed chip starts so: "review:<mosaic>:block_<col>_<row>"
 
 
 @dataclass
@@ -116,7 +117,7 @@ def read_reviewed_run(
             local = np.clip(boxes[keep] - [x0, y0, x0, y0], 0, [tile.width, tile.height] * 2)
             labels = np.array([list(class_names).index(c) if is_item else IGNORE  # classes checked above
                                for c, is_item in zip(cl[keep], item[keep])], np.int64)  # fmt: skip
-            group = f"review:{path.stem}:block_{int(x0 // block)}_{int(y0 // block)}"
+            group = f"{REVIEW_GROUP}{path.stem}:block_{int(x0 // block)}_{int(y0 // block)}"
             norm = local / [tile.width, tile.height, tile.width, tile.height]
             gsd = src_gsd if src_gsd and abs(scale - 1) > 1e-6 else None
             records.append(Record(path, norm, labels, group, (x0, y0, tile.width, tile.height), tile.core, gsd))

@@ -218,6 +218,8 @@ def read_decisions(path: str | Path) -> dict[int, dict]:
 
 def _check_binding(decisions: dict[int, dict], table: dict, run: str, path: Path) -> None:
     """Refuse decisions exported from another run, or whose coordinates are not those of the candidate."""
+    if not decisions:
+        raise InputError("holds no decisions; export them from this run's review page", path)
     runs = {d["run"] for d in decisions.values()}
     if None in runs:
         raise InputError("decisions carry no run id; export them again from this run's review page", path)

@@ -283,6 +283,8 @@ CASES = {
     "import/properties null": lambda w, d: (
         ["review", "import", str(_run_copy(w, d)), str(_raw_decisions(d, [{"type": "Feature", "properties": None}]))],
         "raw.geojson", r"properties"),
+    "import/no decisions": lambda w, d: (
+        ["review", "import", str(_run_copy(w, d)), str(_raw_decisions(d, []))], "raw.geojson", r"no decisions"),
     "import/id not an integer": lambda w, d: (
         ["review", "import", str(_run_copy(w, d)), str(_decisions(w, d, {"id": "one"}))], "decisions.geojson",
         r"\bid\b"),

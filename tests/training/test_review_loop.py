@@ -150,3 +150,29 @@ def test_decisions_teach_the_model_what_to_reject(fit, tmp_path, blob_model):
     assert lineage["parent"]["weights_sha256"] == weights_sha256(load_task(parent).detector)
     assert json.loads((rescored / "manifest.json").read_text())["lineage"] == lineage
     assert open_session(control).card.lineage["decisions"] == {"confirmed": int(on_red.sum()), "rejected": 0}
+
+
+def test_replay_draws_its_share_from_every_original_image(tiny_data, tmp_path, blob_model):
+    """A fine-tune on a few reviewed chips draws ``replay`` of each epoch from all the original training images,
+    not from a fixed handful of them."""
+    from ordnance.datasets.datamodule import DetectionDataModule
+    from ordnance.datasets.reviewed import REVIEW_GROUP, ReviewedRun
+
+    mosaic, red, _ = _survey(tmp_path / "survey.tif")
+    run = tmp_path / "run"
+    table = _score(mosaic, blob_model(256), run)
+    on_red = np.linalg.norm(_pixels(table)[:, None] - red[None], axis=2).min(1) <= 6
+    first = np.flatnonzero(on_red)[:3]
+    _import(run, table, ["confirmed" if i in first else None for i in range(len(on_red))], tmp_path)  # 3 decisions
+    module = DetectionDataModule(str(tiny_data), class_names=["ap_mine", "at_mine", "uxo"], crop_px=256,
+                                 tile_size_px=256, batch_size=2, num_workers=0,
+                                 reviewed=[ReviewedRun(str(run), val_fraction=0.0)], replay=0.25)  # fmt: skip
+    module.setup("fit")
+    loader = module.train_dataloader()
+    records = loader.dataset.data.records
+    reviewed = np.array([r.group.startswith(REVIEW_GROUP) for r in records])
+    originals = len(module._read_yolo(["train"]))
+    assert 0 < reviewed.sum() < originals == (~reviewed).sum()  # every original image is in the pool
+    drawn = np.array([i for _ in range(10) for i in loader.sampler])
+    assert abs((~reviewed[drawn]).mean() - 0.25) < 0.05  # the replay share, over 10 epochs
+    assert set(drawn[~reviewed[drawn]]) == set(np.flatnonzero(~reviewed))  # each original image drawn
