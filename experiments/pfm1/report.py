@@ -126,7 +126,7 @@ def render(results: dict, speed: dict) -> str:
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
-            "#### Working GSD (synthetic checkpoint, then real, the recipe's 16 epochs each)",
+            "#### Working GSD (synthetic checkpoint, then real, the earlier 16-epoch schedule each)",
             gsd_table(results, speed),
             "ha/h: `ordnance score` wall time on the test mosaic, the files run one after another on the idle"
             " machine (`experiments/pfm1/speed.py`, speed.json).",
