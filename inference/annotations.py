@@ -1,4 +1,4 @@
-"""The one reader of YOLO label files and COCO annotation files, for training (``ordnance.datasets``) and for
+"""The one reader of YOLO label files and COCO annotation files, for the training data readers and for frame
 evaluation (``ordnance evaluate`` on frames), so that both see the same boxes.
 
 YOLO rows are ``class cx cy w h`` or a polygon ``class x1 y1 x2 y2 x3 y3 ...`` (Roboflow segment exports), both

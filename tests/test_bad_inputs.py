@@ -257,20 +257,15 @@ CASES = {
         ["evaluate", str(_plain_run(w, d) / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev")], "candidates.gpkg",
         r"georeferenc|pixel"),
     "evaluate/NaN floor": lambda w, d: (
-        ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), "--floor-m", "nan"],
-        "--floor-m", r""),
+        _evaluate(w, d, "--floor-m", "nan"), "--floor-m", r""),
     "evaluate/negative floor": lambda w, d: (
-        ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), "--floor-m", "-1"],
-        "--floor-m", r""),
+        _evaluate(w, d, "--floor-m", "-1"), "--floor-m", r""),
     "evaluate/negative size factor": lambda w, d: (
-        ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), "--size-factor", "-1"],
-        "--size-factor", r""),
+        _evaluate(w, d, "--size-factor", "-1"), "--size-factor", r""),
     "evaluate/threshold 2": lambda w, d: (
-        ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), "--score-threshold", "2"],
-        "--score-threshold", r""),
+        _evaluate(w, d, "--score-threshold", "2"), "--score-threshold", r""),
     "evaluate/negative area": lambda w, d: (
-        ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), "--area-ha", "-1"],
-        "--area-ha", r""),
+        _evaluate(w, d, "--area-ha", "-1"), "--area-ha", r""),
     "evaluate/corrupt manifest beside predictions": lambda w, d: (
         ["evaluate", str(_corrupt_manifest(w, d) / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev")],
         "manifest.json", r"JSON|corrupt|damaged|cannot"),
@@ -335,6 +330,11 @@ CASES = {
         ["export", str(_truncated_zip(d)), "-o", str(d / "m.onnx")], "truncated.ckpt", r"checkpoint|truncated"),
 }
 # fmt: on
+
+
+def _evaluate(w: World, d: Path, *options: str) -> list[str]:
+    """``ordnance evaluate`` of the world's run against its truth, with extra options."""
+    return ["evaluate", str(w.run / "candidates.gpkg"), str(w.truth), "-o", str(d / "ev"), *options]
 
 
 def _write(path: Path, data: bytes) -> Path:
