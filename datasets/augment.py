@@ -38,14 +38,24 @@ def _bbox_params(min_visibility: float) -> A.BboxParams:
 
 
 def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
-    """Training pipeline ending in a ``crop_px`` square that holds at least one box when there is one."""
+    """Training pipeline ending in a ``crop_px`` square that holds at least one box when there is one.
+
+    The zoom runs on the whole image (so a zoomed-out crop is filled with image where there is one), then the
+    crop is cut, and every other step runs on the crop only: flips, rotations and the per-pixel steps cost the
+    crop's pixels, not the tile's (a 256 px crop of a 768 px tile is a ninth of them), and they are the same
+    operations on the same pixels whichever comes first.
+    """
     steps: list[A.BasicTransform] = []
+    if config.scale != (1.0, 1.0):
+        steps.append(A.Affine(scale=config.scale, rotate=0, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5))
+    steps += [
+        A.PadIfNeeded(crop_px, crop_px, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0),
+        A.AtLeastOneBBoxRandomCrop(height=crop_px, width=crop_px, erosion_factor=0.0),
+    ]
     if config.flips:
         steps += [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)]
     if config.rotate90:
         steps.append(A.RandomRotate90(p=0.5))
-    if config.scale != (1.0, 1.0):
-        steps.append(A.Affine(scale=config.scale, rotate=0, border_mode=cv2.BORDER_CONSTANT, fill=0, p=0.5))
     if config.colour > 0:
         c = config.colour
         steps.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=c / 8, p=0.8))
@@ -55,10 +65,6 @@ def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
         steps.append(A.GaussNoise(std_range=(0.01, 0.04), p=config.noise))
     if config.jpeg > 0:
         steps.append(A.ImageCompression(quality_range=(60, 95), p=config.jpeg))
-    steps += [
-        A.PadIfNeeded(crop_px, crop_px, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0),
-        A.AtLeastOneBBoxRandomCrop(height=crop_px, width=crop_px, erosion_factor=0.0),
-    ]
     return A.Compose(steps, bbox_params=_bbox_params(config.min_visibility))
 
 

@@ -11,6 +11,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from ordnance.datasets.datamodule import DetectionDataModule
+from ordnance.training.callbacks import ValidateFinalEpoch
 from ordnance.training.task import DetectionTask
 from ordnance.training.tracking import LogConfig, MLflowArtifacts, OrdnanceMLFlowLogger
 
@@ -52,6 +53,7 @@ def trainer_defaults() -> dict:
             ),
             LearningRateMonitor(logging_interval="step"),
             MLflowArtifacts(),
+            ValidateFinalEpoch(),
         ],
         "default_root_dir": "runs",
     }

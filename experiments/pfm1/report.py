@@ -16,6 +16,10 @@ ROWS = {
     "real_only": "real tiles only, random init",
     "synth_real": "synthetic checkpoint, then real (16 epochs)",
     "synth_real_long": "synthetic checkpoint, then real (44 epochs or 58 minutes, the cosine decay on the clock)",
+    "synth_real_recipe": (
+        "synthetic checkpoint, then real (the same schedule; per-pixel augmentation on the crop, validation every"
+        " 8 epochs and at the end)"
+    ),
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",

@@ -50,7 +50,8 @@ GSD = {
             "--data.tile_size_px", "512"],
 }  # fmt: skip
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
-SHORT = ["--trainer.max_epochs", "16", "--trainer.max_time", "00:00:24:00", "--model.anneal_by_time", "false"]
+VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
+SHORT = ["--trainer.max_epochs", "16", "--trainer.max_time", "00:00:24:00", "--model.anneal_by_time", "false", *VAL_EVERY_4]
 
 
 def stages(synthetic: str) -> dict[str, dict]:
@@ -60,7 +61,8 @@ def stages(synthetic: str) -> dict[str, dict]:
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
         "real_only": {"config": PFM1, "init": None},
         "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT},
-        "synth_real_long": {"config": PFM1, "init": synthetic, "args": LONG},
+        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4]},
+        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG},
         "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"]},
         "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"]},
         "photo_synth": {"config": PHOTO, "init": synthetic},

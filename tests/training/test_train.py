@@ -230,3 +230,30 @@ def test_operating_point_says_when_the_precision_target_was_never_reached():
     assert operating_point(matches, 0.5) == (0.5, False)
     threshold, validated = operating_point(matches, 0.3)
     assert validated and threshold == pytest.approx(0.7)
+
+
+def test_final_epoch_is_validated_between_validation_epochs(fit, tmp_path):
+    """Three epochs, validation every second: Lightning alone validates epoch 1 only; the final epoch's weights
+    (the annealed ones) are validated too, so the best checkpoint can be the last."""
+    cli = fit("--trainer.max_steps", "-1", "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "2")
+    run_id = cli.trainer.logger.run_id
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val/hazard_ap")
+    steps_per_epoch = cli.trainer.num_training_batches
+    assert sorted(m.step for m in history) == [2 * steps_per_epoch - 1, 3 * steps_per_epoch - 1]
+
+
+@pytest.mark.parametrize(
+    ("epoch", "max_epochs", "remaining", "longest", "expected"),
+    [
+        (9, 10, None, 0.0, True),  # last by count
+        (8, 10, None, 60.0, False),
+        (3, 44, 80.0, 60.0, True),  # 80 s left, epochs of 60 s: this one may be cut by the budget
+        (3, 44, 100.0, 60.0, False),
+        (0, 44, 10.0, 0.0, False),  # no epoch measured yet
+        (3, -1, 30.0, 60.0, True),  # no epoch limit, time almost out
+    ],
+)
+def test_may_be_last_epoch(epoch, max_epochs, remaining, longest, expected):
+    from ordnance.training.callbacks import may_be_last_epoch
+
+    assert may_be_last_epoch(epoch, max_epochs, remaining, longest) is expected
