@@ -51,7 +51,15 @@ GSD = {
 }  # fmt: skip
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
-SHORT = ["--trainer.max_epochs", "16", "--trainer.max_time", "00:00:24:00", "--model.anneal_by_time", "false", *VAL_EVERY_4]
+SHORT = [
+    "--trainer.max_epochs",
+    "16",
+    "--trainer.max_time",
+    "00:00:24:00",
+    "--model.anneal_by_time",
+    "false",
+    *VAL_EVERY_4,
+]
 
 
 def stages(synthetic: str) -> dict[str, dict]:
