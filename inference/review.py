@@ -20,6 +20,7 @@ import numpy as np
 import pyogrio
 import pyogrio.raw
 import rasterio
+from ordnance.inference.areas import derive_areas, model_of, read_rules, write_area_exports, write_area_layer
 from ordnance.inference.errors import InputError
 from ordnance.inference.writers import atomic_path, read_manifest
 from rasterio.enums import Resampling
@@ -238,7 +239,8 @@ def _check_binding(decisions: dict[int, dict], table: dict, run: str, path: Path
 
 
 def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str, int]:
-    """Write review decisions into the run's candidates.gpkg (both layers rewritten atomically)."""
+    """Write review decisions into the run's candidates.gpkg, rewritten atomically with its coverage and, where
+    areas were derived (hazard_areas.json), its hazard areas derived again with the same rules."""
     gpkg = Path(out_dir) / "candidates.gpkg"
     decisions = read_decisions(decisions_path)
     meta, geometry, table = read_candidates(gpkg)
@@ -254,10 +256,18 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
     status = np.array([chosen.get(int(i), s) for i, s in zip(ids, table["review_status"])], dtype=object)
     table["review_status"] = status
     c_meta, _, c_geom, c_fields = pyogrio.raw.read(gpkg, layer="coverage")
+    areas = None
+    rules = read_rules(out_dir)  # areas were derived here: derive them again from the new decisions
+    if rules is not None:
+        areas = derive_areas(table, meta["crs"], rules, model_of(read_manifest(manifest_path)), gpkg)
     with atomic_path(gpkg) as tmp:
         pyogrio.raw.write(tmp, geometry, field_data=list(table.values()), fields=list(table), layer="candidates",
                           driver="GPKG", geometry_type="Point", crs=meta["crs"])  # fmt: skip
         pyogrio.raw.write(tmp, c_geom, field_data=list(c_fields), fields=list(c_meta["fields"]), layer="coverage",
                           driver="GPKG", geometry_type="MultiPolygon", crs=c_meta["crs"], append=True,
                           promote_to_multi=True)  # fmt: skip
+        if areas is not None:
+            write_area_layer(tmp, areas, meta["crs"])
+    if areas is not None:
+        write_area_exports(Path(out_dir), areas, meta["crs"])
     return {s: int((status == s).sum()) for s in STATUSES}

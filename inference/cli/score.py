@@ -57,6 +57,11 @@ from ordnance.inference.writers import FORMATS
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--review/--no-review", default=True, show_default=True, help="Write the offline review page too.")
+@click.option(
+    "--areas",
+    is_flag=True,
+    help="Also propose hazard areas with the default rules (see 'ordnance areas'); needs georeferenced inputs.",
+)
 def score(
     inputs,
     model,
@@ -75,6 +80,7 @@ def score(
     max_tiles,
     no_progress,
     review,
+    areas,
 ) -> None:
     """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders or globs.
 
@@ -116,5 +122,11 @@ def score(
         from ordnance.inference.review import build_review
 
         result.outputs["review"] = build_review(out_dir)
+    if areas and "gpkg" in result.outputs:
+        from ordnance.inference.areas import derive_run_areas
+
+        summary = derive_run_areas(out_dir)
+        click.echo(f"{summary['areas']} proposed hazard areas ({summary.get('area_ha', 0.0):.3f} ha)")
+        result.outputs["hazard_areas"] = Path(out_dir) / "hazard_areas.geojson"
     for name, path in result.outputs.items():
         click.echo(f"  {name}: {path}")

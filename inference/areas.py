@@ -1,0 +1,321 @@
+"""Proposed hazard areas: candidates clustered into polygons an information-management system can take.
+
+Mine action records suspected and confirmed hazardous areas (SHA and CHA, IMAS 08.10 and 08.20), not points.
+``derive_areas`` links the evidence of a scoring run (candidates that a reviewer confirmed, and those still
+unreviewed or unsure that score at or above a threshold) into clusters, and draws one polygon around each: the
+convex hull of its candidates grown by a buffer. Polygons that touch are merged, so areas never overlap. An area
+holding a confirmed item is a CHA proposal, any other an SHA proposal. Rejected candidates never create or grow an
+area; those inside one are counted.
+
+Distances are ground metres whatever the candidates' CRS: the evidence is projected from its WGS84 lon/lat into
+the local UTM zone, and areas are measured on the WGS84 ellipsoid. Polygons are written in the candidates' own
+CRS (densified first, so a polygon stays true in degrees or feet).
+
+Defaults, from how items lie (../shared/domain/ORDNANCE.md and IMAS practice):
+
+- linking distance: anti-personnel mines 20 m (clusters around paths, PFM-1 ellipses of tens of metres with
+  items a few metres apart), anti-tank mines 25 m (rows several metres apart, often in bands), UXO 30 m
+  (submunition footprints of 100-200 m with items tens of metres apart). Candidates closer than twice the
+  buffer end in one area whatever the linking distance, since their buffers overlap;
+- buffer around the evidence: 10 m for mines, 15 m for UXO: more than the spacing at which a pattern's next
+  item lies, so an area's edge is not drawn through the middle of a pattern;
+- minimum evidence: one candidate at or above the model's operating threshold. Recall comes first: a single
+  unconfirmed mine is a suspected hazard until someone looks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pyogrio.raw
+import shapely
+from ordnance.inference.errors import InputError
+from pyproj import CRS, Geod, Transformer
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+
+LAYER = "hazard_areas"
+RULES_FILE = "hazard_areas.json"
+CLASSES = ("ap_mine", "at_mine", "uxo")
+FIELDS = (
+    "id",
+    "status",
+    "area_ha",
+    "n_ap_mine",
+    "n_at_mine",
+    "n_uxo",
+    "n_confirmed",
+    "n_rejected",
+    "n_unreviewed",
+    "max_score",
+    "candidate_ids",
+    "sources",
+    "model_name",
+    "model_sha256",
+    "created_utc",
+)
+
+
+@dataclass
+class AreaRules:
+    """How candidates become areas.
+
+    Attributes:
+        link_m: Per class: two candidates closer than this (the larger of their two classes' distances) lie in
+            one area.
+        buffer_m: Per class: ground kept around the evidence (an area uses its largest member's buffer).
+        min_score: Unreviewed and unsure candidates below this score are not evidence; None uses the model
+            card's operating threshold.
+        min_count: An area without a confirmed item needs at least this many candidates.
+        densify_m: Longest polygon edge before it is reprojected into the candidates' CRS.
+    """
+
+    link_m: dict[str, float] = field(default_factory=lambda: {"ap_mine": 20.0, "at_mine": 25.0, "uxo": 30.0})
+    buffer_m: dict[str, float] = field(default_factory=lambda: {"ap_mine": 10.0, "at_mine": 10.0, "uxo": 15.0})
+    min_score: float | None = None
+    min_count: int = 1
+    densify_m: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name, table in (("link_m", self.link_m), ("buffer_m", self.buffer_m)):
+            bad = {k: v for k, v in table.items() if not (np.isfinite(v) and v >= 0)}
+            if bad:
+                raise ValueError(f"{name} must be metres >= 0, got {bad}")
+        if self.min_score is not None and not 0 <= self.min_score <= 1:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if self.min_count < 1:
+            raise ValueError(f"min_count must be at least 1, got {self.min_count}")
+
+    def distance(self, table: dict[str, float], name: str) -> float:
+        return float(table.get(name, max(table.values(), default=0.0)))
+
+
+def local_utm(lon: np.ndarray, lat: np.ndarray) -> CRS:
+    """The UTM zone (WGS84) holding the centre of these points."""
+    lon0, lat0 = float(np.mean(lon)), float(np.mean(lat))
+    info = query_utm_crs_info(datum_name="WGS 84", area_of_interest=AreaOfInterest(lon0, lat0, lon0, lat0))
+    if not info:
+        raise InputError(f"no UTM zone holds lon {lon0:.5f}, lat {lat0:.5f} (beyond 84 N or 80 S)", "candidates")
+    return CRS.from_epsg(int(info[0].code))
+
+
+def _clusters(xy: np.ndarray, link: np.ndarray) -> np.ndarray:
+    """Single-linkage cluster index per point: i and j are linked when closer than max(link_i, link_j)."""
+    n = len(xy)
+    parent = np.arange(n)
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if n:
+        tree = shapely.STRtree(shapely.points(xy))
+        left, right = tree.query(shapely.points(xy), predicate="dwithin", distance=float(link.max()))
+        keep = left < right
+        left, right = left[keep], right[keep]
+        close = np.hypot(*(xy[left] - xy[right]).T) <= np.maximum(link[left], link[right])
+        for i, j in zip(left[close], right[close]):
+            a, b = find(int(i)), find(int(j))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
+
+
+def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict, source: Path) -> dict:
+    """Areas of one run's candidates.
+
+    Args:
+        table: Candidate fields (``read_candidates``): class, score, lon, lat, id, review_status, source.
+        crs_wkt: The candidates' CRS (None: not georeferenced, refused).
+        rules: Linking, buffer and evidence rules.
+        model: {"name", "sha256", "score_threshold"} of the model that scored the run.
+        source: The GeoPackage, named in errors.
+
+    Returns:
+        {"geometry": WKB polygons in ``crs_wkt``, "fields": {name: values}, "rules": the rules used, "summary"}.
+    """
+    if crs_wkt is None:
+        raise InputError("candidates are not georeferenced (frames or bare tiles): no area can be drawn", source)
+    status = np.asarray(table["review_status"], dtype=object).astype(str)
+    score = np.asarray(table["score"], dtype=np.float64)
+    cls = np.asarray(table["class"], dtype=object).astype(str)
+    lon, lat = np.asarray(table["lon"], np.float64), np.asarray(table["lat"], np.float64)
+    threshold = rules.min_score if rules.min_score is not None else model.get("score_threshold")
+    if threshold is None:
+        raise InputError("the model card has no operating threshold; give --min-score", source)
+    confirmed = status == "confirmed"
+    evidence = confirmed | (np.isin(status, ["unreviewed", "unsure"]) & (score >= threshold))
+    evidence &= np.isfinite(lon) & np.isfinite(lat)
+    used = {**asdict(rules), "min_score": float(threshold)}
+    empty = {"geometry": np.array([], dtype=object), "fields": _empty_fields(), "rules": used}
+    if not evidence.any():
+        return empty | {"summary": {"areas": 0, "evidence": 0}}
+    utm = local_utm(lon[evidence], lat[evidence])
+    to_utm = Transformer.from_crs(CRS.from_epsg(4326), utm, always_xy=True)
+    every_xy = np.c_[to_utm.transform(lon, lat)]
+    idx = np.flatnonzero(evidence)
+    xy = every_xy[idx]
+    link = np.array([rules.distance(rules.link_m, c) for c in cls[idx]])
+    buffer = np.array([rules.distance(rules.buffer_m, c) for c in cls[idx]])
+    group = _clusters(xy, link)
+    shapes = []
+    for g in np.unique(group):
+        members = group == g
+        hull = shapely.convex_hull(shapely.multipoints(xy[members]))
+        shapes.append(shapely.buffer(hull, float(buffer[members].max()), quad_segs=8))
+    parts = shapely.get_parts(shapely.union_all(shapes))  # touching areas become one
+    tree = shapely.STRtree(parts)
+    part_of = np.full(len(idx), -1)
+    hit_pt, hit_part = tree.query(shapely.points(xy), predicate="intersects")
+    part_of[hit_pt] = hit_part
+    inside_any = np.full(len(status), -1)
+    q_pt, q_part = tree.query(shapely.points(every_xy[np.isfinite(every_xy).all(1)]), predicate="intersects")
+    inside_any[np.flatnonzero(np.isfinite(every_xy).all(1))[q_pt]] = q_part
+    from_utm = Transformer.from_crs(utm, CRS.from_user_input(crs_wkt), always_xy=True)
+    to_wgs = Transformer.from_crs(utm, CRS.from_epsg(4326), always_xy=True)
+    geod = Geod(ellps="WGS84")
+    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rows = []
+    for p, polygon in enumerate(parts):
+        members = idx[part_of == p]
+        n_conf = int(confirmed[members].sum())
+        if n_conf == 0 and len(members) < rules.min_count:
+            continue
+        dense = shapely.segmentize(polygon, rules.densify_m)
+        lonlat = shapely.transform(dense, lambda c: np.c_[to_wgs.transform(c[:, 0], c[:, 1])])
+        area_m2 = abs(geod.geometry_area_perimeter(lonlat)[0])
+        in_area = inside_any == p
+        rows.append(
+            {
+                "geometry": shapely.transform(dense, lambda c: np.c_[from_utm.transform(c[:, 0], c[:, 1])]),
+                "status": "CHA" if n_conf else "SHA",
+                "area_ha": area_m2 / 10_000,
+                **{f"n_{c}": int((cls[members] == c).sum()) for c in CLASSES},
+                "n_confirmed": n_conf,
+                "n_rejected": int((in_area & (status == "rejected")).sum()),
+                "n_unreviewed": int(np.isin(status[members], ["unreviewed", "unsure"]).sum()),
+                "max_score": float(score[members].max()),
+                "candidate_ids": ",".join(str(int(i)) for i in np.sort(np.asarray(table["id"])[members].astype(int))),
+                "sources": ";".join(sorted({str(s) for s in np.asarray(table["source"], dtype=object)[members]})),
+                "model_name": str(model.get("name", "")),
+                "model_sha256": str(model.get("sha256", "")),
+                "created_utc": created,
+            }
+        )
+    rows.sort(key=lambda r: (r["status"] != "CHA", -r["max_score"]))  # CHA first, then by evidence
+    for k, row in enumerate(rows, 1):
+        row["id"] = f"HA-{k:04d}"
+    if not rows:
+        return empty | {"summary": {"areas": 0, "evidence": int(evidence.sum())}}
+    fields = {f: np.array([r[f] for r in rows]) for f in FIELDS}
+    geometry = np.array([shapely.to_wkb(r["geometry"]) for r in rows], dtype=object)
+    summary = {
+        "areas": len(rows),
+        "cha": int(sum(r["status"] == "CHA" for r in rows)),
+        "sha": int(sum(r["status"] == "SHA" for r in rows)),
+        "area_ha": float(sum(r["area_ha"] for r in rows)),
+        "evidence": int(evidence.sum()),
+    }
+    return {"geometry": geometry, "fields": fields, "rules": used, "summary": summary}
+
+
+def _empty_fields() -> dict[str, np.ndarray]:
+    floats, ints = {"area_ha", "max_score"}, {f for f in FIELDS if f.startswith("n_")}
+    return {f: np.array([], dtype=float if f in floats else int if f in ints else object) for f in FIELDS}
+
+
+def derive_run_areas(out_dir: Path, rules: AreaRules | None = None) -> dict:
+    """Areas of the scoring run in ``out_dir``: layer ``hazard_areas`` written into candidates.gpkg (the file
+    replaced atomically), hazard_areas.geojson, .kml and .json beside it. Without ``rules``, the rules of the
+    run's last derivation, else the defaults. Returns the summary."""
+    import shutil
+
+    from ordnance.inference.review import read_candidates
+    from ordnance.inference.writers import atomic_path, read_manifest
+
+    out_dir = Path(out_dir)
+    gpkg = out_dir / "candidates.gpkg"
+    meta, _, table = read_candidates(gpkg)
+    manifest_path = out_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise InputError("no manifest.json here: the model that scored the run is unknown", out_dir)
+    rules = rules or read_rules(out_dir) or AreaRules()
+    areas = derive_areas(table, meta["crs"], rules, model_of(read_manifest(manifest_path)), gpkg)
+    with atomic_path(gpkg) as tmp:
+        shutil.copyfile(gpkg, tmp)
+        write_area_layer(tmp, areas, meta["crs"])
+    write_area_exports(out_dir, areas, meta["crs"])
+    return areas["summary"] | {"rules": areas["rules"]}
+
+
+def write_area_layer(gpkg: Path, areas: dict, crs_wkt: str) -> None:
+    """Write (or replace) layer ``hazard_areas`` in ``gpkg``, which the caller writes atomically."""
+    pyogrio.raw.write(
+        gpkg,
+        areas["geometry"],
+        field_data=[areas["fields"][f] for f in FIELDS],
+        fields=list(FIELDS),
+        layer=LAYER,
+        driver="GPKG",
+        geometry_type="MultiPolygon",
+        crs=crs_wkt,
+        promote_to_multi=True,
+    )
+
+
+def write_area_exports(out_dir: Path, areas: dict, crs_wkt: str) -> list[Path]:
+    """hazard_areas.geojson and .kml in WGS84, and hazard_areas.json (rules and summary), each atomically."""
+    from ordnance.inference.writers import atomic_path, write_json
+
+    to_wgs = Transformer.from_crs(CRS.from_user_input(crs_wkt), CRS.from_epsg(4326), always_xy=True)
+    geoms = shapely.from_wkb(areas["geometry"]) if len(areas["geometry"]) else np.array([], dtype=object)
+    lonlat = [shapely.transform(g, lambda c: np.c_[to_wgs.transform(c[:, 0], c[:, 1])]) for g in geoms]
+    wkb = np.array([shapely.to_wkb(g) for g in lonlat], dtype=object)
+    written = []
+    for suffix, driver, extra in (
+        ("geojson", "GeoJSON", None),
+        ("kml", "KML", {"NameField": "id", "DescriptionField": "status"}),
+    ):
+        path = out_dir / f"{LAYER}.{suffix}"
+        with atomic_path(path) as tmp:
+            pyogrio.raw.write(tmp, wkb, field_data=[areas["fields"][f] for f in FIELDS], fields=list(FIELDS),
+                              layer=LAYER, driver=driver, geometry_type="MultiPolygon", crs="EPSG:4326",
+                              promote_to_multi=True, dataset_options=extra)  # fmt: skip
+        written.append(path)
+    write_json(out_dir / RULES_FILE, {"rules": areas["rules"], "summary": areas["summary"]})
+    return [*written, out_dir / RULES_FILE]
+
+
+def read_rules(out_dir: Path) -> AreaRules | None:
+    """The rules of the run's last ``ordnance areas`` (None when areas were never derived there)."""
+    path = Path(out_dir) / RULES_FILE
+    if not path.exists():
+        return None
+    try:
+        rules = json.loads(path.read_text())["rules"]
+        return AreaRules(**{k: rules[k] for k in ("link_m", "buffer_m", "min_count", "densify_m")},
+                         min_score=rules["min_score"])  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        raise InputError("not the rules file 'ordnance areas' writes (corrupt or edited)", path) from None
+
+
+def model_of(manifest: dict) -> dict:
+    """Name, sha256 and operating threshold of the model that scored a run (from its manifest)."""
+    card = manifest["model"]["card"]
+    card = json.loads(card) if isinstance(card, str) else card
+    return {
+        "name": f"{card.get('model_name', '')} {card.get('model_version', '')}".strip(),
+        "sha256": manifest["model"].get("sha256", ""),
+        "score_threshold": card.get("score_threshold"),
+    }
+
+
+def has_area_layer(gpkg: Path) -> bool:
+    return LAYER in {str(name) for name, _ in pyogrio.list_layers(gpkg)}

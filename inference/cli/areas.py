@@ -1,0 +1,56 @@
+"""``ordnance areas``: proposed hazard areas (SHA/CHA polygons) from a scoring run's candidates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _per_class(values: tuple[str, ...], option: str) -> dict[str, float]:
+    out = {}
+    for value in values:
+        name, sep, metres = value.partition("=")
+        try:
+            out[name] = float(metres) if sep and name else float("nan")
+        except ValueError:
+            out[name] = float("nan")
+        if not sep or not name or not out[name] >= 0:
+            raise click.BadParameter(f"{value!r}: give CLASS=METRES, metres >= 0 (e.g. ap_mine=15)", param_hint=option)
+    return out
+
+
+@click.command("areas")
+@click.argument("out_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--link-m", multiple=True, metavar="CLASS=M", help="Linking distance of a class (repeatable).")
+@click.option("--buffer-m", multiple=True, metavar="CLASS=M", help="Buffer around a class's evidence (repeatable).")
+@click.option(
+    "--min-score",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Unreviewed candidates below this are not evidence (default: the model card's operating threshold).",
+)
+@click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
+              help="Candidates an area without a confirmed item needs.")  # fmt: skip
+def areas(out_dir: Path, link_m: tuple[str, ...], buffer_m: tuple[str, ...], min_score, min_count: int) -> None:
+    """Cluster the candidates of the run in OUT_DIR into proposed hazard areas.
+
+    Writes layer hazard_areas into OUT_DIR/candidates.gpkg and hazard_areas.geojson, .kml and .json (the rules
+    used) beside it. An area with a confirmed item is a CHA proposal, any other an SHA proposal; rejected
+    candidates never make one. 'ordnance review import' re-derives them with the same rules.
+    """
+    from ordnance.inference.areas import AreaRules, derive_run_areas
+
+    defaults = AreaRules()
+    rules = AreaRules(
+        link_m=defaults.link_m | _per_class(link_m, "--link-m"),
+        buffer_m=defaults.buffer_m | _per_class(buffer_m, "--buffer-m"),
+        min_score=min_score,
+        min_count=min_count,
+    )
+    summary = derive_run_areas(out_dir, rules)
+    click.echo(
+        f"{summary['areas']} areas ({summary.get('cha', 0)} CHA, {summary.get('sha', 0)} SHA), "
+        f"{summary.get('area_ha', 0.0):.3f} ha, from {summary['evidence']} candidates at score >= "
+        f"{summary['rules']['min_score']:.3f} or confirmed"
+    )
