@@ -35,6 +35,7 @@ import pyogrio
 import pyogrio.raw
 import shapely
 from ordnance.inference.errors import InputError
+from ordnance.inference.styles import write_styles
 from pyproj import CRS, Geod, Transformer
 from pyproj.aoi import AreaOfInterest
 from pyproj.database import query_utm_crs_info
@@ -251,6 +252,7 @@ def derive_run_areas(out_dir: Path, rules: AreaRules | None = None) -> dict:
     with atomic_path(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
         write_area_layer(tmp, areas, meta["crs"])
+        write_styles(tmp, ["hazard_areas"])
     write_area_exports(out_dir, areas, meta["crs"])
     return areas["summary"] | {"rules": areas["rules"]}
 

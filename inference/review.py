@@ -22,6 +22,7 @@ import pyogrio.raw
 import rasterio
 from ordnance.inference.areas import derive_areas, model_of, read_rules, write_area_exports, write_area_layer
 from ordnance.inference.errors import InputError
+from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
@@ -268,6 +269,7 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
                           promote_to_multi=True)  # fmt: skip
         if areas is not None:
             write_area_layer(tmp, areas, meta["crs"])
+        write_styles(tmp, ["candidates", "coverage", *(["hazard_areas"] if areas is not None else [])])
     if areas is not None:
         write_area_exports(Path(out_dir), areas, meta["crs"])
     return {s: int((status == s).sum()) for s in STATUSES}

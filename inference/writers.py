@@ -20,6 +20,7 @@ import pyogrio
 import pyogrio.raw
 import shapely
 from ordnance.inference.errors import InputError
+from ordnance.inference.styles import write_styles
 
 # Candidate fields, in order. Documented in README.md ("Outputs").
 FIELDS = (
@@ -78,7 +79,8 @@ def write_gpkg(
     crs_wkt: str | None,
     coverage: shapely.Geometry,
 ) -> None:
-    """GeoPackage with layers ``candidates`` (points in ``crs_wkt``) and ``coverage`` (scanned area)."""
+    """GeoPackage with layers ``candidates`` (points in ``crs_wkt``) and ``coverage`` (scanned area), each with
+    its default QGIS style."""
     names, values = _field_arrays(table)
     points = shapely.to_wkb(shapely.points(geom_xy)) if len(geom_xy) else np.array([], dtype=object)
     with atomic_path(path) as tmp:
@@ -105,6 +107,7 @@ def write_gpkg(
             append=True,
             promote_to_multi=True,
         )
+        write_styles(tmp, ["candidates", "coverage"])
 
 
 def write_lonlat_layer(path: Path, table: dict[str, np.ndarray], driver: str) -> None:

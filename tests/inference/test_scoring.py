@@ -79,7 +79,7 @@ def test_outputs_read_back(tmp_path, scene):
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["candidates.gpkg", "candidates.geojson", "candidates.csv", "candidates.kml", "manifest.json"]
     )
-    assert sorted(pyogrio.list_layers(out / "candidates.gpkg")[:, 0]) == ["candidates", "coverage"]
+    assert sorted(pyogrio.list_layers(out / "candidates.gpkg")[:, 0]) == ["candidates", "coverage", "layer_styles"]
     gpkg = pyogrio.read_info(out / "candidates.gpkg", layer="candidates")
     assert gpkg["features"] == len(centres) and "32636" in gpkg["crs"]
     _, geoms, fields, names = _read(out / "candidates.gpkg", "candidates")
