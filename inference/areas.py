@@ -224,7 +224,7 @@ def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict
         "area_ha": float(sum(r["area_ha"] for r in rows)),
         "evidence": int(evidence.sum()),
     }
-    return {"geometry": geometry, "fields": fields, "rules": used, "summary": summary}
+    return {"geometry": geometry, "fields": fields, "rules": used, "summary": summary, "crs_wkt": crs_wkt}
 
 
 def _empty_fields() -> dict[str, np.ndarray]:
@@ -232,10 +232,11 @@ def _empty_fields() -> dict[str, np.ndarray]:
     return {f: np.array([], dtype=float if f in floats else int if f in ints else object) for f in FIELDS}
 
 
-def derive_run_areas(out_dir: Path, rules: AreaRules | None = None) -> dict:
+def derive_run_areas(out_dir: Path, rules: AreaRules | None = None, survey_date: str | None = None) -> dict:
     """Areas of the scoring run in ``out_dir``: layer ``hazard_areas`` written into candidates.gpkg (the file
-    replaced atomically), hazard_areas.geojson, .kml and .json beside it. Without ``rules``, the rules of the
-    run's last derivation, else the defaults. Returns the summary."""
+    replaced atomically), hazard_areas.geojson, .kml, .json and mine_action.csv beside it. Without ``rules`` or
+    ``survey_date``, those of the run's last derivation, else the defaults and the inputs' TIFF date. Returns the
+    summary."""
     import shutil
 
     from ordnance.inference.review import read_candidates
@@ -247,14 +248,19 @@ def derive_run_areas(out_dir: Path, rules: AreaRules | None = None) -> dict:
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
         raise InputError("no manifest.json here: the model that scored the run is unknown", out_dir)
-    rules = rules or read_rules(out_dir) or AreaRules()
-    areas = derive_areas(table, meta["crs"], rules, model_of(read_manifest(manifest_path)), gpkg)
+    manifest = read_manifest(manifest_path)
+    saved = read_settings(out_dir)
+    rules = rules or (saved[0] if saved else AreaRules())
+    if survey_date is None:
+        survey_date = saved[1] if saved else survey_date_of(manifest)
+    model = model_of(manifest)
+    areas = derive_areas(table, meta["crs"], rules, model, gpkg)
     with atomic_path(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
         write_area_layer(tmp, areas, meta["crs"])
         write_styles(tmp, ["hazard_areas"])
-    write_area_exports(out_dir, areas, meta["crs"])
-    return areas["summary"] | {"rules": areas["rules"]}
+    write_area_exports(out_dir, areas, meta["crs"], table, model, survey_date)
+    return areas["summary"] | {"rules": areas["rules"], "survey_date": survey_date}
 
 
 def write_area_layer(gpkg: Path, areas: dict, crs_wkt: str) -> None:
@@ -272,15 +278,15 @@ def write_area_layer(gpkg: Path, areas: dict, crs_wkt: str) -> None:
     )
 
 
-def write_area_exports(out_dir: Path, areas: dict, crs_wkt: str) -> list[Path]:
-    """hazard_areas.geojson and .kml in WGS84, and hazard_areas.json (rules and summary), each atomically."""
+def write_area_exports(out_dir: Path, areas: dict, crs_wkt: str, table: dict, model: dict, survey_date: str) -> None:
+    """hazard_areas.geojson and .kml in WGS84, mine_action.csv, and hazard_areas.json (rules, survey date and
+    summary), each atomically."""
     from ordnance.inference.writers import atomic_path, write_json
 
     to_wgs = Transformer.from_crs(CRS.from_user_input(crs_wkt), CRS.from_epsg(4326), always_xy=True)
     geoms = shapely.from_wkb(areas["geometry"]) if len(areas["geometry"]) else np.array([], dtype=object)
     lonlat = [shapely.transform(g, lambda c: np.c_[to_wgs.transform(c[:, 0], c[:, 1])]) for g in geoms]
     wkb = np.array([shapely.to_wkb(g) for g in lonlat], dtype=object)
-    written = []
     for suffix, driver, extra in (
         ("geojson", "GeoJSON", None),
         ("kml", "KML", {"NameField": "id", "DescriptionField": "status"}),
@@ -290,20 +296,116 @@ def write_area_exports(out_dir: Path, areas: dict, crs_wkt: str) -> list[Path]:
             pyogrio.raw.write(tmp, wkb, field_data=[areas["fields"][f] for f in FIELDS], fields=list(FIELDS),
                               layer=LAYER, driver=driver, geometry_type="MultiPolygon", crs="EPSG:4326",
                               promote_to_multi=True, dataset_options=extra)  # fmt: skip
-        written.append(path)
-    write_json(out_dir / RULES_FILE, {"rules": areas["rules"], "summary": areas["summary"]})
-    return [*written, out_dir / RULES_FILE]
+    write_mine_action_csv(out_dir, table, areas, model, survey_date)
+    write_json(out_dir / RULES_FILE, {"rules": areas["rules"], "survey_date": survey_date, "summary": areas["summary"]})
 
 
-def read_rules(out_dir: Path) -> AreaRules | None:
-    """The rules of the run's last ``ordnance areas`` (None when areas were never derived there)."""
+MINE_ACTION_FIELDS = (
+    "record_type",
+    "record_id",
+    "area_id",
+    "status",
+    "class",
+    "score",
+    "lat",
+    "lon",
+    "mgrs",
+    "area_ha",
+    "n_items",
+    "survey_date",
+    "source",
+    "model",
+    "model_sha256",
+    "processed_utc",
+    "wkt",
+)
+
+
+def write_mine_action_csv(out_dir: Path, table: dict, areas: dict, model: dict, survey_date: str) -> Path:
+    """mine_action.csv: one row per candidate, then one per area, in the columns of ``MINE_ACTION_FIELDS``
+    (documented in README.md, "Mine-action export"). Coordinates are WGS84 decimal degrees; MGRS at 1 m; an area's
+    point is a point inside it, and its polygon is WKT in WGS84."""
+    import csv
+
+    import mgrs
+    from ordnance.inference.writers import atomic_path
+
+    grid = mgrs.MGRS()
+
+    def mgrs_of(lat: float, lon: float) -> str:
+        return (
+            grid.toMGRS(lat, lon, MGRSPrecision=5) if np.isfinite(lat) and np.isfinite(lon) and -80 <= lat <= 84 else ""
+        )
+
+    ids = np.asarray(table["id"]).astype(int)
+    area_of = {}
+    for area_id, members in zip(areas["fields"]["id"], areas["fields"]["candidate_ids"]):
+        for cid in str(members).split(","):
+            if cid:
+                area_of[int(cid)] = str(area_id)
+    model_label, sha = str(model.get("name", "")), str(model.get("sha256", ""))
+    rows = []
+    for k, cid in enumerate(ids):
+        lat, lon = float(table["lat"][k]), float(table["lon"][k])
+        rows.append({
+            "record_type": "candidate", "record_id": str(cid), "area_id": area_of.get(int(cid), ""),
+            "status": str(table["review_status"][k]), "class": str(table["class"][k]),
+            "score": f"{float(table['score'][k]):.4f}", "lat": f"{lat:.7f}", "lon": f"{lon:.7f}",
+            "mgrs": mgrs_of(lat, lon), "area_ha": "", "n_items": "", "survey_date": survey_date,
+            "source": str(table["source"][k]), "model": model_label, "model_sha256": sha,
+            "processed_utc": str(table.get("processed_utc", [""] * len(ids))[k]), "wkt": "",
+        })  # fmt: skip
+    crs = areas.get("crs_wkt")
+    if len(areas["geometry"]) and crs:
+        to_wgs = Transformer.from_crs(CRS.from_user_input(crs), CRS.from_epsg(4326), always_xy=True)
+        f = areas["fields"]
+        for k, wkb in enumerate(areas["geometry"]):
+            polygon = shapely.transform(shapely.from_wkb(wkb), lambda c: np.c_[to_wgs.transform(c[:, 0], c[:, 1])])
+            inside = polygon.representative_point()
+            counts = {c: int(f[f"n_{c}"][k]) for c in CLASSES}
+            rows.append({
+                "record_type": "area", "record_id": str(f["id"][k]), "area_id": str(f["id"][k]),
+                "status": str(f["status"][k]), "class": ";".join(c for c in CLASSES if counts[c]),
+                "score": f"{float(f['max_score'][k]):.4f}", "lat": f"{inside.y:.7f}", "lon": f"{inside.x:.7f}",
+                "mgrs": mgrs_of(inside.y, inside.x), "area_ha": f"{float(f['area_ha'][k]):.4f}",
+                "n_items": str(sum(counts.values())), "survey_date": survey_date, "source": str(f["sources"][k]),
+                "model": model_label, "model_sha256": sha, "processed_utc": str(f["created_utc"][k]),
+                "wkt": shapely.to_wkt(polygon, rounding_precision=7),
+            })  # fmt: skip
+    path = Path(out_dir) / "mine_action.csv"
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MINE_ACTION_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def survey_date_of(manifest: dict) -> str:
+    """The acquisition date of the run's first input that records one (TIFF DateTime, YYYY-MM-DD), else ""."""
+    import rasterio
+
+    for entry in manifest.get("inputs", []):
+        try:
+            with rasterio.open(entry["path"]) as src:
+                stamp = src.tags().get("TIFFTAG_DATETIME", "")
+        except (rasterio.errors.RasterioIOError, KeyError, TypeError):
+            continue
+        if len(stamp) >= 10 and stamp[4] == ":" and stamp[7] == ":":
+            return stamp[:10].replace(":", "-")
+    return ""
+
+
+def read_settings(out_dir: Path) -> tuple[AreaRules, str] | None:
+    """The rules and survey date of the run's last ``ordnance areas`` (None when areas were never derived
+    there)."""
     path = Path(out_dir) / RULES_FILE
     if not path.exists():
         return None
     try:
-        rules = json.loads(path.read_text())["rules"]
+        saved = json.loads(path.read_text())
+        rules = saved["rules"]
         return AreaRules(**{k: rules[k] for k in ("link_m", "buffer_m", "min_count", "densify_m")},
-                         min_score=rules["min_score"])  # fmt: skip
+                         min_score=rules["min_score"]), str(saved["survey_date"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError("not the rules file 'ordnance areas' writes (corrupt or edited)", path) from None
 

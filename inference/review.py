@@ -20,7 +20,7 @@ import numpy as np
 import pyogrio
 import pyogrio.raw
 import rasterio
-from ordnance.inference.areas import derive_areas, model_of, read_rules, write_area_exports, write_area_layer
+from ordnance.inference.areas import derive_areas, model_of, read_settings, write_area_exports, write_area_layer
 from ordnance.inference.errors import InputError
 from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
@@ -258,9 +258,10 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
     table["review_status"] = status
     c_meta, _, c_geom, c_fields = pyogrio.raw.read(gpkg, layer="coverage")
     areas = None
-    rules = read_rules(out_dir)  # areas were derived here: derive them again from the new decisions
-    if rules is not None:
-        areas = derive_areas(table, meta["crs"], rules, model_of(read_manifest(manifest_path)), gpkg)
+    saved = read_settings(out_dir)  # areas were derived here: derive them again from the new decisions
+    if saved is not None:
+        model = model_of(read_manifest(manifest_path))
+        areas = derive_areas(table, meta["crs"], saved[0], model, gpkg)
     with atomic_path(gpkg) as tmp:
         pyogrio.raw.write(tmp, geometry, field_data=list(table.values()), fields=list(table), layer="candidates",
                           driver="GPKG", geometry_type="Point", crs=meta["crs"])  # fmt: skip
@@ -271,5 +272,5 @@ def merge_decisions(out_dir: str | Path, decisions_path: str | Path) -> dict[str
             write_area_layer(tmp, areas, meta["crs"])
         write_styles(tmp, ["candidates", "coverage", *(["hazard_areas"] if areas is not None else [])])
     if areas is not None:
-        write_area_exports(Path(out_dir), areas, meta["crs"])
+        write_area_exports(Path(out_dir), areas, meta["crs"], table, model, saved[1])
     return {s: int((status == s).sum()) for s in STATUSES}

@@ -32,11 +32,20 @@ def _per_class(values: tuple[str, ...], option: str) -> dict[str, float]:
 )
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Candidates an area without a confirmed item needs.")  # fmt: skip
-def areas(out_dir: Path, link_m: tuple[str, ...], buffer_m: tuple[str, ...], min_score, min_count: int) -> None:
+@click.option(
+    "--survey-date",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="Date of the flight, for the mine-action export (default: the mosaic's TIFF date, if it has one).",
+)
+def areas(
+    out_dir: Path, link_m: tuple[str, ...], buffer_m: tuple[str, ...], min_score, min_count: int, survey_date
+) -> None:
     """Cluster the candidates of the run in OUT_DIR into proposed hazard areas.
 
-    Writes layer hazard_areas into OUT_DIR/candidates.gpkg and hazard_areas.geojson, .kml and .json (the rules
-    used) beside it. An area with a confirmed item is a CHA proposal, any other an SHA proposal; rejected
+    Writes layer hazard_areas into OUT_DIR/candidates.gpkg, and hazard_areas.geojson, .kml, .json (the rules
+    used) and mine_action.csv (one row per candidate and per area, for an information-management system) beside
+    it. An area with a confirmed item is a CHA proposal, any other an SHA proposal; rejected
     candidates never make one. 'ordnance review import' re-derives them with the same rules.
     """
     from ordnance.inference.areas import AreaRules, derive_run_areas
@@ -48,7 +57,7 @@ def areas(out_dir: Path, link_m: tuple[str, ...], buffer_m: tuple[str, ...], min
         min_score=min_score,
         min_count=min_count,
     )
-    summary = derive_run_areas(out_dir, rules)
+    summary = derive_run_areas(out_dir, rules, survey_date.strftime("%Y-%m-%d") if survey_date else None)
     click.echo(
         f"{summary['areas']} areas ({summary.get('cha', 0)} CHA, {summary.get('sha', 0)} SHA), "
         f"{summary.get('area_ha', 0.0):.3f} ha, from {summary['evidence']} candidates at score >= "

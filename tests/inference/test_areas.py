@@ -247,3 +247,43 @@ def test_score_with_areas_proposes_them_from_a_real_run(tmp_path, blob_model, wr
     polygons, table, _ = read_areas(out)
     assert len(polygons) == 1 and table["candidate_ids"][0] == ",".join(map(str, evidence))
     assert all(polygons[0].contains(shapely.from_wkb(g)) for g in geometry)
+
+
+def test_mine_action_export_rows_coordinates_and_mgrs(tmp_path):
+    """One row per candidate, then per area; lat/lon and MGRS agree with an independent UTM projection (the MGRS
+    digits are the UTM easting and northing within their 100 km square); the area's WKT is its polygon."""
+    import csv
+
+    offsets, classes, scores, statuses = scene()
+    run = make_run(tmp_path / "run", offsets, classes, scores, statuses)
+    result = areas_cli(run, "--survey-date", "2026-11-20")
+    assert result.exit_code == 0, result.output
+    with open(run / "mine_action.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    candidates = [r for r in rows if r["record_type"] == "candidate"]
+    areas = [r for r in rows if r["record_type"] == "area"]
+    assert len(candidates) == 12 and [r["record_id"] for r in areas] == ["HA-0001", "HA-0002", "HA-0003"]
+    assert {r["survey_date"] for r in rows} == {"2026-11-20"}
+    to_utm = Transformer.from_crs("EPSG:4326", UTM, always_xy=True)
+    for row, (east, north) in zip(candidates, offsets):
+        e, n = to_utm.transform(float(row["lon"]), float(row["lat"]))
+        assert abs(e - (ORIGIN[0] + east)) < 0.02 and abs(n - (ORIGIN[1] + north)) < 0.02  # 7 decimals: ~1 cm
+        code = row["mgrs"]
+        assert code[:2] == "36" and len(code) == 15  # zone 36, band, square, 5 + 5 digits (1 m)
+        assert int(code[5:10]) == int((ORIGIN[0] + east) % 100_000) and int(code[10:]) == int(
+            (ORIGIN[1] + north) % 100_000
+        )
+    # candidates name their area; rejected and weak ones belong to none
+    by_id = {r["record_id"]: r for r in candidates}
+    assert by_id["1"]["area_id"] and by_id["1"]["area_id"] == by_id["5"]["area_id"]
+    assert by_id["10"]["area_id"] == "" and by_id["12"]["area_id"] == ""
+    assert by_id["6"]["status"] == "confirmed" and by_id["6"]["class"] == "ap_mine"
+    polygons, table, crs = read_areas(run)
+    to_wgs = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    for row, polygon, area_ha in zip(areas, polygons, table["area_ha"]):
+        expected = shapely.transform(polygon, lambda c: np.c_[to_wgs.transform(c[:, 0], c[:, 1])])
+        got = shapely.from_wkt(row["wkt"])
+        assert got.symmetric_difference(expected).area / expected.area < 2e-3  # WKT at 7 decimals: about 1 cm
+        assert got.contains(shapely.Point(float(row["lon"]), float(row["lat"])))
+        assert float(row["area_ha"]) == pytest.approx(area_ha, abs=1e-4)
+    assert areas[0]["status"] == "CHA" and areas[0]["class"] == "ap_mine" and areas[0]["n_items"] == "3"
