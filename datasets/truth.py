@@ -13,7 +13,8 @@ from ordnance.inference.writers import atomic_path
 
 
 def write_truth(stem: Path, spec, transform: Affine, epsg: int) -> dict[str, Path]:
-    """Write the labelled items of a synthetic scene ``spec`` as points with class, item type, size and burial."""
+    """Write the labelled items of a synthetic scene ``spec`` as points with class, item type, size, burial and
+    layout pattern (the minefield each item belongs to)."""
     from ordnance.datasets.synth.items import CATALOG
 
     items = [p for p in spec.items if CATALOG[p.name].label is not None]
@@ -28,6 +29,7 @@ def write_truth(stem: Path, spec, transform: Affine, epsg: int) -> dict[str, Pat
         extra={
             "item": np.array([p.name for p in items], dtype=object),
             "buried": np.array([p.buried for p in items], np.float64),
+            "pattern": np.array([p.pattern for p in items], np.int64),
         },
     )
 

@@ -84,11 +84,14 @@ def make_scene(
     biome = biome or list(BIOMES)[rng.integers(len(BIOMES))]
     n_patterns = 0 if empty else (patterns or max(3, int(w_m * h_m / 1000)))
     candidates = []
-    for _ in range(n_patterns):
+    for k in range(n_patterns):
         name = list(PATTERNS)[rng.integers(len(PATTERNS))]
-        candidates += PATTERNS[name](rng, w_m, h_m)
+        placed = PATTERNS[name](rng, w_m, h_m)
+        # each item keeps the pattern it belongs to: an isolated UXO is a pattern of its own
+        ids = [k * 1000 + j for j in range(len(placed))] if name == "isolated_uxo" else [k * 1000] * len(placed)
+        candidates += [(kind, p, pattern) for (kind, p), pattern in zip(placed, ids)]
     items, taken = [], np.zeros((0, 3))
-    for kind, (x, y) in candidates:
+    for kind, (x, y), pattern in candidates:
         radius = max(CATALOG[kind].length_mm) / 2000
         if not (radius < x < w_m - radius and radius < y < h_m - radius):
             continue
@@ -97,7 +100,9 @@ def make_scene(
         taken = np.vstack([taken, [x, y, radius]])
         buried = float(rng.choice([0.0, 0.0, rng.uniform(0.1, 0.5)]))
         items.append(
-            PlacedItem(kind, x / gsd_m, y / gsd_m, float(rng.uniform(0, 2 * np.pi)), buried, int(rng.integers(2**31)))
+            PlacedItem(
+                kind, x / gsd_m, y / gsd_m, float(rng.uniform(0, 2 * np.pi)), buried, int(rng.integers(2**31)), pattern
+            )
         )
     sun = rng.uniform(0, 2 * np.pi)
     camera = Camera(

@@ -37,7 +37,8 @@ BIOMES = {  # terrain weights of each biome
 
 @dataclass(frozen=True)
 class PlacedItem:
-    """An item in scene pixels: centre (x_px, y_px), rotation, burial (share hidden), its own seed."""
+    """An item in scene pixels: centre (x_px, y_px), rotation, burial (share hidden), its own seed, and the
+    layout pattern it belongs to (a row, a cluster, an ellipse; -1: none), which is its minefield."""
 
     name: str
     x_px: float
@@ -45,6 +46,7 @@ class PlacedItem:
     angle: float
     buried: float
     seed: int
+    pattern: int = -1
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""Tables of experiments/areas/results.json: results.md, and the block in experiments/README.md."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "pfm1"))
+from common import write_readme_block  # noqa: E402
+
+ARMS = {
+    "unreviewed": "unreviewed, at the card's threshold",
+    "reviewed": "after review of every candidate at the threshold",
+}
+
+
+def table(results: dict) -> str:
+    lines = [
+        f"Synthetic surveys of {results['size_px']:,}² px at 1 cm ({results['size_px'] ** 2 / 1e8:.2f} ha each), "
+        f"{results['patterns']} layout patterns each, scored by `{Path(results['model']).name}`; default area rules.",
+        "",
+        "| survey seed | arm | true minefields | covered by exactly one area | by none | by several | areas over "
+        "several minefields | true items inside an area | area proposed / true minefields' area | false areas per "
+        "100 ha | areas |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for seed, entry in sorted(results["surveys"].items()):
+        for arm, label in ARMS.items():
+            r = entry[arm]
+            lines.append(
+                f"| {seed} | {label} | {r['minefields']} | {r['minefields_one_area']} | {r['minefields_no_area']} | "
+                f"{r['minefields_several_areas']} | {r['areas_over_several_minefields']} | {r['items_inside']:.3f} | "
+                f"{r['proposed_ha']:.2f} / {r['true_ha']:.2f} ha ({r['proposed_over_true']:.1f}x) | "
+                f"{r['false_areas_per_100ha']:.0f} ({r['false_areas']} in {r['scanned_ha']:.2f} ha) | {r['areas']} |"
+            )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    results = json.loads((HERE / "results.json").read_text())
+    text = table(results)
+    (HERE / "results.md").write_text(text + "\n")
+    write_readme_block("<!-- areas:begin -->", "<!-- areas:end -->", text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
