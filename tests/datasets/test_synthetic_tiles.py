@@ -46,3 +46,29 @@ def test_lookalike_density_scales_the_drawn_count():
 def test_lookalike_scale_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="train_lookalike_scale must be positive"):
         write_tile_dataset(tmp_path, n_train=1, n_valid=1, tile_px=128, workers=1, train_lookalike_scale=0.0)
+
+
+def test_items_know_their_minefield():
+    """Every placed item names its layout pattern: AT mines of one pattern lie on one line (a row), an isolated UXO
+    is a pattern of its own, and look-alikes belong to none."""
+    from ordnance.datasets.synth.layout import make_scene
+
+    seen_rows = 0
+    for seed in range(12):
+        spec = make_scene(seed, 0.01, 12000, 12000, patterns=6)
+        assert spec.items and all(p.pattern >= 0 for p in spec.items)
+        by_pattern: dict[int, list] = {}
+        for p in spec.items:
+            by_pattern.setdefault(p.pattern, []).append(p)
+        for members in by_pattern.values():
+            at = np.array([[p.x_px, p.y_px] for p in members if p.name in ("tm62", "tm57")]) * 0.01
+            if len(at) >= 3:
+                centred = at - at.mean(0)
+                residual = np.linalg.svd(centred, compute_uv=False)[1] / np.sqrt(len(at))
+                assert residual < 0.5, residual  # metres off the row's line (placement noise is 0.2 m)
+                seen_rows += 1
+            if any(p.name in ("projectile", "mortar", "grenade") for p in members) and all(
+                p.name not in ("submunition",) for p in members
+            ):
+                assert len(members) == 1  # an isolated UXO stands alone
+    assert seen_rows >= 2
