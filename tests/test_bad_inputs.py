@@ -316,6 +316,30 @@ CASES = {
                                         r"no longer|moved|not found|no such"),
     "build/chip 60000 px": lambda w, d: (["review", "build", str(_run_copy(w, d)), "--chip-px", "60000"],
                                          "--chip-px", r""),
+    # areas
+    "areas/not a scored run": lambda w, d: (["areas", str(_mkdir(d / "empty"))], "empty", r"candidates.gpkg|scor"),
+    "areas/no manifest": lambda w, d: (["areas", str(_without_manifest(w, d))], "run", r"manifest"),
+    "areas/corrupt gpkg": lambda w, d: (["areas", str(_corrupt_gpkg(w, d))], "candidates.gpkg",
+                                        r"damaged|corrupt|cannot|not a"),
+    "areas/corrupt rules": lambda w, d: (["areas", str(_with_file(w, d, "hazard_areas.json", b"{"))],
+                                         "hazard_areas.json", r"corrupt|edited"),
+    "areas/not georeferenced": lambda w, d: (["areas", str(_plain_run(w, d))], "candidates.gpkg",
+                                             r"not georeferenced"),
+    "areas/negative link": lambda w, d: (["areas", str(_run_copy(w, d)), "--link-m", "ap_mine=-5"], "--link-m",
+                                         r"metres"),
+    "areas/link without class": lambda w, d: (["areas", str(_run_copy(w, d)), "--link-m", "15"], "--link-m",
+                                              r"CLASS=METRES"),
+    "areas/min score 2": lambda w, d: (["areas", str(_run_copy(w, d)), "--min-score", "2"], "--min-score", r"range"),
+    "areas/bad survey date": lambda w, d: (["areas", str(_run_copy(w, d)), "--survey-date", "29/11/2026"],
+                                           "--survey-date", r"format|date"),
+    # report
+    "report/not a scored run": lambda w, d: (["report", str(_mkdir(d / "empty")), "--no-pdf"], "empty",
+                                             r"manifest|scor"),
+    "report/corrupt manifest": lambda w, d: (["report", str(_corrupt_manifest(w, d)), "--no-pdf"], "manifest.json",
+                                             r"JSON|corrupt|damaged|cannot"),
+    "report/evaluation not JSON": lambda w, d: (
+        ["report", str(_run_copy(w, d)), "--no-pdf", "--evaluation", str(_write(d / "e.json", b"not json"))],
+        "e.json", r"evaluation"),
     # export
     "export/missing checkpoint": lambda w, d: (["export", str(d / "nope.ckpt"), "-o", str(d / "m.onnx")],
                                                "nope.ckpt", r"no such|not exist"),
@@ -423,6 +447,18 @@ def _plain_run(w: World, d: Path) -> Path:
     result = CliRunner().invoke(cli, _score(w, [plain], out=out, d=d))
     assert result.exit_code == 0, result.output
     return out
+
+
+def _without_manifest(w: World, d: Path) -> Path:
+    run = _run_copy(w, d)
+    (run / "manifest.json").unlink()
+    return run
+
+
+def _with_file(w: World, d: Path, name: str, data: bytes) -> Path:
+    run = _run_copy(w, d)
+    (run / name).write_bytes(data)
+    return run
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
