@@ -4,6 +4,7 @@ random tiles of one survey."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -122,6 +123,10 @@ class DetectionDataModule(L.LightningDataModule):
             unless a run sets ``chip_px``) join the training data, and their held-out blocks the validation data.
         replay: Share of the training images drawn from the sources above when ``reviewed`` is given, so
             a fine-tune on one survey does not forget the rest (0: reviewed chips only).
+        group_weights: Share of each epoch per split group (flight, site, zone), relative: ``{"F03": 3}`` draws
+            three times as many images from group F03 as from a group of weight 1 (the default), whatever the
+            groups' sizes. Keys are matched as regular expressions against the group names; None draws every
+            image once per epoch.
     """
 
     def __init__(
@@ -149,6 +154,7 @@ class DetectionDataModule(L.LightningDataModule):
         synthetic: SyntheticData | None = None,
         reviewed: list[ReviewedRun] | None = None,
         replay: float = 0.5,
+        group_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.data_yaml = Path(data_yaml) if data_yaml else None
@@ -174,6 +180,10 @@ class DetectionDataModule(L.LightningDataModule):
         if not 0 <= replay < 1:
             raise ValueError(f"replay is a share of the training images in [0, 1), got {replay}")
         self.reviewed, self.replay = list(reviewed or []), replay
+        bad = {k: v for k, v in (group_weights or {}).items() if not (np.isfinite(v) and v >= 0)}
+        if bad:
+            raise ValueError(f"group_weights must be finite and >= 0, got {bad}")
+        self.group_weights = dict(group_weights or {})
         self.review_summaries: list[dict] = []
 
     def lineage(self) -> dict:
@@ -322,15 +332,42 @@ class DetectionDataModule(L.LightningDataModule):
             persistent_workers=self.num_workers > 0,
         )
 
+    def _group_share(self, records: list) -> np.ndarray:
+        """Each record's share of an epoch (sum 1) under ``group_weights``: a group's weight split evenly over
+        its images."""
+        groups = np.array([str(r.group) for r in records], dtype=object)
+        weight = np.ones(len(records))
+        for pattern, value in self.group_weights.items():
+            hit = np.array([re.search(pattern, g) is not None for g in groups], bool)
+            if not hit.any():
+                raise DatasetError(f"group_weights: {pattern!r} matches no training group ({sorted(set(groups))[:6]})")
+            weight[hit] = value
+        share = np.zeros(len(records))
+        for group in np.unique(groups):
+            members = groups == group
+            share[members] = weight[members] / members.sum()
+        if share.sum() <= 0:
+            raise DatasetError("group_weights leave no training image with a weight above 0")
+        return share / share.sum()
+
     def _replay_sampler(self, records: DetectionDataset):
         """With reviewed runs: draw ``1 - replay`` of each epoch from the reviewed chips and ``replay`` from all
-        the original training images, with replacement (None without reviewed runs or replay)."""
+        the original training images, with replacement; with ``group_weights``, the original images by their
+        group's share (None when every image is simply drawn once per epoch)."""
         from torch.utils.data import WeightedRandomSampler
 
         reviewed = np.array([str(r.group).startswith(REVIEW_GROUP) for r in records.records], bool)
-        if not self.reviewed or self.replay == 0 or reviewed.all() or not reviewed.any():
+        has_review = bool(self.reviewed) and self.replay > 0 and reviewed.any() and not reviewed.all()
+        if not has_review and not self.group_weights:
             return None
-        weights = np.where(reviewed, (1 - self.replay) / reviewed.sum(), self.replay / (~reviewed).sum())
+        originals = [r for r, rev in zip(records.records, reviewed) if not rev]
+        base = self._group_share(originals) if self.group_weights else np.full(len(originals), 1 / len(originals))
+        weights = np.zeros(len(records))
+        if has_review:
+            weights[reviewed] = (1 - self.replay) / reviewed.sum()
+            weights[~reviewed] = self.replay * base
+        else:
+            weights[~reviewed] = base
         return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(records), replacement=True)
 
     def val_dataloader(self) -> DataLoader:

@@ -129,3 +129,32 @@ def test_copy_paste_puts_real_training_items_on_empty_training_tiles():
     labels = {int(v) for i in range(0, len(data), len(data) // 12) for v in data[i][2]}
     assert sum(c >= 1 for c in counts) >= 0.8 * len(counts) and max(counts) <= 2
     assert labels <= {0, 2} and 0 in labels
+
+
+def test_group_weights_set_each_flights_share_of_an_epoch():
+    """{"F03": 3} over four training flights of 153 to 183 tiles: F03 gets 3/6 of the draws, each other flight 1/6,
+    whatever its size; every tile stays drawable; a pattern matching no flight is refused."""
+    from ordnance.datasets.datamodule import DetectionDataModule
+
+    def module(weights):
+        m = DetectionDataModule(str(PFM1 / "data.yaml"), class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT,
+                                num_workers=0, group_weights=weights)  # fmt: skip
+        m.setup("fit")
+        return m
+
+    m = module({"F03": 3.0})
+    loader = m.train_dataloader()
+    groups = np.array([r.group for r in loader.dataset.data.records])
+    drawn = groups[np.array([i for _ in range(10) for i in loader.sampler])]
+    shares = {g: float(np.mean(drawn == g)) for g in np.unique(groups)}
+    assert len(drawn) == 10 * len(groups)
+    assert abs(shares["Phan4_200316_F03"] - 0.5) < 0.03
+    for g, share in shares.items():
+        if g != "Phan4_200316_F03":
+            assert abs(share - 1 / 6) < 0.02, (g, share)
+    assert set(np.unique(drawn)) == set(np.unique(groups))
+    m.group_weights = {}  # the same data, no weights: plain shuffling
+    assert not hasattr(m.train_dataloader().sampler, "weights")
+    m.group_weights = {"F99": 2.0}
+    with pytest.raises(DatasetError, match="F99"):
+        m.train_dataloader()
