@@ -58,10 +58,16 @@ class _Transformed(Dataset):
 
     def __getitem__(self, index: int):
         sample = load_at_gsd(self.data.records[index], *self.gsd)
+        # One seed per draw from the process's torch generator: seeded by seed_everything in the main process and
+        # per worker by the DataLoader, advanced by every draw, so pasting and augmentation differ from epoch to
+        # epoch (persistent workers included) and a run repeats exactly. Albumentations would otherwise seed
+        # itself from the OS.
+        seed = int(torch.randint(0, 2**32 - 1, (1,), dtype=torch.int64))
         if self.paste is not None:
             cfg, patches, class_ids = self.paste
-            rng = np.random.default_rng((torch.initial_seed() + index) % 2**32)
-            sample = composite(sample, patches, cfg, class_ids, self.gsd[1], rng)
+            sample = composite(sample, patches, cfg, class_ids, self.gsd[1], np.random.default_rng(seed))
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
         out = self.transform(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
         image = torch.from_numpy(np.ascontiguousarray(out["image"])).permute(2, 0, 1)
         boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
