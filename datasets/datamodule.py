@@ -326,7 +326,7 @@ class DetectionDataModule(L.LightningDataModule):
         records, paste = self._paste()
         transform = build_train_transform(self.augment, self.crop_px)
         data = _Transformed(records, transform, gsd=self.gsd, paste=paste)
-        sampler = self._replay_sampler(records)
+        sampler = self._train_sampler(records)
         return DataLoader(
             data,
             batch_size=self.batch_size,
@@ -356,7 +356,7 @@ class DetectionDataModule(L.LightningDataModule):
             raise DatasetError("group_weights leave no training image with a weight above 0")
         return share / share.sum()
 
-    def _replay_sampler(self, records: DetectionDataset):
+    def _train_sampler(self, records: DetectionDataset):
         """With reviewed runs: draw ``1 - replay`` of each epoch from the reviewed chips and ``replay`` from all
         the original training images, with replacement; with ``group_weights``, the original images by their
         group's share (None when every image is simply drawn once per epoch)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from xml.sax.saxutils import quoteattr
 
 CLASS_STYLE = {  # class -> (label, colour, marker shape)
     "ap_mine": ("AP mine", "227,26,28,255", "circle"),
@@ -157,5 +157,5 @@ def write_styles(gpkg: Path, layers: list[str]) -> None:
                 "styleName, styleQML, styleSLD, useAsDefault, description, owner, ui, update_time) "
                 "VALUES ('', '', ?, ?, ?, ?, '', 1, ?, '', NULL, ?)",
                 (layer, geometry_column.get(layer, "geom"), f"ordnance {layer}", STYLES[layer](),
-                 escape(f"ordnance default style for {layer}"), now),
+                 f"ordnance default style for {layer}", now),
             )  # fmt: skip

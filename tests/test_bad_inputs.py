@@ -329,6 +329,8 @@ CASES = {
                                          r"metres"),
     "areas/link without class": lambda w, d: (["areas", str(_run_copy(w, d)), "--link-m", "15"], "--link-m",
                                               r"CLASS=METRES"),
+    "areas/unknown class": lambda w, d: (["areas", str(_run_copy(w, d)), "--buffer-m", "ap_mines=10"], "--buffer-m",
+                                         r"unknown class"),
     "areas/min score 2": lambda w, d: (["areas", str(_run_copy(w, d)), "--min-score", "2"], "--min-score", r"range"),
     "areas/bad survey date": lambda w, d: (["areas", str(_run_copy(w, d)), "--survey-date", "29/11/2026"],
                                            "--survey-date", r"format|date"),

@@ -8,15 +8,22 @@ import click
 
 
 def _per_class(values: tuple[str, ...], option: str) -> dict[str, float]:
+    """``CLASS=METRES`` values as {class: metres}; a class the project does not have or metres that are not a
+    number >= 0 are refused."""
+    from ordnance.inference.areas import CLASSES
+
     out = {}
     for value in values:
-        name, sep, metres = value.partition("=")
+        name, _, metres = value.partition("=")
         try:
-            out[name] = float(metres) if sep and name else float("nan")
+            out[name] = float(metres)
         except ValueError:
             out[name] = float("nan")
-        if not sep or not name or not out[name] >= 0:
+        if not out[name] >= 0:
             raise click.BadParameter(f"{value!r}: give CLASS=METRES, metres >= 0 (e.g. ap_mine=15)", param_hint=option)
+        if name not in CLASSES:
+            raise click.BadParameter(f"{value!r}: unknown class {name!r} (classes: {', '.join(CLASSES)})",
+                                     param_hint=option)  # fmt: skip
     return out
 
 
