@@ -62,3 +62,15 @@ def gsd_m(transform: Affine, crs: CRS | str | None, centre_px: tuple[float, floa
     unit = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
     grid = float(np.hypot(transform.a, transform.d)) * unit
     return grid if abs(ground / grid - 1) <= 0.01 else ground
+
+
+def lonlat_offsets(lon: float, lat: float, east_m: np.ndarray, north_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """WGS 84 positions ``east_m`` and ``north_m`` metres from (lon, lat), along geodesics on the ellipsoid."""
+    from pyproj import Geod
+
+    east_m, north_m = np.asarray(east_m, float), np.asarray(north_m, float)
+    azimuth = np.degrees(np.arctan2(east_m, north_m))
+    lons, lats, _ = Geod(ellps="WGS84").fwd(
+        np.full(east_m.shape, lon), np.full(east_m.shape, lat), azimuth, np.hypot(east_m, north_m)
+    )
+    return np.asarray(lons, float), np.asarray(lats, float)

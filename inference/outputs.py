@@ -15,6 +15,7 @@ import numpy as np
 import pyogrio
 import shapely
 from affine import Affine
+from ordnance.inference.camera import place
 from ordnance.inference.errors import OutputError
 from ordnance.inference.georef import pixel_to_map, to_wgs84
 from ordnance.inference.session import file_sha256
@@ -45,7 +46,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     merged = merge_records(plans, checkpoint.records, job.merge)
     timings["merge_s"] = time.perf_counter() - tick
     # "class" .. "source", and the other classes merged into each candidate: per detection
-    columns: dict[str, list[Any]] = {k: [] for k in (*FIELDS[1:15], "also_seen_as")}
+    columns: dict[str, list[Any]] = {k: [] for k in (*FIELDS[1 : FIELDS.index("source") + 1], "also_seen_as")}
     coverages, crs_set, area_m2, sources = [], set(), 0.0, []
     for index, plan in enumerate(plans):
         info = plan.info
@@ -59,12 +60,15 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             crs_name = f"EPSG:{info.epsg}" if info.epsg else CRS.from_wkt(info.crs_wkt).name
             location = "map"
             crs_set.add(info.crs_wkt)
+            uncertainty = np.full(len(rows), np.nan)  # the orthomosaic's own georeferencing error is not known
+        elif plan.geometry is not None:
+            xs, ys = cx, cy
+            lon, lat, location, uncertainty = place(info.pose, plan.geometry, cx, cy, info.width, info.height)
+            crs_name = "pixel"
         else:
             xs, ys = cx, cy
-            gps = info.gps_lonlat
-            lon = np.full(len(rows), gps[0] if gps else np.nan)
-            lat = np.full(len(rows), gps[1] if gps else np.nan)
-            crs_name, location = "pixel", "frame_gps" if gps else "pixel"
+            lon, lat = np.full(len(rows), np.nan), np.full(len(rows), np.nan)
+            crs_name, location, uncertainty = "pixel", "pixel", np.full(len(rows), np.nan)
         gsd = info.gsd_m if info.gsd_m else np.nan
         columns["class"] += [card.class_names[int(c)] for c in rows[:, 5]]
         columns["also_seen_as"] += [",".join(n for b, n in enumerate(card.class_names) if int(m) >> b & 1)
@@ -77,6 +81,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
         columns["crs"] += [crs_name] * len(rows)
         columns["epsg"] += [info.epsg or 0] * len(rows)
         columns["location"] += [location] * len(rows)
+        columns["position_uncertainty_m"] += list(uncertainty)
         columns["bbox_px"] += [",".join(f"{v:.1f}" for v in r[:4]) for r in rows]
         columns["width_m"] += list((rows[:, 2] - rows[:, 0]) * gsd)
         columns["height_m"] += list((rows[:, 3] - rows[:, 1]) * gsd)
@@ -91,7 +96,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     n = len(columns["class"])
     table = {k: np.array(v) for k, v in columns.items()}
     table["score"] = table["score"].astype(np.float64) if n else np.zeros(0)
-    for name in ("lon", "lat", "x", "y", "width_m", "height_m", "gsd_m"):
+    for name in ("lon", "lat", "x", "y", "position_uncertainty_m", "width_m", "height_m", "gsd_m"):
         table[name] = table[name].astype(np.float64) if n else np.zeros(0)
     table["epsg"] = table["epsg"].astype(np.int32) if n else np.zeros(0, np.int32)
     table["id"] = np.arange(1, n + 1, dtype=np.int64)
@@ -237,6 +242,7 @@ def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:
         "crs": info.crs_wkt and (f"EPSG:{info.epsg}" if info.epsg else info.crs_wkt),
         "gsd_m": info.gsd_m,
         "gps_lonlat": info.gps_lonlat,
+        "positions": "map" if info.crs_wkt else (plan.geometry.note if plan.geometry else "pixel (no GNSS position)"),
         "gsd_check": plan.gsd_note,
         "tiles": len(plan.tiles),
         "tile_src_px": plan.tile_src_px,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from ordnance.inference.camera import CameraPose, read_pose
 from ordnance.inference.card import ModelCard
 from ordnance.inference.errors import InputError
 from ordnance.inference.georef import gsd_m
@@ -34,7 +35,11 @@ class RasterInfo:
     epsg: int | None
     transform: tuple[float, ...]
     gsd_m: float | None
-    gps_lonlat: tuple[float, float] | None
+    pose: CameraPose | None = None  # frames without a map grid: the camera's pose from EXIF and XMP
+
+    @property
+    def gps_lonlat(self) -> tuple[float, float] | None:
+        return (self.pose.lon, self.pose.lat) if self.pose else None
 
 
 def open_raster(path: str | Path) -> rasterio.DatasetReader:
@@ -52,19 +57,6 @@ def open_raster(path: str | Path) -> rasterio.DatasetReader:
         raise InputError(f"not a readable raster ({str(error).splitlines()[0][:160]})", path) from None
 
 
-def _exif_lonlat(tags: dict[str, str]) -> tuple[float, float] | None:
-    def dms(text: str) -> float:
-        parts = [float(p) for p in text.replace("(", " ").replace(")", " ").split()]
-        return parts[0] + parts[1] / 60 + parts[2] / 3600
-
-    try:
-        lat = dms(tags["EXIF_GPSLatitude"]) * (-1 if tags.get("EXIF_GPSLatitudeRef", "N") == "S" else 1)
-        lon = dms(tags["EXIF_GPSLongitude"]) * (-1 if tags.get("EXIF_GPSLongitudeRef", "E") == "W" else 1)
-    except (KeyError, ValueError, IndexError):
-        return None
-    return lon, lat
-
-
 def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
     """Summarise an open raster."""
     crs = dataset.crs
@@ -79,7 +71,7 @@ def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
         epsg=crs.to_epsg() if has_geo else None,
         transform=tuple(dataset.transform)[:6],
         gsd_m=gsd_m(dataset.transform, crs, (dataset.width / 2, dataset.height / 2)) if has_geo else None,
-        gps_lonlat=None if has_geo else _exif_lonlat(dataset.tags()),
+        pose=None if has_geo else read_pose(dataset.tags(), dataset.tags(ns="xml:XMP").get("xml:XMP")),
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from ordnance.inference.camera import FrameGeometry, frame_geometry
 from ordnance.inference.errors import InputError, OutputError
 from ordnance.inference.grid import Tile, tile_grid
 from ordnance.inference.merge import MergeSettings, merge_detections
@@ -56,6 +57,8 @@ class ScoringJob:
         input_gsd_m: Metres per pixel of inputs that carry no georeferencing (frames, exported tiles), when
             known from flight height and camera; they are then resampled to the model's GSD like mosaics.
             Georeferenced inputs always use their own GSD.
+        ground_altitude_m: Altitude of the ground above sea level, metres, for photos whose height above ground
+            comes from their GNSS altitude (EXIF GPSAltitude) rather than DJI's RelativeAltitude.
         merge: Seam merge rule.
         resume: Continue from a checkpoint of an earlier run with the same arguments.
         max_tiles: Stop after this many windows in this call, leaving a checkpoint and no outputs.
@@ -73,6 +76,7 @@ class ScoringJob:
     threads: int = 0
     gsd_tolerance: float = 0.15
     input_gsd_m: float | None = None
+    ground_altitude_m: float | None = None
     merge: MergeSettings = field(default_factory=MergeSettings)
     resume: bool = True
     max_tiles: int | None = None
@@ -131,6 +135,7 @@ class _FilePlan:
     scale: float
     scale_range: tuple[float, float] | None
     gsd_note: str
+    geometry: FrameGeometry | None = None  # frames with a camera pose: GSD and ground projection
 
 
 def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
@@ -140,13 +145,24 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
         info = describe(dataset)
         scale_range = value_range(dataset, card)
     scale, note = 1.0, "no GSD (not georeferenced)"
+    geometry = None
+    source = "mosaic"
+    if info.crs_wkt is None and info.pose is not None:
+        geometry = frame_geometry(info.pose, info.width, info.height, job.ground_altitude_m)
+        if job.input_gsd_m:  # the stated GSD wins over the one derived from the tags
+            geometry = dataclasses.replace(
+                geometry, gsd_m=float(job.input_gsd_m), note=geometry.note + "; GSD given by --input-gsd-m"
+            )
+        if geometry.gsd_m:
+            info = dataclasses.replace(info, gsd_m=geometry.gsd_m)
+            source = "frame (GSD from the camera's height and focal length)"
     if info.crs_wkt is None and job.input_gsd_m:
         info = dataclasses.replace(info, gsd_m=float(job.input_gsd_m))
-    if info.crs_wkt is None and not job.input_gsd_m:
+        source = "frame (GSD given by --input-gsd-m)"
+    if info.gsd_m is None:
         log.debug("%s: no CRS or geotransform", path)
-    elif info.gsd_m is not None and card.gsd_m > 0:
+    elif card.gsd_m > 0:
         ratio = card.gsd_m / info.gsd_m
-        source = "mosaic" if info.crs_wkt is not None else "frame (GSD given by --input-gsd-m)"
         note = f"{source} {info.gsd_m * 100:.2f} cm/px, model {card.gsd_m * 100:.2f} cm/px"
         if abs(ratio - 1) > job.gsd_tolerance:
             scale = ratio
@@ -155,7 +171,7 @@ def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
     overlap = card.overlap_px if job.overlap_px is None else job.overlap_px
     tile_src = max(1, round(card.tile_size_px * scale))
     tiles = tile_grid(info.width, info.height, tile_src, min(round(overlap * scale), tile_src - 1))
-    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note)
+    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note, geometry)
 
 
 def check_threshold(value: float | None, name: str) -> None:
@@ -185,11 +201,14 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         raise InputError(f"must be in (0, 1] (a share of the smaller box), got {job.merge.ios_min!r}", "--merge-ios")
     if job.input_gsd_m is not None and not (isinstance(job.input_gsd_m, int | float) and 0 < job.input_gsd_m < 1):
         raise InputError(f"GSD must be in metres per pixel, in (0, 1), got {job.input_gsd_m!r}", "--input-gsd-m")
+    ground = job.ground_altitude_m
+    if ground is not None and not (isinstance(ground, int | float) and -500 <= ground <= 9000):
+        raise InputError(f"must be metres above sea level, in [-500, 9000], got {ground!r}", "--ground-altitude-m")
 
 
 def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
     stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m")
+    keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m", "ground_altitude_m")
     settings = {k: v for k, v in asdict(job).items() if k in keys}
     text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -364,9 +383,15 @@ def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession,
             "score them in separate runs",
             plain[0],
         )
-    if plain:
-        which = str(plain[0]) if len(plain) == 1 else f"{len(plain)} of {len(plans)} inputs, e.g. {plain[0]}"
-        log.warning("%s: no CRS or geotransform; candidates get pixel coordinates only", which)
+    for plan in plans:
+        if plan.geometry is not None and not plan.geometry.projected:
+            log.warning("%s: candidates %s", plan.path, plan.geometry.note)
+    unplaced = [p.path for p in plans if p.info.crs_wkt is None and p.geometry is None]
+    if unplaced:
+        which = (
+            str(unplaced[0]) if len(unplaced) == 1 else f"{len(unplaced)} of {len(plans)} inputs, e.g. {unplaced[0]}"
+        )
+        log.warning("%s: no CRS, geotransform or GNSS position; candidates get pixel coordinates only", which)
     key = _job_key(job, detector, files)
     checkpoint = _Checkpoint(Path(job.out_dir) / PARTIAL_DIR / f"{key}.jsonl", key, job.resume)
     threshold = card.score_threshold if job.score_threshold is None else job.score_threshold

@@ -34,6 +34,7 @@ FIELDS = (
     "crs",
     "epsg",
     "location",
+    "position_uncertainty_m",
     "bbox_px",
     "width_m",
     "height_m",

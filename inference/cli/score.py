@@ -38,7 +38,15 @@ from ordnance.inference.writers import FORMATS
     "--input-gsd-m",
     type=float,
     default=None,
-    help="Metres per pixel of inputs without georeferencing (frames), to resample them to the model's GSD.",
+    help="Metres per pixel of inputs without georeferencing (frames), to resample them to the model's GSD "
+    "(overrides the GSD derived from a photo's height and camera tags).",
+)
+@click.option(
+    "--ground-altitude-m",
+    type=float,
+    default=None,
+    help="Ground altitude above sea level (m) for photos whose height comes from EXIF GPSAltitude (photos with "
+    "DJI's RelativeAltitude do not need it); places candidates on the ground from the camera's pose.",
 )
 @click.option(
     "--merge-ios",
@@ -74,6 +82,7 @@ def score(
     threads,
     gsd_tolerance,
     input_gsd_m,
+    ground_altitude_m,
     merge_ios,
     merge_per_class,
     no_resume,
@@ -103,6 +112,7 @@ def score(
         threads=threads,
         gsd_tolerance=gsd_tolerance,
         input_gsd_m=input_gsd_m,
+        ground_altitude_m=ground_altitude_m,
         merge=MergeSettings(ios_min=merge_ios, class_aware=merge_per_class),
         resume=not no_resume,
         max_tiles=max_tiles,
