@@ -20,6 +20,10 @@ ROWS = {
         "synthetic checkpoint, then real (the same schedule; per-pixel augmentation on the crop, validation every"
         " 8 epochs and at the end)"
     ),
+    "synth_real_f03": (
+        "synthetic checkpoint, then real (the same recipe, half of each epoch from Phan4_200316_F03, the training"
+        " flight of the test flight's day and ground)"
+    ),
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",

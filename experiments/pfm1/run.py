@@ -9,6 +9,8 @@ experiment resumes after a stop). Stages:
 | real_only | configs/pfm1.yaml from random init |
 | synth_real | configs/pfm1.yaml from the synthetic checkpoint, on the earlier 16-epoch schedule (native 2.94 mm) |
 | synth_real_long | configs/pfm1.yaml from the synthetic checkpoint (the recipe: up to 44 epochs in 58 minutes) |
+| synth_real_recipe | the same recipe after its pipeline changes (augmentation on the crop, last epoch validated) |
+| synth_real_f03 | the recipe with half of each epoch from Phan4_200316_F03, the test flight's day and ground |
 | synth_real_5mm | the same at a 5 mm working GSD |
 | synth_real_1cm | the same at a 1 cm working GSD |
 | photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
@@ -51,6 +53,7 @@ GSD = {
 }  # fmt: skip
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
+F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
 SHORT = [
     "--trainer.max_epochs",
     "16",
@@ -71,6 +74,8 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT},
         "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4]},
         "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG},
+        # Half of each epoch from the training flight of the test flight's day and ground (grass and oak leaves).
+        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF]},
         "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"]},
         "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"]},
         "photo_synth": {"config": PHOTO, "init": synthetic},

@@ -17,6 +17,12 @@ test-flight mosaic (Phan4_200316_F02), which neither the model nor the loop ever
 
 Rows: the parent as it is, the control (the same fine-tune with no decisions: replay only), and each order x N.
 
+The same-ground arm (``--arm pfm1_same``) answers the case the workflow serves: a survey reviewed in part, and
+the rest of the same survey (same ground, camera, light and day) scored again. The test-flight mosaic is cut at a
+tile-row boundary into a northern and a southern half with about half the items each; each half in turn is the
+loop and the other the judge (two folds). Its models serve this experiment only; the PFM-1 ablation's test-flight
+figures come from models that never saw a test-flight pixel.
+
 The synthetic arm (``--arm synthetic``) runs the same loop with the synthetic recipe's model at 1 cm on two
 seeded synthetic survey mosaics (``ordnance synth mosaic``: the loop and, on other ground, the judge), fine-tuned
 with configs/finetune_review_synthetic.yaml; its parent ONNX is exported first when missing.
@@ -53,6 +59,8 @@ DATA = HERE / "data"
 ARMS = {
     "pfm1": {"results": HERE / "results.json", "config": REPO / "configs" / "finetune_review.yaml",
              "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
+    "pfm1_same": {"results": HERE / "results_same_ground.json", "config": REPO / "configs" / "finetune_review.yaml",
+                  "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
     "synthetic": {"results": HERE / "results_synthetic.json",
                   "config": REPO / "configs" / "finetune_review_synthetic.yaml",
                   "parity": REPO / "configs" / "finetune_review_synthetic.yaml", "floor_m": 0.05},
@@ -88,6 +96,47 @@ def mosaic(split: str) -> tuple[Path, Path]:
     if not tif.exists():
         _run([sys.executable, str(PFM1 / "mosaic.py"), "--split", split])
     return tif, PFM1 / "data" / f"pfm1_{split}_truth.gpkg"
+
+
+def halves(tif: Path, truth: Path) -> dict[str, tuple[Path, Path]]:
+    """The mosaic cut at the tile-row boundary that leaves the items nearest to half and half: north and south
+    GeoTIFFs (with the mosaic's mask) and their truth points, built once."""
+    import pyogrio.raw
+    import rasterio
+    from ordnance.datasets.truth import write_truth_points
+    from ordnance.inference.writers import atomic_path
+    from rasterio.windows import Window
+
+    out = {side: (DATA / f"same_{side}.tif", DATA / f"same_{side}_truth.gpkg") for side in ("north", "south")}
+    if all(t.exists() and g.exists() for t, g in out.values()):
+        return out
+    info = json.loads(tif.with_suffix(".json").read_text())
+    tile_h = max(p["height"] for p in info["placement"])
+    meta, _, _, fields = pyogrio.raw.read(truth)
+    f = dict(zip(meta["fields"], fields))
+    rows, cols = np.asarray(f["row"], float), np.asarray(f["col"], float)
+    with rasterio.open(tif) as src:
+        bounds = np.arange(tile_h, src.height, tile_h)
+        cut = int(bounds[np.argmin([abs((rows < b).sum() - len(rows) / 2) for b in bounds])])
+        windows = {"north": Window(0, 0, src.width, cut), "south": Window(0, cut, src.width, src.height - cut)}
+        for side, window in windows.items():
+            path, _ = out[side]
+            profile = src.profile | {"height": int(window.height), "transform": src.window_transform(window)}
+            with atomic_path(path) as tmp:
+                with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(tmp, "w", **profile) as dst:
+                    dst.write(src.read(window=window))
+                    dst.write_mask(src.dataset_mask(window=window))
+            keep = (rows >= window.row_off) & (rows < window.row_off + window.height)
+            write_truth_points(
+                path.with_suffix(""),
+                cols=cols[keep],
+                rows=rows[keep] - window.row_off,
+                classes=np.asarray(f["class"])[keep],
+                sizes_m=np.asarray(f["size_m"])[keep],
+                transform=profile["transform"],
+                epsg=int(src.crs.to_epsg()),
+            )
+    return out
 
 
 def synthetic_mosaic(role: str) -> tuple[Path, Path]:
@@ -196,28 +245,44 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(REPO)  # recipes name their data relative to the repository root
     DATA.mkdir(parents=True, exist_ok=True)
     if args.arm == "pfm1":
-        (loop_tif, loop_truth), (judge_tif, judge_truth), prefix = mosaic("valid"), mosaic("test"), ""
+        folds = [(mosaic("valid"), mosaic("test"), "")]
+    elif args.arm == "pfm1_same":
+        half = halves(*mosaic("test"))
+        folds = [(half["north"], half["south"], "same_n_"), (half["south"], half["north"], "same_s_")]
     else:
-        (loop_tif, loop_truth), (judge_tif, judge_truth) = synthetic_mosaic("loop"), synthetic_mosaic("judge")
-        prefix = "synth_"
+        folds = [(synthetic_mosaic("loop"), synthetic_mosaic("judge"), "synth_")]
         if not args.parent_onnx.exists():
             export(args.parent_ckpt, args.parent_onnx, arm["parity"])
     results = _load()
-    results["setup"] = {"arm": args.arm, "parent_ckpt": str(args.parent_ckpt), "parent_onnx": str(args.parent_onnx),
-                        "steps": args.steps, "review_threshold": args.review_threshold, "loop": loop_tif.name,
-                        "judge": judge_tif.name, "floor_m": FLOOR_M}  # fmt: skip
+    if len(folds) == 1:
+        run_fold(args, arm, folds[0], results, results)
+    else:
+        results.setdefault("folds", {})
+        for fold in folds:
+            name = fold[2].rstrip("_")
+            run_fold(args, arm, fold, results, results["folds"].setdefault(name, {}))
+    return 0
+
+
+def run_fold(args, arm: dict, fold: tuple, results: dict, out: dict) -> None:
+    """One loop flight and one judge: the parent on the judge, then the control and each order x N; rows go into
+    ``out`` (``results`` is what is saved)."""
+    (loop_tif, loop_truth), (judge_tif, judge_truth), prefix = fold
+    out["setup"] = {"arm": args.arm, "parent_ckpt": str(args.parent_ckpt), "parent_onnx": str(args.parent_onnx),
+                    "steps": args.steps, "review_threshold": args.review_threshold, "loop": loop_tif.name,
+                    "judge": judge_tif.name, "floor_m": FLOOR_M}  # fmt: skip
     scored = DATA / f"{prefix}loop_scored"
     if not (scored / "manifest.json").exists():
         score(loop_tif, args.parent_onnx, scored, args.review_threshold)
-    if "parent" not in results:
-        results["parent"] = {"judge": curve(score(judge_tif, args.parent_onnx, DATA / f"{prefix}judge_parent",
-                                                  JUDGE_THRESHOLD), judge_truth)}  # fmt: skip
+    if "parent" not in out:
+        out["parent"] = {"judge": curve(score(judge_tif, args.parent_onnx, DATA / f"{prefix}judge_parent",
+                                              JUDGE_THRESHOLD), judge_truth)}  # fmt: skip
         _save(results)
     rows = [("control", 0)] + [(o, n) for o in args.orders for n in sorted(args.n)]
     for order, n in rows:
         name = f"{order}_{n}"
         work = f"{prefix}{name}"
-        if name in results:
+        if name in out:
             continue
         print(f"== {name}", flush=True)
         row: dict = {"order": order, "n": n}
@@ -235,9 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         export(ckpt, model, arm["parity"])
         row["train_minutes"] = minutes
         row["judge"] = curve(score(judge_tif, model, DATA / f"judge_{work}", JUDGE_THRESHOLD), judge_truth)
-        results[name] = row
+        out[name] = row
         _save(results)
-    return 0
 
 
 if __name__ == "__main__":
