@@ -1,9 +1,9 @@
 """An offline review page for a scoring run, and merging a reviewer's decisions back.
 
-``build_review(out_dir)`` writes ``review.html`` plus ``review_files/`` (an overview image and one chip per
-candidate) beside the outputs: no CDN, no server; it opens from a USB stick. Decisions stay in the browser
-(localStorage) and export as GeoJSON or CSV with ``review_status`` filled in; ``merge_decisions`` writes
-them back into the run's GeoPackage.
+``build_review(out_dir)`` writes ``review.html`` plus ``review_files/`` (an overview image per source and the
+candidates' chips packed into JPEG sheets) beside the outputs: no CDN, no server; it opens from a USB stick.
+Decisions stay in the browser (localStorage) and export as GeoJSON or CSV with ``review_status`` filled in;
+``merge_decisions`` writes them back into the run's GeoPackage.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ import csv
 import hashlib
 import json
 import logging
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -96,9 +99,64 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
     for name, (_, path) in sources.items():
         if not path.exists():
             raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
-    files = out_dir / "review_files"
-    files.mkdir(exist_ok=True)
-    overviews, scales = [], {}
+    files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
+    os.chmod(files, 0o755)
+    try:
+        overviews, candidates = _write_images(files, sources, table, manifest, chip_px, overview_px)
+    except BaseException:
+        shutil.rmtree(files, ignore_errors=True)
+        raise
+    card = json.loads(manifest["model"]["card"])
+    payload = {
+        "run": run_id(manifest),
+        "model": card["model_name"],
+        "threshold": manifest["settings"]["score_threshold"],
+        "operating_threshold": card["score_threshold"],
+        "order": order,
+        "chip_grid": _sheet_grid(chip_px),
+        "area_ha": manifest["area_scanned_ha"],
+        "overviews": overviews,
+        "candidates": candidates,
+    }
+    html = _pin_script(TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/")))
+    page = out_dir / "review.html"
+    final = out_dir / "review_files"
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(files, final)
+    with atomic_path(page) as tmp:
+        tmp.write_text(html)
+    log.info("review page: %s (%d candidates)", page, len(candidates))
+    return page
+
+
+def _sheet_grid(chip_px: int) -> int:
+    """Chips per side of a sheet: up to 16 x 16, a sheet at most 4096 px wide."""
+    return max(1, min(16, 4096 // chip_px))
+
+
+CELL_PX = 1024  # chips are cut from reads of this many source pixels square (plus a margin), each read once
+
+
+def _cut(block: np.ndarray, left: int, top: int, size: tuple[int, int], cx: float, cy: float, side: int, chip_px: int):
+    """The ``side`` px square centred on (cx, cy) from ``block`` (read at source column ``left``, row ``top`` of
+    a raster of ``size`` = (width, height)), sampled to chip_px (nearest), zeros beyond the raster."""
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    steps = np.floor((np.arange(chip_px) + 0.5) * side / chip_px).astype(np.int64)
+    xs, ys = x0 + steps, y0 + steps
+    chip = np.zeros((block.shape[0], chip_px, chip_px), block.dtype)
+    rows, cols = np.flatnonzero((ys >= 0) & (ys < size[1])), np.flatnonzero((xs >= 0) & (xs < size[0]))
+    if len(rows) and len(cols):
+        chip[:, rows[:, None], cols[None, :]] = block[:, (ys[rows] - top)[:, None], (xs[cols] - left)[None, :]]
+    return chip
+
+
+def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int):
+    """Overviews (one PNG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
+    page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
+    files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into a
+    scratch array on disk; the sheets are then assembled from it in score order. Returns (overviews,
+    candidates) for the page's data."""
+    overviews = []
     for name, (k, path) in sources.items():
         with rasterio.open(path) as src:
             scale = min(1.0, overview_px / max(src.width, src.height))
@@ -108,53 +166,70 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
             _write_png(files / f"overview_{k}.png", _to_uint8(data))
             overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
                               "height": src.height})  # fmt: skip
-            scales[name] = scale
-    candidates = []
     card = json.loads(manifest["model"]["card"])
-    rank = np.empty(len(table["score"]), np.int64)
-    rank[informative_order(table["score"], card["score_threshold"])] = np.arange(len(rank))
+    n = len(table["score"])
+    rank = np.empty(n, np.int64)
+    rank[informative_order(table["score"], card["score_threshold"])] = np.arange(n)
     by_score = np.argsort(-np.asarray(table["score"], float), kind="stable")
-    handles = {name: rasterio.open(path) for name, (_, path) in sources.items()}
-    try:
-        for i in by_score:
-            name = str(table["source"][i])
-            x0, y0, x1, y1 = (float(v) for v in str(table["bbox_px"][i]).split(","))
-            side = int(max(chip_px, 2.5 * max(x1 - x0, y1 - y0)))
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            src = handles[name]
+    slot = np.empty(n, np.int64)
+    slot[by_score] = np.arange(n)
+    boxes = np.array([[float(v) for v in str(b).split(",")] for b in table["bbox_px"]], float).reshape(-1, 4)
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    side = np.maximum(chip_px, 2.5 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])).astype(int)
+    names = np.asarray(table["source"]).astype(str)
+    scratch = files / ".chips.npy"
+    store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), 3, chip_px, chip_px))
+    for name, (_, path) in sources.items():
+        with rasterio.open(path) as src:
             bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-            window = Window(round(cx - side / 2), round(cy - side / 2), side, side)
-            chip = src.read(bands, window=window, boundless=True, fill_value=0, out_shape=(3, chip_px, chip_px))
-            cid = int(table["id"][i])
-            _write_png(files / f"chip_{cid}.png", _to_uint8(chip))
+            mine = np.flatnonzero(names == name)
+            col = np.clip(cx[mine] // CELL_PX, 0, max(0, (src.width - 1) // CELL_PX)).astype(np.int64)
+            row = np.clip(cy[mine] // CELL_PX, 0, max(0, (src.height - 1) // CELL_PX)).astype(np.int64)
+            for key in np.unique(row * 1_000_000 + col):
+                members = mine[row * 1_000_000 + col == key]
+                r, c = divmod(int(key), 1_000_000)
+                margin = int(side[members].max()) // 2 + 2
+                left, top = max(0, c * CELL_PX - margin), max(0, r * CELL_PX - margin)
+                right = min(src.width, (c + 1) * CELL_PX + margin)
+                bottom = min(src.height, (r + 1) * CELL_PX + margin)
+                block = src.read(bands, window=Window(left, top, right - left, bottom - top))
+                for i in members:
+                    chip = _cut(block, left, top, (src.width, src.height), cx[i], cy[i], int(side[i]), chip_px)
+                    store[slot[i]] = _to_uint8(chip)
+    grid = _sheet_grid(chip_px)
+    per_sheet = grid * grid
+    candidates = []
+    for first in range(0, n, per_sheet):
+        sheet_index = first // per_sheet
+        count = min(per_sheet, n - first)
+        rows = -(-count // grid)
+        cells = np.zeros((rows * grid, 3, chip_px, chip_px), np.uint8)
+        cells[:count] = store[first : first + count]
+        sheet = cells.reshape(rows, grid, 3, chip_px, chip_px).transpose(2, 0, 3, 1, 4)
+        sheet = sheet.reshape(3, rows * chip_px, grid * chip_px)[:, :, : min(grid, count) * chip_px]
+        _write_jpeg(files / f"chips_{sheet_index}.jpg", np.ascontiguousarray(sheet))
+        for cell, i in enumerate(by_score[first : first + count]):
+            overview = sources[names[i]][0]
             candidates.append({
-                "id": cid, "class": str(table["class"][i]), "score": round(float(table["score"][i]), 4),
-                "lon": _num(table["lon"][i]), "lat": _num(table["lat"][i]), "x": _num(table["x"][i]),
-                "y": _num(table["y"][i]), "crs": str(table["crs"][i]), "source": name,
-                "bbox_px": str(table["bbox_px"][i]),
-                "chip": f"review_files/chip_{cid}.png", "overview": sources[name][0],
-                "ox": cx / overviews[sources[name][0]]["width"], "oy": cy / overviews[sources[name][0]]["height"],
+                "id": int(table["id"][i]), "class": str(table["class"][i]),
+                "score": round(float(table["score"][i]), 4), "lon": _num(table["lon"][i]),
+                "lat": _num(table["lat"][i]), "x": _num(table["x"][i]), "y": _num(table["y"][i]),
+                "crs": str(table["crs"][i]), "source": str(names[i]), "bbox_px": str(table["bbox_px"][i]),
+                "sheet": sheet_index, "cell": cell, "overview": overview,
+                "ox": cx[i] / overviews[overview]["width"], "oy": cy[i] / overviews[overview]["height"],
                 "informative": int(rank[i]),
             })  # fmt: skip
-    finally:
-        for handle in handles.values():
-            handle.close()
-    payload = {
-        "run": run_id(manifest),
-        "model": card["model_name"],
-        "threshold": manifest["settings"]["score_threshold"],
-        "operating_threshold": card["score_threshold"],
-        "order": order,
-        "area_ha": manifest["area_scanned_ha"],
-        "overviews": overviews,
-        "candidates": candidates,
-    }
-    html = _pin_script(TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/")))
-    page = out_dir / "review.html"
-    with atomic_path(page) as tmp:
-        tmp.write_text(html)
-    log.info("review page: %s (%d candidates)", page, len(candidates))
-    return page
+    del store
+    scratch.unlink()
+    return overviews, candidates
+
+
+def _write_jpeg(path: Path, data: np.ndarray, quality: int = 90) -> None:
+    profile = dict(driver="JPEG", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8", QUALITY=quality)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a chip sheet has no georeferencing, by design
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
 
 
 def _pin_script(html: str) -> str:

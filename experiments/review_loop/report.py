@@ -68,6 +68,10 @@ def render(results: dict) -> str:
     if synthetic:
         where = (f"Loop: {setup['loop']} (a seeded synthetic survey at 1 cm)", "the synthetic training tiles",
                  f"Judge: {setup['judge']} (another seeded survey, other ground)")  # fmt: skip
+    elif setup.get("arm") == "pfm1_same":
+        where = (f"Loop: {setup['loop']} (one half of the test-flight mosaic)", "the training flights",
+                 f"Judge: {setup['judge']} (the other half: same flight, ground and light, items never decided "
+                 "on)")  # fmt: skip
     else:
         where = (f"Loop: {setup['loop']} (the valid flight)", "the training flights",
                  f"Judge: {setup['judge']} (the test flight, never trained on)")  # fmt: skip
@@ -104,6 +108,13 @@ def main() -> int:
     for name, title in (("results.json", "Real flights (PFM-1)"), ("results_synthetic.json", "Synthetic surveys")):
         if (HERE / name).exists():
             parts.append(f"**{title}**\n\n" + render(json.loads((HERE / name).read_text())))
+    same = HERE / "results_same_ground.json"
+    if same.exists():
+        for fold, results in json.loads(same.read_text())["folds"].items():
+            if "parent" in results:
+                half = "north" if fold.endswith("_n") else "south"
+                title = f"Same ground (PFM-1 test flight): decisions on its {half}ern half, judged on the other"
+                parts.append(f"**{title}**\n\n" + render(results))
     text = "\n\n".join(parts)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block(BEGIN, END, text)

@@ -9,7 +9,7 @@ import numpy as np
 import pyogrio.raw
 import pytest
 from click.testing import CliRunner
-from helpers import gaussian_blobs
+from helpers import blob_model_bytes, gaussian_blobs
 from ordnance.inference.cli.main import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -31,7 +31,8 @@ def test_review_page_offline_keyboard_export_import(scored, tmp_path):
     from playwright.sync_api import sync_playwright
 
     page_path = scored / "review.html"
-    assert page_path.exists() and len(list((scored / "review_files").glob("chip_*.png"))) == 4
+    assert page_path.exists()
+    assert sorted(p.name for p in (scored / "review_files").iterdir()) == ["chips_0.jpg", "overview_0.png"]
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
@@ -92,5 +93,68 @@ def test_injected_names_cannot_run_script_in_the_page(tmp_path, blob_model, writ
         assert page.locator(".cand").count() == 2  # the page's own script ran
         assert page.title() != "pwned"
         assert f"{name}.tif" in page.locator(".cand").first.inner_text()  # shown as text, not markup
-        assert page.locator(".cand img").count() == 2  # only the chips
+        assert page.locator(".cand .chip").count() == 2 and page.locator("img").count() == 1  # chips and overview
+        browser.close()
+
+
+def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
+    """300 candidates: two JPEG sheets of 16 x 16 chips whose cells show their own candidate, and a page that
+    holds a screenful of rows, not 300, while the keyboard walks the whole list."""
+    import re
+
+    import rasterio
+    from playwright.sync_api import sync_playwright
+
+    rng = np.random.default_rng(5)
+    centres = [(40 + 60 * (k % 30), 40 + 60 * (k // 30)) for k in range(300)]
+    image = gaussian_blobs(640, 1840, centres, sigma=2.0, peak=120.0)
+    image = np.maximum(image, gaussian_blobs(640, 1840, centres[::7], sigma=2.0, peak=250.0))  # a brighter few
+    rng_noise = rng.integers(0, 8, image.shape, dtype=np.uint8)
+    mosaic = write_geotiff(image + rng_noise, name="big.tif")
+    model = tmp_path / "blob400.onnx"
+    model.write_bytes(blob_model_bytes(256, k=400))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(model), "-o", str(out),
+                                      "--no-progress", "--score-threshold", "0.3"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    files = sorted(p.name for p in (out / "review_files").iterdir())
+    assert files == ["chips_0.jpg", "chips_1.jpg", "overview_0.png"]
+    html = (out / "review.html").read_text()
+    data = json.loads(re.search(r"const DATA = (.*);\n", html).group(1))
+    candidates = data["candidates"]
+    assert len(candidates) == 300 and data["chip_grid"] == 16
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    mosaic_band = (image + rng_noise)[0].astype(int)
+    sheets = {}
+    for k in (0, 1):
+        with rasterio.open(out / "review_files" / f"chips_{k}.jpg") as src:
+            sheets[k] = src.read(1).astype(int)
+    assert sheets[1].shape == (3 * 96, 16 * 96)  # 44 chips: 3 rows
+    for c in candidates:
+        r, col = divmod(c["cell"], 16)
+        cell = sheets[c["sheet"]][r * 96 : (r + 1) * 96, col * 96 : (col + 1) * 96]
+        # Each chip is the 96 source px square (2.5 x the 8 px box is less) centred on its box, at 1:1.
+        x0, y0, x1, y1 = (float(v) for v in c["bbox_px"].split(","))
+        left, top = round((x0 + x1) / 2 - 48), round((y0 + y1) / 2 - 48)
+        source = np.zeros((96, 96), int)
+        r0, c0 = max(top, 0), max(left, 0)
+        patch = mosaic_band[r0 : top + 96, c0 : left + 96]
+        source[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
+        assert np.abs(cell - source).mean() < 4, c  # JPEG at quality 90
+        assert cell[44:52, 44:52].max() > 100, c
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page.goto((out / "review.html").as_uri())
+        page.wait_for_selector(".cand")
+        assert page.locator(".cand").count() < 30  # a screenful and a margin
+        for _ in range(120):
+            page.keyboard.press("j")
+        selected = page.locator(".cand.sel")
+        assert selected.count() == 1 and selected.get_attribute("data-id") == str(candidates[120]["id"])
+        assert "chips_0.jpg" in selected.locator(".chip").get_attribute("style")
+        for _ in range(150):
+            page.keyboard.press("j")
+        assert "chips_1.jpg" in page.locator(".cand.sel .chip").get_attribute("style")
+        assert page.locator(".cand").count() < 30
         browser.close()
