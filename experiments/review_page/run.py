@@ -97,9 +97,14 @@ def grown(run: Path, n: int, out: Path, seed: int = 0) -> Path:
 def baseline(run: Path, chip_px: int = 96) -> float:
     """The earlier page's chips: one PNG per candidate through a boundless windowed read; seconds."""
     import rasterio
-    from ordnance.inference.review import _to_uint8, _write_png, read_candidates
+    from ordnance.inference.review import _to_uint8, read_candidates
     from rasterio.errors import NotGeoreferencedWarning
     from rasterio.windows import Window
+
+    def _write_png(path: Path, data: np.ndarray) -> None:  # through GDAL, as the earlier page wrote its chips
+        profile = dict(driver="PNG", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8")
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(data)
 
     _, _, table = read_candidates(run / "candidates.gpkg")
     files = run / "baseline_files"
