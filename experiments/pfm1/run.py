@@ -6,7 +6,7 @@ experiment resumes after a stop). Stages:
 | stage | what |
 | --- | --- |
 | zero_shot | the synthetic recipe's checkpoint, never trained on a real pixel, at its own 1 cm GSD |
-| real_only | configs/pfm1.yaml from random init |
+| real_only | configs/pfm1.yaml from random init (the recipe as it is now) |
 | synth_real | configs/pfm1.yaml from the synthetic checkpoint, on the earlier 16-epoch schedule (native 2.94 mm) |
 | synth_real_long | configs/pfm1.yaml from the synthetic checkpoint (the recipe: up to 44 epochs in 58 minutes) |
 | synth_real_recipe | the same recipe after its pipeline changes (augmentation on the crop, last epoch validated) |
@@ -54,6 +54,7 @@ GSD = {
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
 F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
+UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
     "16",
@@ -71,13 +72,13 @@ def stages(synthetic: str) -> dict[str, dict]:
     return {
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
         "real_only": {"config": PFM1, "init": None},
-        "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT},
-        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4]},
-        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG},
+        "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT + UNIFORM},
+        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4, *UNIFORM]},
+        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG + UNIFORM},
         # Half of each epoch from the training flight of the test flight's day and ground (grass and oak leaves).
-        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF]},
-        "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"]},
-        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"]},
+        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF]},  # the recipe since
+        "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"] + UNIFORM},
+        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM},
         "photo_synth": {"config": PHOTO, "init": synthetic},
         "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
     }
