@@ -7,7 +7,7 @@ is the scoring time the page is compared with. Then, on copies of that run:
 
 - ``sheets``: ``build_review`` as shipped (chips packed into JPEG sheets, a windowed list, dots on a canvas);
 - ``per-chip PNG`` (the baseline, the page's earlier design): one PNG per candidate read through GDAL's
-  boundless window, in the same run, up to 30,000 candidates (beyond that it is not run: see the table).
+  boundless window, in the same run, up to 10,000 candidates (beyond that it is not run: see the table).
 
 Larger runs are made from the real one: its candidates repeated at random positions over the mosaic's valid
 pixels (scores drawn from the real ones), so chips read real imagery. Chromium (headless, Debian's) opens each
@@ -40,7 +40,7 @@ from common import write_readme_block  # noqa: E402
 
 DATA = HERE / "data"
 MOSAIC = REPO / "experiments" / "pfm1" / "data" / "pfm1_test.tif"
-BASELINE_MAX = 30_000
+BASELINE_MAX = 10_000
 SIZES = (10_000, 100_000)
 BEGIN, END = "<!-- review_page:begin -->", "<!-- review_page:end -->"
 
