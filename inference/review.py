@@ -26,7 +26,6 @@ from ordnance.inference.areas import derive_areas, model_of, read_settings, writ
 from ordnance.inference.errors import InputError
 from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
-from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
@@ -134,22 +133,41 @@ def _sheet_grid(chip_px: int) -> int:
 CELL_PX = 1024  # chips are cut from reads of this many source pixels square (plus a margin), each read once
 
 
+class _Overview:
+    """A small image of a raster, filled cell by cell as the raster is read: each overview pixel is the mean of
+    up to 4 x 4 source pixels spread over its footprint (a preview, not a resampling)."""
+
+    def __init__(self, width: int, height: int, scale: float, dtype: str) -> None:
+        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
+        self.image = np.zeros((3, *shape), np.uint8 if dtype == "uint8" else np.float32)
+        # The source row and column where each overview pixel's footprint starts.
+        self.ys = np.floor(np.arange(shape[0]) * height / shape[0]).astype(np.int64)
+        self.xs = np.floor(np.arange(shape[1]) * width / shape[1]).astype(np.int64)
+        footprint = max(1, int(1 / scale))
+        self.offsets = np.unique(np.linspace(0, footprint - 1, min(4, footprint)).astype(np.int64))
+
+    def add(self, block: np.ndarray, left: int, top: int, core: tuple[int, int, int, int]) -> None:
+        """Fill the overview pixels whose footprint starts in ``core`` (col0, row0, col1, row1) from ``block``,
+        read at column ``left``, row ``top``."""
+        rows = np.flatnonzero((self.ys >= core[1]) & (self.ys < core[3]))
+        cols = np.flatnonzero((self.xs >= core[0]) & (self.xs < core[2]))
+        if not len(rows) or not len(cols):
+            return
+        total = np.zeros((3, len(rows), len(cols)), np.float32)
+        for dy in self.offsets:
+            y = np.minimum(self.ys[rows] - top + dy, block.shape[1] - 1)
+            for dx in self.offsets:
+                x = np.minimum(self.xs[cols] - left + dx, block.shape[2] - 1)
+                total += block[:, y[:, None], x[None, :]]
+        self.image[:, rows[:, None], cols[None, :]] = total / len(self.offsets) ** 2
+
+
 def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int):
     """Overviews (one PNG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
     page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
     files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into a
     scratch array on disk; the sheets are then assembled from it in score order. Returns (overviews,
     candidates) for the page's data."""
-    overviews = []
-    for name, (k, path) in sources.items():
-        with rasterio.open(path) as src:
-            scale = min(1.0, overview_px / max(src.width, src.height))
-            shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
-            bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-            data = src.read(bands, out_shape=(3, *shape), resampling=Resampling.average)
-            _write_png(files / f"overview_{k}.png", _to_uint8(data))
-            overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
-                              "height": src.height})  # fmt: skip
     card = json.loads(manifest["model"]["card"])
     n = len(table["score"])
     rank = np.empty(n, np.int64)
@@ -163,36 +181,46 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
     names = np.asarray(table["source"]).astype(str)
     scratch = files / ".chips.npy"
     store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), chip_px, chip_px, 3))
-    for name, (_, path) in sources.items():
+    overviews = []
+    for name, (k, path) in sources.items():
         with rasterio.open(path) as src:
             bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+            scale = min(1.0, overview_px / max(src.width, src.height))
+            overview = _Overview(src.width, src.height, scale, src.dtypes[0])
             mine = np.flatnonzero(names == name)
             # A box centred on the tile padding beyond the raster's edge is cut at the edge.
             px, py = np.clip(cx, 0, src.width - 1), np.clip(cy, 0, src.height - 1)
             col, row = (px[mine] // CELL_PX).astype(np.int64), (py[mine] // CELL_PX).astype(np.int64)
-            keys = row * 1_000_000 + col
-            order = np.argsort(keys, kind="stable")
-            starts = np.flatnonzero(np.r_[True, np.diff(keys[order]) != 0])
-            for begin, end in zip(starts, [*starts[1:], len(order)]):
-                members = mine[order[begin:end]]
-                r, c = divmod(int(keys[order[begin]]), 1_000_000)
-                margin = int(side[members].max()) // 2 + 2
-                # The cell and its margin, zeros beyond the raster: every chip is a slice of it.
-                left, top, size = c * CELL_PX - margin, r * CELL_PX - margin, CELL_PX + 2 * margin
-                c0, r0 = max(0, left), max(0, top)
-                c1, r1 = min(src.width, left + size), min(src.height, top + size)
-                block = np.zeros((3, size, size), src.dtypes[0])
-                block[:, r0 - top : r1 - top, c0 - left : c1 - left] = src.read(
-                    bands, window=Window(c0, r0, c1 - c0, r1 - r0)
-                )
-                for i in members:
-                    x0, y0, k = round(px[i] - side[i] / 2) - left, round(py[i] - side[i] / 2) - top, int(side[i])
-                    if k == chip_px:
-                        chip = block[:, y0 : y0 + k, x0 : x0 + k]
-                    else:  # nearest-neighbour sampling of the larger square
-                        steps = np.floor((np.arange(chip_px) + 0.5) * k / chip_px).astype(np.int64)
-                        chip = block[:, (y0 + steps)[:, None], (x0 + steps)[None, :]]
-                    store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
+            cells: dict[tuple[int, int], list[int]] = {}
+            for i, r, c in zip(mine, row, col):
+                cells.setdefault((int(r), int(c)), []).append(int(i))
+            # Every cell is read once, in raster order: its chips are sliced from it and the overview sampled.
+            for r in range(-(-src.height // CELL_PX)):
+                for c in range(-(-src.width // CELL_PX)):
+                    members = cells.get((r, c), [])
+                    margin = int(side[members].max()) // 2 + 2 if members else 0
+                    # The cell and its margin, zeros beyond the raster: every chip is a slice of it.
+                    left, top, size = c * CELL_PX - margin, r * CELL_PX - margin, CELL_PX + 2 * margin
+                    c0, r0 = max(0, left), max(0, top)
+                    c1, r1 = min(src.width, left + size), min(src.height, top + size)
+                    block = np.zeros((3, size, size), src.dtypes[0])
+                    block[:, r0 - top : r1 - top, c0 - left : c1 - left] = src.read(
+                        bands, window=Window(c0, r0, c1 - c0, r1 - r0)
+                    )
+                    core = (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX)
+                    overview.add(block, left, top, core)
+                    for i in members:
+                        x0, y0 = round(px[i] - side[i] / 2) - left, round(py[i] - side[i] / 2) - top
+                        k_px = int(side[i])
+                        if k_px == chip_px:
+                            chip = block[:, y0 : y0 + k_px, x0 : x0 + k_px]
+                        else:  # nearest-neighbour sampling of the larger square
+                            steps = np.floor((np.arange(chip_px) + 0.5) * k_px / chip_px).astype(np.int64)
+                            chip = block[:, (y0 + steps)[:, None], (x0 + steps)[None, :]]
+                        store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
+            _write_png(files / f"overview_{k}.png", _to_uint8(overview.image))
+            overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
+                              "height": src.height})  # fmt: skip
     grid = _sheet_grid(chip_px)
     per_sheet = grid * grid
     candidates = []

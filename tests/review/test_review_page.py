@@ -142,6 +142,13 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
         source[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
         assert np.abs(cell - source).mean() < 4, c  # JPEG at quality 90
         assert cell[44:52, 44:52].max() > 100, c
+    # The overview (1600 px wide for 1840 px) samples the source at each overview pixel's footprint.
+    with rasterio.open(out / "review_files" / "overview_0.png") as src:
+        overview = src.read(1).astype(int)
+    h, w = overview.shape
+    assert (h, w) == (round(640 * 1600 / 1840), 1600)
+    expected = mosaic_band[(np.arange(h) * 640 // h)[:, None], (np.arange(w) * 1840 // w)[None, :]]
+    assert np.array_equal(overview, expected)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -158,3 +165,20 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
         assert "chips_1.jpg" in page.locator(".cand.sel .chip").get_attribute("style")
         assert page.locator(".cand").count() < 30
         browser.close()
+
+
+def test_overview_pixels_average_their_footprint():
+    """At a quarter of the size each overview pixel is the mean of its 4 x 4 source pixels, whichever cells the
+    raster is read in."""
+    from ordnance.inference.review import _Overview
+
+    source = np.random.default_rng(3).integers(0, 256, (3, 96, 160)).astype(np.uint8)
+    overview = _Overview(160, 96, 0.25, "uint8")
+    for top in (0, 48):
+        for left in (0, 64, 128):  # cells of 48 x 64 px, the last one cut by the raster's edge
+            block = np.zeros((3, 48, 64), np.uint8)
+            part = source[:, top : top + 48, left : left + 64]
+            block[:, : part.shape[1], : part.shape[2]] = part
+            overview.add(block, left, top, (left, top, left + 64, top + 48))
+    expected = source.reshape(3, 24, 4, 40, 4).astype(float).mean(axis=(2, 4))
+    assert np.abs(overview.image - expected).max() <= 1  # truncated to uint8
