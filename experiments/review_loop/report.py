@@ -58,7 +58,8 @@ def render(results: dict) -> str:
     )
     lines = [header, "|" + " --- |" * (2 + len(RECALLS) + len(RATES) + 2)]
     synthetic = setup.get("arm") == "synthetic"
-    parent = "parent (the synthetic recipe's model)" if synthetic else "parent (the current RGB model)"
+    run = Path(setup["parent_ckpt"]).parent.parent.name[:8]  # runs/<experiment>/<run>/checkpoints/<file>
+    parent = "parent (the synthetic recipe's model)" if synthetic else f"parent (the RGB model of run {run})"
     lines.append(_row(parent, results["parent"]))
     if "control_0" in results:
         lines.append(_row("control", results["control_0"]))
