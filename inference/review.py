@@ -131,6 +131,7 @@ def _sheet_grid(chip_px: int) -> int:
 
 
 CELL_PX = 1024  # chips are cut from reads of this many source pixels square (plus a margin), each read once
+STORE_IN_MEMORY_BYTES = 2 << 30  # chips beyond this (about 75,000 at 96 px) wait for their sheet on disk
 
 
 class _Overview:
@@ -165,9 +166,9 @@ class _Overview:
 def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int):
     """Overviews (one PNG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
     page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
-    files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into a
-    scratch array on disk; the sheets are then assembled from it in score order. Returns (overviews,
-    candidates) for the page's data."""
+    files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into an
+    array (on disk beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
+    Returns (overviews, candidates) for the page's data."""
     card = json.loads(manifest["model"]["card"])
     n = len(table["score"])
     rank = np.empty(n, np.int64)
@@ -180,7 +181,11 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
     side = np.maximum(chip_px, 2.5 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])).astype(int)
     names = np.asarray(table["source"]).astype(str)
     scratch = files / ".chips.npy"
-    store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), chip_px, chip_px, 3))
+    shape = (max(n, 1), chip_px, chip_px, 3)
+    if np.prod(shape) <= STORE_IN_MEMORY_BYTES:
+        store = np.empty(shape, np.uint8)
+    else:  # a scratch array on disk beside the page
+        store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
     overviews = []
     for name, (k, path) in sources.items():
         with rasterio.open(path) as src:
@@ -245,7 +250,7 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
                 "informative": int(rank[i]),
             })  # fmt: skip
     del store
-    scratch.unlink()
+    scratch.unlink(missing_ok=True)
     return overviews, candidates
 
 
