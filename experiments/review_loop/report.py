@@ -20,6 +20,11 @@ RECALLS = ("0.6", "0.7", "0.8")
 RATES = ("250", "500", "1000")
 
 
+def _fa(value) -> float:
+    """False alarms per ha at a recall, infinite where the recall was never reached (None); 0 is a value."""
+    return float("inf") if value is None else value
+
+
 def _f(value, digits: int = 0) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -41,7 +46,7 @@ def halving(results: dict, base: str, recall: str = "0.7") -> dict[str, str]:
     out = {}
     for order in ("score", "informative"):
         rows = sorted((v["n"], v) for k, v in results.items() if k.startswith(f"{order}_"))
-        hits = [n for n, v in rows if (v["judge"][f"fa_per_ha_at_recall_{recall}"] or float("inf")) <= target / 2]
+        hits = [n for n, v in rows if _fa(v["judge"][f"fa_per_ha_at_recall_{recall}"]) <= _fa(target) / 2]
         if rows:
             out[order] = f"{hits[0]}" if hits else f"not reached with up to {rows[-1][0]}"
     return out
@@ -76,10 +81,13 @@ def render(results: dict) -> str:
     else:
         where = (f"Loop: {setup['loop']} (the valid flight)", "the training flights",
                  f"Judge: {setup['judge']} (the test flight, never trained on)")  # fmt: skip
+    judge = results["parent"]["judge"]
     notes = [
         f"{where[0]} scored at {setup['review_threshold']} by the parent, the first N candidates decided from its "
         f"truth, then {setup['steps']} fine-tuning steps (batch 8, half replay of {where[1]}). {where[2]}, hits "
-        f"within half the item's size, at least {setup['floor_m'] * 100:.0f} cm.",
+        f"within half the item's size, at least {setup['floor_m'] * 100:.0f} cm. The judge covers "
+        f"{judge['area_ha']:.3f} ha with {judge['n_truth']} items: one false alarm is {1 / judge['area_ha']:.0f} "
+        f"per ha and one item {1 / judge['n_truth']:.2f} of recall.",
     ]
     for base, label in (("parent", "the parent"), ("control_0", "the control")):
         if base in results:
@@ -93,8 +101,9 @@ def render(results: dict) -> str:
     rows = [v for k, v in results.items() if k.startswith(("score_", "informative_"))]
     if rows and "control_0" in results:
         control = results["control_0"]["judge"]
-        better = [v for v in rows if (v["judge"]["fa_per_ha_at_recall_0.7"] or float("inf"))
-                  < control["fa_per_ha_at_recall_0.7"]]  # fmt: skip
+        better = [
+            v for v in rows if _fa(v["judge"]["fa_per_ha_at_recall_0.7"]) < _fa(control["fa_per_ha_at_recall_0.7"])
+        ]
         best = max(rows, key=lambda v: v["judge"]["ap"])
         notes.append(
             f"{len(better)} of {len(rows)} fine-tunes on decisions have fewer false alarms per ha at recall 0.7 than "
