@@ -28,13 +28,14 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from ordnance.inference.georef import lonlat_offsets
 
 DEFAULT_GNSS_ERROR_M = 5.0  # horizontal error of a drone's GNSS fix without RTK, when the photo does not say
 NADIR_TOLERANCE_DEG = 5.0  # gimbal pitch within this of straight down counts as nadir
 ATTITUDE_ERROR_DEG = 2.0  # gimbal pitch/roll and heading error assumed in the uncertainty radius
 HEIGHT_ERROR = 0.05  # relative error of the height above ground (barometer drift, uneven ground)
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)
-_UNIT_MM = {"2": 25.4, "3": 10.0, "4": 1.0, "5": 0.001}  # EXIF resolution units: inch, cm, mm, micrometre
+_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}  # EXIF resolution units: inch, cm, mm, micrometre
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def read_pose(tags: dict[str, str], xmp: str | None) -> CameraPose | None:
         gps_alt = -gps_alt  # below sea level
     pitch_mm = None
     resolution = _number(tags.get("EXIF_FocalPlaneXResolution"))
-    unit = _UNIT_MM.get(str(_number(tags.get("EXIF_FocalPlaneResolutionUnit")) or 2).split(".")[0])
+    unit = _UNIT_MM.get(int(_number(tags.get("EXIF_FocalPlaneResolutionUnit")) or 2))  # EXIF's default: inch
     if resolution and resolution > 0 and unit:
         pitch_mm = unit / resolution
     heading = _xmp_value(xmp, "GimbalYawDegree")
@@ -181,8 +182,6 @@ def place(
     pose: CameraPose, geometry: FrameGeometry, cols: np.ndarray, rows: np.ndarray, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray, str, np.ndarray]:
     """Candidates at pixel centres (cols, rows) on the ground: (lon, lat, location, uncertainty radius in m)."""
-    from ordnance.inference.georef import lonlat_offsets
-
     cols, rows = np.asarray(cols, float), np.asarray(rows, float)
     dx, dy = cols - width / 2, rows - height / 2
     lon0, lat0 = np.full(len(cols), pose.lon), np.full(len(cols), pose.lat)

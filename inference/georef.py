@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from affine import Affine
-from pyproj import CRS, Transformer
+from pyproj import CRS, Geod, Transformer
 
 
 def pixel_to_map(transform: Affine, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -66,8 +66,6 @@ def gsd_m(transform: Affine, crs: CRS | str | None, centre_px: tuple[float, floa
 
 def lonlat_offsets(lon: float, lat: float, east_m: np.ndarray, north_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """WGS 84 positions ``east_m`` and ``north_m`` metres from (lon, lat), along geodesics on the ellipsoid."""
-    from pyproj import Geod
-
     east_m, north_m = np.asarray(east_m, float), np.asarray(north_m, float)
     azimuth = np.degrees(np.arctan2(east_m, north_m))
     lons, lats, _ = Geod(ellps="WGS84").fwd(

@@ -239,14 +239,14 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
         sheet = sheet.reshape(rows * chip_px, grid * chip_px, 3)[:, : min(grid, count) * chip_px]
         _write_jpeg(files / f"chips_{sheet_index}.jpg", sheet)
         for cell, i in enumerate(by_score[first : first + count]):
-            overview = sources[names[i]][0]
+            ov = sources[names[i]][0]
             candidates.append({
                 "id": int(table["id"][i]), "class": str(table["class"][i]),
                 "score": round(float(table["score"][i]), 4), "lon": _num(table["lon"][i]),
                 "lat": _num(table["lat"][i]), "x": _num(table["x"][i]), "y": _num(table["y"][i]),
                 "crs": str(table["crs"][i]), "source": str(names[i]), "bbox_px": str(table["bbox_px"][i]),
-                "sheet": sheet_index, "cell": cell, "overview": overview,
-                "ox": cx[i] / overviews[overview]["width"], "oy": cy[i] / overviews[overview]["height"],
+                "sheet": sheet_index, "cell": cell, "overview": ov,
+                "ox": cx[i] / overviews[ov]["width"], "oy": cy[i] / overviews[ov]["height"],
                 "informative": int(rank[i]),
             })  # fmt: skip
     del store
