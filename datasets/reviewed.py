@@ -23,9 +23,6 @@ import numpy as np
 from ordnance.datasets.records import IGNORE, DatasetError, DetectionDataset, Record
 from ordnance.datasets.splits import split_by_block
 from ordnance.inference.grid import box_ioa, tile_grid
-from ordnance.inference.review import read_candidates, run_id
-from ordnance.inference.session import file_sha256
-from ordnance.inference.writers import read_manifest
 
 DECIDED = ("confirmed", "rejected")
 REVIEW_GROUP = "review:"  # the split group of every reviewed chip starts so: "review:<mosaic>:block_<col>_<row>"
@@ -67,6 +64,12 @@ def read_reviewed_run(
     The summary says what was used: the run id, the model that scored it (sha256), the decisions by status,
     the chips on each side, and the validation chips left out because they held an undecided candidate.
     """
+    # The scoring outputs' readers bring GDAL (pyogrio, rasterio) and ONNX Runtime: imported here, so that
+    # training on tiles alone needs none of them.
+    from ordnance.inference.review import read_candidates, run_id
+    from ordnance.inference.session import file_sha256
+    from ordnance.inference.writers import read_manifest
+
     folder = Path(spec.run)
     manifest_path = folder / "manifest.json"
     if not manifest_path.exists():

@@ -13,6 +13,8 @@ Every detector takes float images (N, 3, S, S) in [0, 1] and labels 0..C-1:
 
 from __future__ import annotations
 
+import hashlib
+import io
 from collections.abc import Callable
 from functools import partial
 
@@ -258,3 +260,10 @@ def build_detector(
     return DETECTORS[name](
         num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections, **extra
     )
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 of a module's state dict (keys sorted, tensors on the CPU): the identity of a set of weights."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in sorted(module.state_dict().items())}, buffer)
+    return hashlib.sha256(buffer.getvalue()).hexdigest()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import tempfile
@@ -20,7 +19,7 @@ from ordnance.inference.errors import OrdnanceError
 from ordnance.inference.metrics import match_points
 from ordnance.inference.preprocess import pad_to_tile
 from ordnance.inference.writers import atomic_path, write_json
-from ordnance.models import ExportRefused
+from ordnance.models import ExportRefused, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +106,6 @@ def load_task(checkpoint: Path):
         raise ExportError(f"not a Lightning checkpoint of an ordnance detector ({reason})", checkpoint) from None
     task.detector.to(memory_format=torch.contiguous_format)  # the graph is exported in NCHW
     return task.eval()
-
-
-def weights_sha256(module: torch.nn.Module) -> str:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in sorted(module.state_dict().items())}, buffer)
-    return hashlib.sha256(buffer.getvalue()).hexdigest()
 
 
 def _recipe_data(path: str) -> dict | None:

@@ -103,7 +103,7 @@ class DetectionTask(L.LightningModule):
         )
         self._parent: dict = {}
         if hp.init_checkpoint:
-            from ordnance.training.export import weights_sha256
+            from ordnance.models import weights_sha256
 
             load_init_weights(self.detector, Path(hp.init_checkpoint))
             self._parent = {"init_checkpoint": str(hp.init_checkpoint), "weights_sha256": weights_sha256(self.detector)}
