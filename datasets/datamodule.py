@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import cv2
 import lightning as L
 import numpy as np
 import torch
@@ -73,6 +74,12 @@ class _Transformed(Dataset):
         boxes = torch.as_tensor(np.asarray(out["bboxes"], np.float32).reshape(-1, 4))
         labels = torch.as_tensor(np.asarray(out["labels"], np.int64).reshape(-1))
         return image, boxes, labels, sample.source
+
+
+def one_thread_worker(_worker_id: int) -> None:
+    """DataLoader worker start: OpenCV on one thread. By default each worker's OpenCV spreads every resize, warp
+    and blur over all cores, so N workers run N x cores threads and thrash; the workers are the parallelism."""
+    cv2.setNumThreads(1)
 
 
 def collate(batch):
@@ -336,6 +343,7 @@ class DetectionDataModule(L.LightningDataModule):
             collate_fn=collate,
             drop_last=True,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=one_thread_worker,
         )
 
     def _group_share(self, records: list) -> np.ndarray:
@@ -388,6 +396,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=one_thread_worker,
         )
 
     def test_dataloader(self) -> DataLoader:

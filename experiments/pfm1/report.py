@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 
 from common import HERE, REPO, write_readme_block
@@ -24,6 +25,7 @@ ROWS = {
         "synthetic checkpoint, then real (the same recipe, half of each epoch from Phan4_200316_F03, the training"
         " flight of the test flight's day and ground)"
     ),
+    "synth_real_f03_gpu": "the same recipe with its GPU preset (configs/trainer/gpu.yaml), on the clock of one GPU",
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
@@ -77,11 +79,19 @@ def ablation_table(results: dict) -> str:
         curve = m.get("curve", {}).get("overall", {})
         op = m.get("operating_point", {}).get("overall", {})
         at_op = f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)}" if op else ""
-        valid = ", ".join(_f(v, 2) for _, v in valid_curve(entry.get("mlflow_run", "")))
+        curve_points = entry.get("valid_curve") or valid_curve(entry.get("mlflow_run", ""))
+        valid = ", ".join(_f(v, 2) for _, v in curve_points)
+        minutes = _f(entry.get("train_minutes"), 1)
+        if entry.get("train_device"):  # trained elsewhere (gpu_fit.py): the device, epochs and batch say how much
+            record = entry.get("train_record", {})
+            minutes += (
+                f" on {entry['train_device']} ({record.get('epochs')} epochs of batch {record.get('batch_size')},"
+                f" {record.get('precision')})"
+            )
         lines.append(
             f"| {label} | {_gsd(entry) * 1000:.2f} mm | {valid} | **{_f(test.get('test/ap50_ap_mine'))}** | "
             f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
-            f"{at_op} | {_f(entry.get('train_minutes'), 1)} | {entry.get('mlflow_run', '')[:8]} |"
+            f"{at_op} | {minutes} | {entry.get('mlflow_run', '')[:8]} |"
         )
     return "\n".join(lines)
 
@@ -129,11 +139,39 @@ def int8_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def gpu_note(results: dict) -> str:
+    """What the GPU row's run did, from its record (gpu_run/: gpu_fit.json and nvidia-smi's utilisation log)."""
+    entry = results.get("synth_real_f03_gpu")
+    if not entry:
+        return ""
+    record = entry["train_record"]
+    samples = record["steps"] * record["batch_size"]
+    util_file = HERE / "gpu_run" / "gpu_util.csv"
+    util = []
+    if util_file.exists():
+        for line in util_file.read_text().splitlines():
+            head = line.split(",")[0].strip().rstrip("%").strip()
+            if head.isdigit():
+                util.append(int(head))
+    busy = (
+        f" GPU utilisation, sampled every 15 s by nvidia-smi: median {statistics.median(util):.0f}%, highest"
+        f" {max(util)}% (gpu_run/gpu_util.csv): the training loader, not the GPU, set the pace."
+        if util
+        else ""
+    )
+    return (
+        f"GPU row: `experiments/pfm1/gpu_fit.py` on one {entry['train_device']} (torch {record['torch']}), "
+        f"{entry['train_minutes']:.1f} minutes, {record['epochs']} epochs, {record['steps']} steps of batch "
+        f"{record['batch_size']} ({samples} training crops); tested and scored on this CPU like every row.{busy}"
+    )
+
+
 def render(results: dict, speed: dict) -> str:
     return "\n\n".join(
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
+            gpu_note(results),
             "#### Working GSD (synthetic checkpoint, then real, the earlier 16-epoch schedule each)",
             gsd_table(results, speed),
             "ha/h: `ordnance score` wall time on the test mosaic, the files run one after another on the idle"

@@ -15,6 +15,7 @@ experiment resumes after a stop). Stages:
 | synth_real_1cm | the same at a 1 cm working GSD |
 | photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
 | photo_synth_real | configs/pfm1.yaml from the photo_synth checkpoint |
+| synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
 
@@ -54,6 +55,7 @@ GSD = {
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
 F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
+GPU_RUN = HERE / "data" / "gpu"  # gpu_fit.py's output folder: gpu_fit.json and best.ckpt (or its parts)
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
@@ -81,6 +83,8 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM},
         "photo_synth": {"config": PHOTO, "init": synthetic},
         "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
+        # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
+        "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
 
 
@@ -224,6 +228,21 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
     if "test_only" in spec:
         ckpt = spec["test_only"]
         entry.update(init=ckpt, train_minutes=0.0)
+    elif "trained" in spec:  # trained elsewhere by gpu_fit.py: its record says where and for how long
+        folder = Path(spec["trained"])
+        meta = json.loads((folder / "gpu_fit.json").read_text())
+        ckpt = str(folder / "best.ckpt")
+        if not Path(ckpt).exists():
+            subprocess.run([sys.executable, str(HERE / "gpu_fit.py"), str(folder), "--join"], check=True)
+        entry.update(
+            init=spec["init"],
+            checkpoint=str(Path(ckpt).relative_to(REPO)),
+            train_minutes=meta["train_minutes"],
+            train_device=meta["device"],
+            train_record={k: meta[k] for k in ("precision", "torch", "lightning", "epochs", "steps", "batch_size")},
+            overrides=meta["trainer_args"],
+            valid_curve=[[v["step"], v["val/ap50_ap_mine"]] for v in meta["validations"] if "val/ap50_ap_mine" in v],
+        )
     else:
         init = spec.get("init")
         if isinstance(init, str) and init.startswith("@"):

@@ -158,3 +158,35 @@ def test_group_weights_set_each_flights_share_of_an_epoch():
     m.group_weights = {"F99": 2.0}
     with pytest.raises(DatasetError, match="F99"):
         m.train_dataloader()
+
+
+def test_loader_workers_run_opencv_on_one_thread():
+    """Each training-loader worker runs OpenCV on one thread (the workers are the parallelism); without the
+    worker start, a worker inherits OpenCV's default of one thread per core."""
+    import cv2
+    from ordnance.datasets.datamodule import DetectionDataModule, one_thread_worker
+    from torch.utils.data import DataLoader
+
+    m = DetectionDataModule(str(PFM1 / "data.yaml"), class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT,
+                            num_workers=1)  # fmt: skip
+    m.setup("fit")
+    loader = m.train_dataloader()
+    assert loader.worker_init_fn is one_thread_worker and loader.num_workers == 1
+    probe = [0, 1]  # a dataset whose items are the worker's OpenCV thread count
+    threads = DataLoader(_Threads(probe), num_workers=1, worker_init_fn=loader.worker_init_fn)
+    assert [int(t) for t in threads] == [1, 1]
+    default = DataLoader(_Threads(probe), num_workers=1)
+    assert [int(t) for t in default] == [cv2.getNumThreads()] * 2
+
+
+class _Threads:
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        import cv2
+
+        return cv2.getNumThreads()
