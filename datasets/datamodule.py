@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -76,10 +77,9 @@ class _Transformed(Dataset):
         return image, boxes, labels, sample.source
 
 
-def one_thread_worker(_worker_id: int) -> None:
-    """DataLoader worker start: OpenCV on one thread. By default each worker's OpenCV spreads every resize, warp
-    and blur over all cores, so N workers run N x cores threads and thrash; the workers are the parallelism."""
-    cv2.setNumThreads(1)
+def set_opencv_threads(threads: int, _worker_id: int) -> None:
+    """DataLoader worker start: OpenCV's thread count in this worker."""
+    cv2.setNumThreads(threads)
 
 
 def collate(batch):
@@ -140,6 +140,9 @@ class DetectionDataModule(L.LightningDataModule):
             three times as many images from group F03 as from a group of weight 1 (the default), whatever the
             groups' sizes. Keys are matched as regular expressions against the group names; None draws every
             image once per epoch.
+        opencv_threads: OpenCV threads in each loader worker; None keeps OpenCV's default (one per core). One
+            thread per worker was slower on a 16-core machine and no faster on 2 cores
+            (experiments/pfm1/loader_speed.py), so the default stays.
     """
 
     def __init__(
@@ -168,8 +171,10 @@ class DetectionDataModule(L.LightningDataModule):
         reviewed: list[ReviewedRun] | None = None,
         replay: float = 0.5,
         group_weights: dict[str, float] | None = None,
+        opencv_threads: int | None = None,
     ) -> None:
         super().__init__()
+        self.opencv_threads = opencv_threads
         self.data_yaml = Path(data_yaml) if data_yaml else None
         self.coco = (coco_train, coco_val, coco_image_root)
         self.geotiff = geotiff
@@ -329,6 +334,9 @@ class DetectionDataModule(L.LightningDataModule):
             log.info("copy-paste: %d empty training images as backgrounds", len(data))
         return data, (cfg, patches, class_ids)
 
+    def _worker_init(self):
+        return None if self.opencv_threads is None else partial(set_opencv_threads, int(self.opencv_threads))
+
     def train_dataloader(self) -> DataLoader:
         records, paste = self._paste()
         transform = build_train_transform(self.augment, self.crop_px)
@@ -343,7 +351,7 @@ class DetectionDataModule(L.LightningDataModule):
             collate_fn=collate,
             drop_last=True,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=one_thread_worker,
+            worker_init_fn=self._worker_init(),
         )
 
     def _group_share(self, records: list) -> np.ndarray:
@@ -396,7 +404,7 @@ class DetectionDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate,
             persistent_workers=self.num_workers > 0,
-            worker_init_fn=one_thread_worker,
+            worker_init_fn=self._worker_init(),
         )
 
     def test_dataloader(self) -> DataLoader:

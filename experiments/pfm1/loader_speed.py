@@ -1,5 +1,5 @@
-"""Training-loader throughput of the PFM-1 recipe: samples per second out of its DataLoader, with OpenCV on one
-thread per worker (the data module's worker start) against OpenCV's default (all cores in every worker), in one run.
+"""Training-loader throughput of the PFM-1 recipe: samples per second out of its DataLoader, with OpenCV's
+default threads in each worker (one per core) against one thread per worker (``data.opencv_threads: 1``), in one run.
 
     .venv/bin/python experiments/pfm1/loader_speed.py [--workers 2] [--batches 40] [--batch-size 8]
 
@@ -18,15 +18,18 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from common import HERE, REPO, write_readme_block
 
 RESULTS = HERE / "loader_speed.json"
+# Other machines' runs (``--out``), shown beside this machine's: the 16-core GPU machine of the GPU row, its
+# loader reading the valid flight's tiles (the training flights were not on that machine for this run).
+OTHERS = {"loader_speed_16cores.json": "the 16-core GPU machine, valid-flight tiles as input"}
 
 
-def _arm(workers: int, batches: int, batch_size: int, one_thread: bool, warm: int = 3) -> float:
+def _arm(workers: int, batches: int, batch_size: int, one_thread: bool, overrides: list[str], warm: int = 3) -> float:
     import torch
-    from ordnance.datasets import datamodule as dm_module
     from ordnance.training.cli import main
 
     cli = main(
@@ -41,19 +44,15 @@ def _arm(workers: int, batches: int, batch_size: int, one_thread: bool, warm: in
             str(workers),
             "--data.batch_size",
             str(batch_size),
+            *(["--data.opencv_threads", "1"] if one_thread else []),
+            *overrides,
         ],
         run=False,
     )
     data = cli.datamodule
     data.setup("fit")
-    original = dm_module.one_thread_worker
-    if not one_thread:  # OpenCV's default in each worker: as many threads as cores
-        dm_module.one_thread_worker = lambda _id: None
-    try:
-        torch.manual_seed(0)
-        loader = data.train_dataloader()
-    finally:
-        dm_module.one_thread_worker = original
+    torch.manual_seed(0)
+    loader = data.train_dataloader()
     it = iter(loader)
     for _ in range(warm):
         next(it)
@@ -71,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="write the JSON here instead (no tables)")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables from loader_speed.json")
-    args = parser.parse_args(argv)
+    args, overrides = parser.parse_known_args(argv)  # the rest: recipe overrides (--data.data_yaml ...)
     if args.report:
         report(json.loads(RESULTS.read_text()))
         return 0
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rates: dict[str, list[float]] = {k: [] for k in arms}
     for r in range(args.repeats):
         for name, one in arms.items():
-            rates[name].append(_arm(args.workers, args.batches, args.batch_size, one))
+            rates[name].append(_arm(args.workers, args.batches, args.batch_size, one, overrides))
             print(f"round {r + 1}: {name} {rates[name][-1]:.1f} samples/s", flush=True)
     median = {k: statistics.median(v) for k, v in rates.items()}
     result = {
@@ -94,27 +94,36 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": median["one_thread_per_worker"] / median["opencv_default"],
         "date": time.strftime("%Y-%m-%d"),
     }
-    tmp = RESULTS.with_suffix(".json.tmp")
+    target = args.out or RESULTS
+    tmp = target.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, RESULTS)
-    report(result)
+    os.replace(tmp, target)
+    if args.out is None:
+        report(result)
+    else:
+        print(json.dumps(result))
     return 0
 
 
 def report(result: dict) -> None:
-    median = result["median_samples_per_s"]
-    rounds = len(result["samples_per_s"]["opencv_default"])
+    runs = [("this machine, training flights as input", result)]
+    for name, label in OTHERS.items():
+        if (HERE / name).exists():
+            runs.append((label, json.loads((HERE / name).read_text())))
     lines = [
-        f"Training loader of configs/pfm1.yaml, {result['workers']} workers, batch {result['batch_size']}, "
-        f"{result['machine']['cpus']} CPUs, {result['date']} (median of {rounds} rounds)",
+        "Training loader of configs/pfm1.yaml: samples per second out of its DataLoader (median of the rounds).",
         "",
-        "| OpenCV threads per worker | samples/s |",
-        "| --- | --- |",
-        f"| all cores (OpenCV default) | {median['opencv_default']:.1f} |",
-        f"| one | {median['one_thread_per_worker']:.1f} |",
-        "",
-        f"Ratio: {result['speedup']:.2f}",
+        "| machine | CPUs | workers | batch | batches timed | rounds | OpenCV default | one OpenCV thread per worker"
+        " | one / default |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    for label, r in runs:
+        median = r["median_samples_per_s"]
+        lines.append(
+            f"| {label} ({r['date']}) | {r['machine']['cpus']} | {r['workers']} | {r['batch_size']} | {r['batches']} |"
+            f" {len(r['samples_per_s']['opencv_default'])} | {median['opencv_default']:.1f} |"
+            f" {median['one_thread_per_worker']:.1f} | {r['speedup']:.2f} |"
+        )
     (HERE / "loader_speed.md").write_text("\n".join(lines) + "\n")
     write_readme_block("<!-- pfm1-loader:begin -->", "<!-- pfm1-loader:end -->", "\n".join(lines))
     print("\n".join(lines))

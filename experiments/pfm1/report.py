@@ -155,10 +155,19 @@ def gpu_note(results: dict) -> str:
                 util.append(int(head))
     busy = (
         f" GPU utilisation, sampled every 15 s by nvidia-smi: median {statistics.median(util):.0f}%, highest"
-        f" {max(util)}% (gpu_run/gpu_util.csv): the training loader, not the GPU, set the pace."
+        f" {max(util)}% (gpu_run/gpu_util.csv)."
         if util
         else ""
     )
+    rate = samples / (entry["train_minutes"] * 60)
+    loader_file = HERE / "loader_speed_16cores.json"
+    if loader_file.exists():
+        loader = json.loads(loader_file.read_text())["median_samples_per_s"]["opencv_default"]
+        busy += (
+            f" The run consumed {rate:.0f} crops per second; the same machine's loader alone delivers {loader:.0f}"
+            " (loader_speed.py), so neither the GPU nor the loader set the pace, but the training step's own work on"
+            " the CPU (not profiled)."
+        )
     return (
         f"GPU row: `experiments/pfm1/gpu_fit.py` on one {entry['train_device']} (torch {record['torch']}), "
         f"{entry['train_minutes']:.1f} minutes, {record['epochs']} epochs, {record['steps']} steps of batch "

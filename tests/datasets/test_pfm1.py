@@ -160,23 +160,23 @@ def test_group_weights_set_each_flights_share_of_an_epoch():
         m.train_dataloader()
 
 
-def test_loader_workers_run_opencv_on_one_thread():
-    """Each training-loader worker runs OpenCV on one thread (the workers are the parallelism); without the
-    worker start, a worker inherits OpenCV's default of one thread per core."""
+def test_opencv_threads_per_loader_worker():
+    """``opencv_threads`` sets OpenCV's thread count in each loader worker; left at None, a worker keeps OpenCV's
+    default, as the main process has it."""
     import cv2
-    from ordnance.datasets.datamodule import DetectionDataModule, one_thread_worker
+    from ordnance.datasets.datamodule import DetectionDataModule
     from torch.utils.data import DataLoader
 
-    m = DetectionDataModule(str(PFM1 / "data.yaml"), class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT,
-                            num_workers=1)  # fmt: skip
-    m.setup("fit")
-    loader = m.train_dataloader()
-    assert loader.worker_init_fn is one_thread_worker and loader.num_workers == 1
-    probe = [0, 1]  # a dataset whose items are the worker's OpenCV thread count
-    threads = DataLoader(_Threads(probe), num_workers=1, worker_init_fn=loader.worker_init_fn)
-    assert [int(t) for t in threads] == [1, 1]
-    default = DataLoader(_Threads(probe), num_workers=1)
-    assert [int(t) for t in default] == [cv2.getNumThreads()] * 2
+    def loader_threads(opencv_threads):
+        m = DetectionDataModule(str(PFM1 / "data.yaml"), class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT,
+                                num_workers=1, group_weights=None, opencv_threads=opencv_threads)  # fmt: skip
+        m.setup("fit")
+        start = m.train_dataloader().worker_init_fn
+        probe = DataLoader(_Threads([0, 1]), num_workers=1, worker_init_fn=start)
+        return [int(t) for t in probe]
+
+    assert loader_threads(1) == [1, 1]
+    assert loader_threads(None) == [cv2.getNumThreads()] * 2
 
 
 class _Threads:
