@@ -56,6 +56,9 @@ class ExportSettings:
         max_score_diff: Largest allowed score difference.
         parity_floor: Detections at or above this score are compared.
         int8: Also write a statically quantised (QDQ) model.
+        int8_required: A refused int8 file fails the export (``ordnance export --int8``); otherwise the refusal is
+            recorded in the report (``int8: {"refused": ...}``) and the float32 file stands alone (the default
+            of ``ordnance export``: int8 wherever its gate passes).
         calibration: data.yaml whose training tiles calibrate int8 (never the tiles the gate checks);
             default: parity_data, else seeded synthetic scenes.
         calibration_method: How activation ranges are set: "minmax", "percentile" (99.999th) or "entropy".
@@ -80,6 +83,7 @@ class ExportSettings:
     max_score_diff: float = 1e-3
     parity_floor: float = 0.05
     int8: bool = False
+    int8_required: bool = True
     calibration: str | None = None
     calibration_tiles: int = 32
     calibration_method: str = "minmax"
@@ -411,7 +415,13 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         )
     _save_atomic(_with_card(model, card), output)
     if settings.int8:
-        report["int8"] = export_int8(output, card, images, truth, settings, hp.gsd_m)
+        try:
+            report["int8"] = export_int8(output, card, images, truth, settings, hp.gsd_m)
+        except ExportError as error:
+            if settings.int8_required:
+                raise
+            log.warning("int8 not written: %s", error)
+            report["int8"] = {"refused": str(error)}
         write_json(output.with_suffix(".parity.json"), report | {"passed": True})
     return report
 

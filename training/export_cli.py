@@ -16,7 +16,12 @@ import click
 @click.option("--overlap", type=int, default=None, help="Recommended scoring overlap for the card (px).")
 @click.option("--parity-data", type=str, default=None, help="data.yaml for parity tiles (default: synthetic).")
 @click.option("--parity-tiles", type=int, default=16, show_default=True)
-@click.option("--int8", is_flag=True, help="Also write a static int8 (QDQ) model.")
+@click.option(
+    "--int8/--no-int8",
+    default=None,
+    help="Also write a static int8 (QDQ) model, the CPU file. Default: written where its recall gate passes, and"
+    " the refusal reported otherwise; --int8: a refusal fails the export; --no-int8: float32 only.",
+)
 @click.option("--calibration", type=str, default=None, help="data.yaml of training tiles for int8 calibration.")
 @click.option(
     "--calibration-method",
@@ -62,7 +67,8 @@ def export(
         overlap_px=overlap,
         parity_tiles=parity_tiles,
         parity_data=parity_data,
-        int8=int8,
+        int8=int8 is not False,
+        int8_required=bool(int8),
         calibration=calibration,
         calibration_method=calibration_method,
         int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
@@ -74,7 +80,13 @@ def export(
         f"recall {fp32['recall_reference']:.3f} (torch) / {fp32['recall_candidate']:.3f} (onnx) at "
         f"{fp32['threshold']:.3f}"
     )
-    if "int8" in report:
+    if "refused" in report.get("int8", {}):
+        click.echo(
+            f"{output.with_suffix('.int8.onnx')}: not written, the float32 file stands alone: "
+            f"{report['int8']['refused']}",
+            err=True,
+        )
+    elif "int8" in report:
         q = report["int8"]
         click.echo(
             f"{output.with_suffix('.int8.onnx')}: recall {q['recall_candidate']:.3f} vs {q['recall_reference']:.3f}"

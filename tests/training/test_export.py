@@ -131,6 +131,29 @@ def test_int8_gate_refuses_a_recall_drop_beyond_the_allowed_one(tiny_checkpoint,
     assert not (tmp_path / "m.int8.onnx").exists()
 
 
+def test_int8_refused_by_its_gate_is_reported_and_float32_stands_when_not_required(tiny_checkpoint, tmp_path):
+    settings = ExportSettings(parity_tiles=4, int8=True, int8_required=False, calibration_tiles=4, max_recall_drop=-1.0)
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", settings)
+    assert "int8 recall drops" in report["int8"]["refused"]
+    assert (tmp_path / "m.onnx").exists() and not (tmp_path / "m.int8.onnx").exists()
+    written = json.loads((tmp_path / "m.parity.json").read_text())
+    assert written["int8"]["refused"] == report["int8"]["refused"] and written["passed"] is True
+
+
+def test_export_command_writes_int8_by_default_and_not_with_no_int8(tiny_checkpoint, tmp_path):
+    from click.testing import CliRunner
+    from ordnance.inference.cli.main import cli
+
+    base = ["export", str(tiny_checkpoint), "--parity-tiles", "4", "--no-register"]
+    plain = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "plain.onnx"), "--no-int8"])
+    assert plain.exit_code == 0, plain.output
+    assert not (tmp_path / "plain.int8.onnx").exists()
+    default = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "m.onnx")])
+    assert default.exit_code == 0, default.output
+    card = open_session(tmp_path / "m.int8.onnx").card
+    assert card.quantization == "int8-qdq" and "int8_vs_fp32" in card.parity
+
+
 def test_torchvision_detectors_are_refused(tmp_path):
     import torch
     from ordnance.training.task import DetectionTask
