@@ -42,6 +42,18 @@ def test_score_help_does_not_import_torch():
     assert result.stdout.strip() == "False"
 
 
+def test_training_imports_no_gdal_stack_nor_mlflow():
+    """Training on tiles needs neither GDAL (rasterio, pyogrio, pyproj) nor MLflow at import: a GPU machine with
+    only the training libraries runs the recipes with a CSV logger (experiments/pfm1/gpu_fit.py)."""
+    code = (
+        "import sys; import ordnance.training.cli, ordnance.training.task, ordnance.datasets.datamodule; "
+        "print(sorted(m for m in ('rasterio', 'pyogrio', 'pyproj', 'mlflow') if m in sys.modules))"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_pypi_names_are_not_shadowed(tmp_path):
     for name in ("datasets", "inference", "models", "training"):
         result = run_python(
