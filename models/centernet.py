@@ -22,13 +22,17 @@ BACKBONES = {
 }
 
 
-def _backbone(name: str, weights: str | None) -> nn.Module:
+def _backbone(name: str, weights: str | None, stages: int = 4) -> nn.Module:
+    """The backbone's first ``stages`` feature stages (strides 4, 8, 16, 32); the modules after the last one
+    are not kept."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    if not 2 <= stages <= 4:
+        raise ValueError(f"stages must be 2, 3 or 4 (deepest stride 8, 16 or 32), got {stages}")
     builder, layers = BACKBONES[name]
     model = torchvision.models.get_model(builder, weights=weights)
     body = model.features if name.startswith("mobilenet") else model
-    return IntermediateLayerGetter(body, return_layers=layers)
+    return IntermediateLayerGetter(body, return_layers=dict(list(layers.items())[:stages]))
 
 
 class CenterNet(nn.Module):
@@ -40,6 +44,10 @@ class CenterNet(nn.Module):
     without changing the tile contract. H * input_scale and W * input_scale must be multiples of 32.
     ``forward`` returns raw maps {"heatmap": (N, C, H/4, W/4) logits, "size": (N, 2, ...) log box size in
     pixels, "offset": (N, 2, ...) sub-cell centre offset}; ``decode`` turns them into the top-k boxes.
+
+    Shape: ``stages`` backbone stages feed the FPN (4: down to stride 32; 3: stride 16), ``fpn_channels`` wide;
+    each head is a 3 x 3 convolution of ``head_channels`` and a 1 x 1 output, or with ``shared_head`` one 3 x 3
+    trunk feeds the three 1 x 1 outputs.
     """
 
     def __init__(
@@ -51,6 +59,8 @@ class CenterNet(nn.Module):
         fpn_channels: int = 128,
         head_channels: int = 64,
         input_scale: float = 1.0,
+        stages: int = 4,
+        shared_head: bool = False,
     ) -> None:
         super().__init__()
         if not 0.1 <= input_scale <= 1.0:
@@ -58,7 +68,8 @@ class CenterNet(nn.Module):
         self.num_classes = num_classes
         self.input_scale = float(input_scale)
         self.stride = STRIDE / self.input_scale
-        self.body = _backbone(backbone, backbone_weights)
+        self.body = _backbone(backbone, backbone_weights, stages)
+        self.shared_head = shared_head
         with torch.no_grad():
             channels = [f.shape[1] for f in self.body(torch.zeros(1, 3, 64, 64)).values()]
         self.fpn = FeaturePyramidNetwork(channels, fpn_channels)
@@ -66,12 +77,16 @@ class CenterNet(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
         def head(out: int) -> nn.Sequential:
+            if shared_head:  # the 3 x 3 trunk is shared; each head is its 1 x 1 output convolution
+                return nn.Sequential(nn.Conv2d(head_channels, out, 1))
             return nn.Sequential(
                 nn.Conv2d(fpn_channels, head_channels, 3, padding=1),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(head_channels, out, 1),
             )
 
+        if shared_head:
+            self.trunk = nn.Sequential(nn.Conv2d(fpn_channels, head_channels, 3, padding=1), nn.ReLU(inplace=True))
         self.heatmap = head(num_classes)
         self.size = head(2)
         self.offset = head(2)
@@ -83,6 +98,8 @@ class CenterNet(nn.Module):
         if self.input_scale != 1.0:
             x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         features = self.fpn(self.body(x))["0"]
+        if self.shared_head:
+            features = self.trunk(features)
         return {
             "heatmap": self.heatmap(features),
             "size": self.size(features),

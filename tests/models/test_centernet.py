@@ -129,3 +129,42 @@ def test_ignore_regions_get_no_target_and_no_background_loss():
     assert centernet_loss(maps, targets)["heatmap"].item() == pytest.approx(loss.item(), rel=1e-6)
     maps["heatmap"][0, :, 2:4, 12:14] = 6.0  # the same peak on background is penalised
     assert centernet_loss(maps, targets)["heatmap"].item() > loss.item() + 1.0
+
+
+def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path):
+    """centernet_resnet18_lite: no stride-32 stage, one 3 x 3 trunk for the three heads, about half the default's
+    FLOPs (PyTorch's own counter), the same map shapes, and an ONNX graph that ONNX Runtime runs to PyTorch's
+    boxes, with three 1 x 1 output convolutions the int8 export keeps in float32."""
+    import numpy as np
+    import onnxruntime as ort
+    from ordnance.training.export import output_convolutions
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lite = build_detector("centernet_resnet18_lite", num_classes=3).eval()
+    default = build_detector("centernet_resnet18", num_classes=3).eval()
+    assert "layer4" not in dict(lite.net.body.named_children()) and hasattr(lite.net, "trunk")
+    x = torch.rand(1, 3, 256, 256)
+    flops = {}
+    for name, detector in (("lite", lite), ("default", default)):
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            maps = detector.net(x)
+        flops[name] = counter.get_total_flops()
+        assert {k: tuple(v.shape) for k, v in maps.items()} == {
+            "heatmap": (1, 3, 64, 64), "size": (1, 2, 64, 64), "offset": (1, 2, 64, 64)}  # fmt: skip
+    assert 0.4 < flops["lite"] / flops["default"] < 0.6
+    assert lite.head_prefixes() == ("net.heatmap.0.",) and "net.heatmap.0.weight" in dict(lite.named_parameters())
+    with torch.no_grad():
+        torch.nn.init.normal_(lite.net.heatmap[0].weight, std=0.05)  # peaks that stand out of an untrained map
+    module = lite.export_module(50).eval()
+    image = torch.randint(0, 255, (1, 3, 256, 256), dtype=torch.uint8)
+    path = tmp_path / "lite.onnx"
+    torch.onnx.export(module, (image,), str(path), input_names=["images"], dynamo=True, opset_version=18)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": image.numpy()})
+    with torch.no_grad():
+        want = [t.numpy() for t in module(image)]
+    top = want[1][0] > want[1][0][9] + 1e-3  # the strongest detections, clear of near-ties
+    assert top.sum() >= 3
+    assert np.abs(got[1][0][top] - want[1][0][top]).max() < 1e-4
+    assert np.abs(got[0][0][top] - want[0][0][top]).max() < 0.25
+    assert len(output_convolutions(path, 4)) == 3
