@@ -3,14 +3,18 @@
 1. Stages: FLOPs (PyTorch's FlopCounterMode, multiply-add = 2) and float32 milliseconds (eager PyTorch, the
    machine's threads, median of ``--repeats``) of the stem, each backbone stage, the FPN, each head and the
    decoding, for one tile of each size.
-2. Tile size: each size is exported through the parity gate (``ordnance export --tile-size T --int8``; the card's
-   overlap is the export's default, a quarter tile up to 128 px), then
+2. Tile size: each size is exported through the parity gate (``ordnance export --tile-size T``, int8 beside it;
+   the card's overlap is the export's default, a quarter tile up to 128 px), then
    - ``ordnance score`` of the int8 file over the throughput mosaic (``--size`` px at 1 cm, as `make
      bench-throughput`): wall time, ha/h, tiles run, and the share of computed pixels over the mosaic's;
    - bare ONNX Runtime time per tile and per megapixel of the float32 and int8 files (no I/O);
    - the accuracy benchmark's seeded survey mosaics (experiments/accuracy: three terrains at 0.5, 1 and 2 cm):
      pooled recall and false alarms per ha of the fp32 and int8 files.
    The first size is the baseline every ratio is taken against.
+3. Variants (``--variants``): each detector trained two steps on the tiny synthetic recipe (configs/tiny.yaml) and
+   exported at the largest tile size: GFLOPs and bare ONNX Runtime milliseconds per megapixel, float32 and int8,
+   against the checkpoint's own export at that size, and the ha/h that speed predicts. Speed only: the weights
+   are untrained, so accuracy is not measured here.
 
     .venv/bin/python experiments/tiles/run.py --ckpt runs/1/<synthetic run>/checkpoints/best-epoch=015.ckpt
 
@@ -129,11 +133,11 @@ def stage_costs(ckpt: Path, tile: int, repeats: int) -> dict:
     }
 
 
-def export(ckpt: Path, tile: int) -> dict[str, Path]:
-    onnx = DATA / f"model_{tile}.onnx"
+def export(ckpt: Path, tile: int, folder: Path = DATA) -> dict[str, Path]:
+    onnx = folder / f"model_{tile}.onnx"
     files = {"fp32": onnx, "int8": onnx.with_suffix(".int8.onnx")}
-    if not all(p.exists() for p in files.values()):
-        command = [str(BIN / "ordnance"), "export", str(ckpt), "-o", str(onnx), "--tile-size", str(tile), "--int8",
+    if not files["fp32"].exists():
+        command = [str(BIN / "ordnance"), "export", str(ckpt), "-o", str(onnx), "--tile-size", str(tile),
                    "--no-register"]  # fmt: skip
         subprocess.run(command, check=True)
     return files
@@ -168,6 +172,26 @@ def accuracy(models: dict[str, Path], tile: int, workers: int) -> dict:
             "false_alarms_per_ha": sum(r["false_alarms_per_ha"] * r["area_ha"] for r in rows) / area,
             "rows": rows,
         }
+    return out
+
+
+def variant(name: str, tile: int, tiles: np.ndarray, threads: int) -> dict:
+    """Speed of a detector's architecture at ``tile``: two training steps (weights untrained), then the export."""
+    from flops import bare_ms_per_tile, graph_gflops
+    from ordnance.training.cli import main as train
+
+    folder = DATA / f"variant_{name}"
+    ckpt = next(folder.glob("runs/**/last.ckpt"), None)
+    if ckpt is None:
+        train(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--model.model", name,
+               "--data.data_yaml", str(DATA / "synthetic-tiny" / "data.yaml"), "--trainer.max_steps", "2",
+               "--trainer.logger", "false", "--trainer.default_root_dir", str(folder / "runs")])  # fmt: skip
+        ckpt = next(folder.glob("runs/**/last.ckpt"))
+    files = export(ckpt, tile, folder)
+    out = {"name": name, "tile": tile, "gflops_per_tile": graph_gflops(files["fp32"])["gflops"]}
+    out["bare_ms_per_mp"] = {
+        k: bare_ms_per_tile(p, tiles, threads) / (tile * tile / 1e6) for k, p in files.items() if p.exists()
+    }
     return out
 
 
@@ -209,6 +233,22 @@ def run(args) -> dict:
         entry["accuracy"] = accuracy(files, tile, args.workers)
         results["sizes"].append(entry)
         save(results)
+    if args.variants:
+        tile = max(args.tiles)
+        base = next(s for s in results["sizes"] if s["tile"] == tile)
+        with rasterio.open(mosaic) as src:
+            xs, ys = rng.integers(0, src.width - tile, 8), rng.integers(0, src.height - tile, 8)
+            tiles = np.stack([src.read(window=Window(int(x), int(y), tile, tile)) for x, y in zip(xs, ys)])
+        results["variants"] = []
+        for name in args.variants:
+            print(f"[{time.strftime('%H:%M:%S')}] variant {name}", flush=True)
+            v = variant(name, tile, tiles, args.threads)
+            if "int8" in v["bare_ms_per_mp"]:
+                v["predicted_ha_per_h_int8"] = (
+                    base["score_int8"]["ha_per_h"] * base["bare_ms_per_mp"]["int8"] / v["bare_ms_per_mp"]["int8"]
+                )
+            results["variants"].append(v)
+            save(results)
     return results
 
 
@@ -238,6 +278,28 @@ def markdown(r: dict) -> str:
             f"{acc['fp32']['recall']:.3f} / {acc['int8']['recall']:.3f} | "
             f"{acc['fp32']['false_alarms_per_ha']:.0f} / {acc['int8']['false_alarms_per_ha']:.0f} |"
         )
+    if r.get("variants"):
+        tile = r["variants"][0]["tile"]
+        base = next(s for s in r["sizes"] if s["tile"] == tile)
+        lines += [
+            "",
+            f"Variants at {tile} px (untrained weights: speed only), against the checkpoint's own export at that size:",
+            "",
+            "| detector | GFLOPs per tile | fp32 ms per MP | int8 ms per MP | int8 speed x | predicted int8 ha/h |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| centernet_resnet18 (the checkpoint) | {base['gflops_per_tile']:.1f} |"
+            f" {base['bare_ms_per_mp']['fp32']:.0f} | {base['bare_ms_per_mp']['int8']:.0f} | 1.00 |"
+            f" {base['score_int8']['ha_per_h']:.1f} (measured) |",
+        ]
+        for v in r["variants"]:
+            ms = v["bare_ms_per_mp"]
+            int8 = ms.get("int8")
+            int8_text = f"{int8:.0f}" if int8 else "refused"
+            lines.append(
+                f"| {v['name']} | {v['gflops_per_tile']:.1f} | {ms['fp32']:.0f} | {int8_text}"
+                f" | {base['bare_ms_per_mp']['int8'] / int8 if int8 else 0:.2f} |"
+                f" {v.get('predicted_ha_per_h_int8', 0):.1f} |"
+            )
     for s in r["sizes"]:
         st = s["stages"]
         lines += [
@@ -275,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="mosaic generation processes")
+    parser.add_argument(
+        "--variants", nargs="*", default=["centernet_resnet18_lite", "centernet_mobilenet_v3"], help="detectors"
+    )
     parser.add_argument("--report", action="store_true", help="only rewrite the tables from results.json")
     args = parser.parse_args(argv)
     if args.report:
