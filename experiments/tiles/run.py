@@ -42,7 +42,6 @@ DATA = HERE / "data"
 BIN = Path(sys.executable).absolute().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE.parent / "throughput"))
-sys.path.insert(0, str(HERE.parent / "accuracy"))
 BEGIN, END = "<!-- tiles:begin -->", "<!-- tiles:end -->"
 
 
@@ -156,7 +155,11 @@ def throughput(mosaic: Path, model: Path, tile: int) -> dict:
 
 
 def accuracy(models: dict[str, Path], tile: int, workers: int) -> dict:
-    import run as accuracy_run  # experiments/accuracy/run.py
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_run", HERE.parent / "accuracy" / "run.py")
+    accuracy_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy_run)
 
     accuracy_run.DATA = DATA / "accuracy"
     accuracy_run.DATA.mkdir(parents=True, exist_ok=True)
