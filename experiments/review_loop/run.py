@@ -225,8 +225,9 @@ def fine_tune(parent: Path, run: Path | None, root: Path, steps: int, config: Pa
 
 
 def export(ckpt: Path, out: Path, recipe: Path = REPO / "configs" / "pfm1.yaml") -> None:
+    """The float32 file only: the loop scores float32."""
     _run([str(BIN / "ordnance"), "export", str(ckpt), "-o", str(out), "--parity-data", str(recipe),
-          "--parity-tiles", "16", "--no-register"])  # fmt: skip
+          "--parity-tiles", "16", "--no-register", "--no-int8"])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
