@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -196,22 +197,24 @@ def centernet_targets(
     target, and ``ignore`` (N, 1, H, W) is 1 over its cells and half its side around them (at least one cell), where
     the heatmap's negative loss is not counted.
     """
+    # Built with numpy and handed over once: per-box torch operations on small tensors cost far more than the
+    # arithmetic (experiments/README.md, "Training targets").
     scale = STRIDE / stride
     n = len(boxes)
     h, w = out_hw
     around = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy or dx]
     slots = max_objects * (1 + len(around))
-    heat = torch.zeros(n, num_classes, h, w)
-    ignore = torch.zeros(n, 1, h, w)
-    index = torch.zeros(n, slots, dtype=torch.long)
-    mask = torch.zeros(n, slots)
-    size = torch.zeros(n, slots, 2)
-    offset = torch.zeros(n, slots, 2)
-    ys, xs = (
-        torch.arange(h, dtype=torch.float32).view(-1, 1),
-        torch.arange(w, dtype=torch.float32).view(1, -1),
-    )
+    heat = np.zeros((n, num_classes, h, w), np.float32)
+    ignore = np.zeros((n, 1, h, w), np.float32)
+    index = np.zeros((n, slots), np.int64)
+    mask = np.zeros((n, slots), np.float32)
+    size = np.zeros((n, slots, 2), np.float32)
+    offset = np.zeros((n, slots, 2), np.float32)
+    ys = np.arange(h, dtype=np.float32).reshape(-1, 1)
+    xs = np.arange(w, dtype=np.float32).reshape(1, -1)
     for i, (b, l) in enumerate(zip(boxes, labels)):
+        b = b.detach().cpu().numpy().astype(np.float32, copy=False)
+        l = l.detach().cpu().numpy()
         slot = 0
         for box in b[l < 0]:
             # the box and half its side around it, at least one cell: the object's whole response, shadow included
@@ -230,9 +233,9 @@ def centernet_targets(
             cx, cy = float(box[0] + box[2]) / 2 / stride, float(box[1] + box[3]) / 2 / stride
             ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
             sx, sy = max(0.54 * bw / STRIDE / 6, 0.5), max(0.54 * bh / STRIDE / 6, 0.5)
-            g = torch.exp(-((xs - ix) ** 2) / (2 * sx**2) - ((ys - iy) ** 2) / (2 * sy**2))
-            heat[i, label] = torch.maximum(heat[i, label], g)
-            log_size = torch.tensor([math.log(bw), math.log(bh)])
+            g = np.exp(-((xs - ix) ** 2) / np.float32(2 * sx**2) - ((ys - iy) ** 2) / np.float32(2 * sy**2))
+            np.maximum(heat[i, label], g, out=heat[i, label])
+            log_size = (math.log(bw), math.log(bh))
             for dy, dx in [(0, 0), *around]:
                 jx, jy = ix + dx, iy + dy
                 if not (0 <= jx < w and 0 <= jy < h):
@@ -240,8 +243,9 @@ def centernet_targets(
                 index[i, slot] = jy * w + jx
                 mask[i, slot] = 1.0 if (dy, dx) == (0, 0) else neighbour_weight
                 size[i, slot] = log_size
-                offset[i, slot] = torch.tensor([cx - jx, cy - jy])
+                offset[i, slot] = (cx - jx, cy - jy)
                 slot += 1
+    heat, ignore, index, mask, size, offset = (torch.from_numpy(a) for a in (heat, ignore, index, mask, size, offset))
     return {"heatmap": heat, "ignore": ignore, "index": index, "mask": mask, "size": size, "offset": offset}
 
 

@@ -168,3 +168,68 @@ def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path):
     assert np.abs(got[1][0][top] - want[1][0][top]).max() < 1e-4
     assert np.abs(got[0][0][top] - want[0][0][top]).max() < 0.25
     assert len(output_convolutions(path, 4)) == 3
+
+
+def _targets_by_hand(boxes, labels, num_classes, out_hw, max_objects=256, stride=STRIDE, radius=1, weight=0.5):
+    """The targets' definition written out cell by cell in plain Python (no numpy), the reference for the fast
+    builder."""
+    import math
+
+    scale = STRIDE / stride
+    h, w = out_hw
+    around = [(dy, dx) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1) if dy or dx]
+    n, slots = len(boxes), max_objects * (1 + len(around))
+    heat = [[[[0.0] * w for _ in range(h)] for _ in range(num_classes)] for _ in range(n)]
+    ignore = [[[0.0] * w for _ in range(h)] for _ in range(n)]
+    index, mask = [[0] * slots for _ in range(n)], [[0.0] * slots for _ in range(n)]
+    size, offset = [[(0.0, 0.0)] * slots for _ in range(n)], [[(0.0, 0.0)] * slots for _ in range(n)]
+    for i in range(n):
+        rows = [(b.tolist(), int(c)) for b, c in zip(boxes[i].float(), labels[i])]
+        for (x0, y0, x1, y1), c in rows:
+            if c >= 0:
+                continue
+            mx, my = max((x1 - x0) / 2, stride), max((y1 - y0) / 2, stride)
+            for r in range(max(0, math.floor((y0 - my) / stride)), min(h, math.ceil((y1 + my) / stride))):
+                for q in range(max(0, math.floor((x0 - mx) / stride)), min(w, math.ceil((x1 + mx) / stride))):
+                    ignore[i][r][q] = 1.0
+        slot = 0
+        for (x0, y0, x1, y1), c in [r for r in rows if r[1] >= 0][:max_objects]:
+            bw, bh = (x1 - x0) * scale, (y1 - y0) * scale
+            if bw <= 0 or bh <= 0:
+                continue
+            cx, cy = (x0 + x1) / 2 / stride, (y0 + y1) / 2 / stride
+            ix, iy = min(int(cx), w - 1), min(int(cy), h - 1)
+            sx, sy = max(0.54 * bw / STRIDE / 6, 0.5), max(0.54 * bh / STRIDE / 6, 0.5)
+            for r in range(h):
+                for q in range(w):
+                    g = math.exp(-((q - ix) ** 2) / (2 * sx**2) - ((r - iy) ** 2) / (2 * sy**2))
+                    heat[i][c][r][q] = max(heat[i][c][r][q], g)
+            for dy, dx in [(0, 0), *around]:
+                jx, jy = ix + dx, iy + dy
+                if 0 <= jx < w and 0 <= jy < h:
+                    index[i][slot], mask[i][slot] = jy * w + jx, 1.0 if (dy, dx) == (0, 0) else weight
+                    size[i][slot], offset[i][slot] = (math.log(bw), math.log(bh)), (cx - jx, cy - jy)
+                    slot += 1
+    return {"heatmap": heat, "ignore": [[plane] for plane in ignore], "index": index, "mask": mask, "size": size,
+            "offset": offset}  # fmt: skip
+
+
+def test_targets_match_their_definition_cell_by_cell():
+    """Random boxes of every kind (ignore regions, zero-width, over the edge, more than max_objects) at two
+    strides: the fast builder gives the hand-written definition's targets."""
+    gen = torch.Generator().manual_seed(5)
+    boxes, labels = [], []
+    for _ in range(3):
+        xy = torch.rand(7, 2, generator=gen) * 140 - 10
+        wh = torch.rand(7, 2, generator=gen) * 30
+        wh[0, 0] = 0.0  # a degenerate box gets no target
+        boxes.append(torch.cat([xy, xy + wh], 1))
+        labels.append(torch.randint(-1, 3, (7,), generator=gen))
+    for stride in (STRIDE, STRIDE / 0.5):
+        got = centernet_targets(boxes, labels, 3, (32, 32), max_objects=5, stride=stride)
+        want = _targets_by_hand(boxes, labels, 3, (32, 32), max_objects=5, stride=stride)
+        for key in ("ignore", "index", "mask", "size", "offset"):
+            assert torch.allclose(got[key].double(), torch.tensor(want[key], dtype=torch.float64), atol=1e-6), key
+        assert torch.allclose(got["heatmap"].double(), torch.tensor(want["heatmap"], dtype=torch.float64), atol=1e-6)
+        assert got["index"].dtype == torch.int64 and got["heatmap"].dtype == torch.float32
+        assert got["mask"].sum() > 0 and got["ignore"].sum() > 0
