@@ -191,7 +191,7 @@ def variant(name: str, tile: int, tiles: np.ndarray, threads: int) -> dict:
                "--trainer.logger", "false", "--trainer.default_root_dir", str(folder / "runs")])  # fmt: skip
         ckpt = next(folder.glob("runs/**/last.ckpt"))
     files = export(ckpt, tile, folder)
-    out = {"name": name, "tile": tile, "gflops_per_tile": graph_gflops(files["fp32"])["gflops"]}
+    out = {"name": name, "tile": tile, "gflops_per_tile": graph_gflops(files["fp32"])["gflops_per_tile"]}
     out["bare_ms_per_mp"] = {
         k: bare_ms_per_tile(p, tiles, threads) / (tile * tile / 1e6) for k, p in files.items() if p.exists()
     }
@@ -225,7 +225,7 @@ def run(args) -> dict:
         entry["overlap_px"] = card.overlap_px
         step = tile - card.overlap_px
         entry["computed_share"] = (tile / step) ** 2  # computed pixels over ground pixels, away from the edges
-        entry["gflops_per_tile"] = graph_gflops(files["fp32"])["gflops"]
+        entry["gflops_per_tile"] = graph_gflops(files["fp32"])["gflops_per_tile"]
         with rasterio.open(mosaic) as src:
             xs, ys = rng.integers(0, src.width - tile, 8), rng.integers(0, src.height - tile, 8)
             tiles = np.stack([src.read(window=Window(int(x), int(y), tile, tile)) for x, y in zip(xs, ys)])
