@@ -161,32 +161,22 @@ def test_group_weights_set_each_flights_share_of_an_epoch():
 
 
 def test_opencv_threads_per_loader_worker():
-    """``opencv_threads`` sets OpenCV's thread count in each loader worker; left at None, a worker keeps OpenCV's
-    default, as the main process has it."""
+    """``opencv_threads`` gives each loader worker a start that sets OpenCV's thread count; left at None, the
+    loader has no worker start and a worker keeps OpenCV's default."""
     import cv2
     from ordnance.datasets.datamodule import DetectionDataModule
-    from torch.utils.data import DataLoader
 
-    def loader_threads(opencv_threads):
+    def start(opencv_threads):
         m = DetectionDataModule(str(PFM1 / "data.yaml"), class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT,
                                 num_workers=1, group_weights=None, opencv_threads=opencv_threads)  # fmt: skip
         m.setup("fit")
-        start = m.train_dataloader().worker_init_fn
-        probe = DataLoader(_Threads([0, 1]), num_workers=1, worker_init_fn=start)
-        return [int(t) for t in probe]
+        return m.train_dataloader().worker_init_fn
 
-    assert loader_threads(1) == [1, 1]
-    assert loader_threads(None) == [cv2.getNumThreads()] * 2
-
-
-class _Threads:
-    def __init__(self, items):
-        self.items = items
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, i):
-        import cv2
-
-        return cv2.getNumThreads()
+    assert start(None) is None
+    before = cv2.getNumThreads()
+    try:
+        start(1)(0)  # what a worker runs first
+        assert cv2.getNumThreads() == 1
+    finally:
+        cv2.setNumThreads(before)
+    assert cv2.getNumThreads() == before
