@@ -49,3 +49,13 @@ def peak_rss_mb() -> float:
     which a forked child inherits from its parent."""
     with open("/proc/self/status") as f:
         return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) / 1024
+
+
+def write_readme_block(begin: str, end: str, text: str) -> None:
+    """Replace the text between two markers of experiments/README.md (left as is without the markers)."""
+    readme = Path(__file__).resolve().parent / "README.md"
+    body = readme.read_text()
+    if begin in body and end in body:
+        head, rest = body.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        readme.write_text(f"{head}{begin}\n{text.rstrip(chr(10))}\n{end}{tail}")

@@ -22,11 +22,14 @@ def read_split(split: str):
     return read_yolo(DATA_YAML, split, class_names=CLASS_NAMES, class_map=CLASS_MAP, group_pattern=FLIGHT_PATTERN)
 
 
-def write_readme_block(begin: str, end: str, text: str) -> None:
-    """Replace the text between two markers of experiments/README.md (left as is without the markers)."""
-    readme = REPO / "experiments" / "README.md"
-    body = readme.read_text()
-    if begin in body and end in body:
-        head, rest = body.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+def _shared_common():
+    """experiments/common.py, the helpers every benchmark shares (this module takes its name on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiments_common", HERE.parent / "common.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+write_readme_block = _shared_common().write_readme_block

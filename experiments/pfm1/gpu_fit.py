@@ -67,7 +67,13 @@ def split(path: Path, part_mib: float) -> list[dict]:
 
 def join(out: Path) -> Path:
     """Reassemble best.ckpt from its parts and check it against the sha256 gpu_fit.json recorded."""
-    meta = json.loads((out / "gpu_fit.json").read_text())
+    record = out / "gpu_fit.json"
+    if not record.is_file():
+        raise SystemExit(f"{record}: no such file; run gpu_fit.py with --part-mib first")
+    meta = json.loads(record.read_text())
+    missing = [p["name"] for p in meta["checkpoint"].get("parts", []) if not (out / p["name"]).is_file()]
+    if missing or not meta["checkpoint"].get("parts"):
+        raise SystemExit(f"{out}: checkpoint parts missing: {missing or 'none recorded'}")
     ckpt = out / "best.ckpt"
     tmp = ckpt.with_suffix(".tmp")
     with tmp.open("wb") as f:

@@ -337,14 +337,11 @@ def markdown(r: dict) -> str:
 
 
 def report(results: dict) -> None:
+    from common import write_readme_block  # experiments/common.py
+
     text = markdown(results)
     (HERE / "results.md").write_text(text)
-    readme = REPO / "experiments" / "README.md"
-    body = readme.read_text()
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    write_readme_block(BEGIN, END, text)
     print(text)
 
 

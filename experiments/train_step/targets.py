@@ -23,6 +23,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from common import write_readme_block  # noqa: E402  experiments/common.py
+
 BEGIN, END = "<!-- targets:begin -->", "<!-- targets:end -->"
 
 
@@ -137,12 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     text = "\n".join(lines) + "\n"
     (HERE / "targets.md").write_text(text)
-    readme = REPO / "experiments" / "README.md"
-    body = readme.read_text()
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    write_readme_block(BEGIN, END, text)
     print(text)
     return 0
 
