@@ -18,6 +18,7 @@ from affine import Affine
 from ordnance.inference.camera import place
 from ordnance.inference.errors import OutputError
 from ordnance.inference.georef import pixel_to_map, to_wgs84
+from ordnance.inference.raster import RemoteFile
 from ordnance.inference.session import file_sha256
 from ordnance.inference.writers import FIELDS, write_csv, write_gpkg, write_json, write_lonlat_layer
 from pyproj import CRS
@@ -37,8 +38,10 @@ def _coverage(plan, records, index: int, transform: Affine | None) -> shapely.Ge
     return area
 
 
-def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: dict, started: float):
-    """Merge, georeference and write the outputs of a complete run; return the ScoringResult."""
+def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: dict, started: float,
+                  cluster: dict | None = None):  # fmt: skip
+    """Merge, georeference and write the outputs of a complete run; return the ScoringResult. ``cluster``
+    (where the windows were scored: engine, address, nodes, workers) goes into the manifest."""
     from ordnance.inference.scoring import ScoringResult, merge_records
 
     tick = time.perf_counter()
@@ -164,6 +167,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "threads": job.threads,
             "formats": list(job.formats),
         },
+        "cluster": cluster,
         "started_utc": checkpoint.started_utc,
         "counts": dict(Counter(table["class"].tolist())),
         "candidates": n,
@@ -234,9 +238,12 @@ def remove_stale(out: Path, written: set[str]) -> list[str]:
 
 def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:
     info = plan.info
+    remote = isinstance(info.path, RemoteFile)
     return {
         "path": str(info.path),
-        "sha256": file_sha256(info.path),
+        # a remote file is read by windows, never whole: its server's size and ETag identify it instead
+        "sha256": None if remote else file_sha256(info.path),
+        **({"remote": info.path.identity() or "no size or ETag from the server"} if remote else {}),
         "width": info.width,
         "height": info.height,
         "crs": info.crs_wkt and (f"EPSG:{info.epsg}" if info.epsg else info.crs_wkt),

@@ -6,6 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -22,11 +23,75 @@ from rasterio.windows import Window
 log = logging.getLogger(__name__)
 
 
+URL_SCHEMES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """A raster in object storage or on a web server, read through GDAL's virtual file systems.
+
+    ``http(s)://`` goes through ``/vsicurl/`` and ``s3://``, ``gs://``, ``az://`` through ``/vsis3/``, ``/vsigs/`` and
+    ``/vsiaz/`` (credentials from GDAL's usual environment variables). Reads are windowed HTTP range requests, so
+    a reader of a few windows fetches those windows' blocks (a COG or tiled GeoTIFF), never the whole file.
+    """
+
+    url: str
+
+    @classmethod
+    def parse(cls, text: str) -> RemoteFile | None:
+        """A RemoteFile for a URL or a ``/vsicurl/``-style path, None for anything else."""
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if scheme in URL_SCHEMES:
+            return cls(text)
+        for name, prefix in URL_SCHEMES.items():
+            if text.startswith(prefix):
+                rest = text[len(prefix) :]
+                return cls(rest if prefix == "/vsicurl/" else f"{name}://{rest}")
+        return None
+
+    @property
+    def vsi(self) -> str:
+        """The GDAL path of this URL."""
+        scheme, rest = self.url.split("://", 1)
+        prefix = URL_SCHEMES[scheme.lower()]
+        return prefix + (self.url if prefix == "/vsicurl/" else rest)
+
+    @property
+    def name(self) -> str:
+        """The file name: the URL's last path segment, without a query."""
+        return self.url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+    def __fspath__(self) -> str:
+        return self.vsi
+
+    def __str__(self) -> str:
+        return self.url
+
+    def identity(self) -> dict[str, Any]:
+        """What tells two versions of the file apart without reading it: size, ETag and Last-Modified from a
+        HEAD request (http and https; {} elsewhere, or when the server does not answer)."""
+        if not self.url.lower().startswith(("http://", "https://")):
+            return {}
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(urllib.request.Request(self.url, method="HEAD"), timeout=30) as response:
+                headers = response.headers
+        except OSError:
+            return {}
+        found = {"size_bytes": headers.get("Content-Length"), "etag": headers.get("ETag"),
+                 "last_modified": headers.get("Last-Modified")}  # fmt: skip
+        return {k: v for k, v in found.items() if v}
+
+
+Source = Path | RemoteFile
+
+
 @dataclass(frozen=True)
 class RasterInfo:
     """What the scorer needs to know about one input raster."""
 
-    path: Path
+    path: Source
     width: int
     height: int
     count: int
@@ -42,8 +107,16 @@ class RasterInfo:
         return (self.pose.lon, self.pose.lat) if self.pose else None
 
 
-def open_raster(path: str | Path) -> rasterio.DatasetReader:
+def open_raster(path: str | Path | RemoteFile) -> rasterio.DatasetReader:
     """Open a raster for reading, turning GDAL failures into one-line InputErrors."""
+    remote = path if isinstance(path, RemoteFile) else RemoteFile.parse(str(path))
+    if remote is not None:
+        try:  # no directory listing to look for side-car files: one range request per block, nothing more
+            with warnings.catch_warnings(), rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                return rasterio.open(remote.vsi)
+        except RasterioIOError as error:
+            raise InputError(f"not a readable raster ({str(error).splitlines()[0][:160]})", remote) from None
     path = Path(path)
     if not path.exists():
         raise InputError("file does not exist", path)
@@ -62,7 +135,7 @@ def describe(dataset: rasterio.DatasetReader) -> RasterInfo:
     crs = dataset.crs
     has_geo = crs is not None and not dataset.transform.is_identity
     return RasterInfo(
-        path=Path(dataset.name),
+        path=RemoteFile.parse(dataset.name) or Path(dataset.name),
         width=dataset.width,
         height=dataset.height,
         count=dataset.count,

@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,15 @@ from ordnance.inference.camera import FrameGeometry, frame_geometry
 from ordnance.inference.errors import InputError, OutputError
 from ordnance.inference.grid import Tile, tile_grid
 from ordnance.inference.merge import MergeSettings, merge_detections
-from ordnance.inference.raster import check_bands, describe, open_raster, read_tile, value_range
+from ordnance.inference.raster import (
+    RemoteFile,
+    Source,
+    check_bands,
+    describe,
+    open_raster,
+    read_tile,
+    value_range,
+)
 from ordnance.inference.session import DetectorSession, open_session
 from ordnance.inference.writers import FORMATS
 from rasterio.errors import RasterioIOError
@@ -63,6 +72,12 @@ class ScoringJob:
         resume: Continue from a checkpoint of an earlier run with the same arguments.
         max_tiles: Stop after this many windows in this call, leaving a checkpoint and no outputs.
         progress: Show a progress bar.
+        cluster: Score the windows on a Ray cluster (``pip install ordnance[cluster]``): "auto" joins the
+            cluster that ``ray start`` runs on this machine (or RAY_ADDRESS), or starts one in this process;
+            "HOST:PORT" joins a head node; "ray://HOST:PORT" connects through Ray Client. Every worker must be
+            able to read the inputs (a shared file system or URLs). None scores in this process.
+        workers: Ray workers (each one ONNX Runtime session); 0 = one per CPU that ``threads`` allows, at most
+            the cluster's CPUs.
     """
 
     inputs: tuple[str, ...]
@@ -81,6 +96,8 @@ class ScoringJob:
     resume: bool = True
     max_tiles: int | None = None
     progress: bool = True
+    cluster: str | None = None
+    workers: int = 0
 
 
 @dataclass
@@ -93,10 +110,16 @@ class ScoringResult:
     manifest: dict[str, Any]
 
 
-def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
-    """Files, folders (their rasters, sorted) and glob patterns to a de-duplicated list of files."""
+def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Source]:
+    """Files, folders (their rasters, sorted), glob patterns and URLs (``https://``, ``s3://``, ``/vsicurl/...``,
+    read by windows through GDAL) to a de-duplicated list of inputs."""
     files: list[Path] = []
+    remote: dict[str, RemoteFile] = {}
     for item in inputs:
+        url = RemoteFile.parse(str(item))
+        if url is not None:
+            remote.setdefault(url.url, url)
+            continue
         path = Path(item)
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
@@ -110,25 +133,23 @@ def expand_inputs(inputs: tuple[str, ...] | list[str]) -> list[Path]:
             if not found:
                 raise InputError("pattern matches no files", item)
             files.extend(found)
-        elif path.exists():
-            files.append(path)
         else:
             raise InputError("file does not exist", path)
     unique: dict[tuple[int, int], Path] = {}
     for path in files:  # one file under two names (a hard link, a symlink) is scored once
         stat = path.resolve().stat()
         unique.setdefault((stat.st_dev, stat.st_ino), path.resolve())
-    names: dict[str, Path] = {}
-    for path in unique.values():  # outputs name each candidate's source by its file name
+    names: dict[str, Source] = {}
+    for path in [*unique.values(), *remote.values()]:  # outputs name each candidate's source by its file name
         if path.name in names:
             raise InputError(f"has the same file name as {names[path.name]}; rename one or score them apart", path)
         names[path.name] = path
-    return list(unique.values())
+    return list(names.values())
 
 
 @dataclass
 class _FilePlan:
-    path: Path
+    path: Source
     info: Any
     tiles: list[Tile]
     tile_src_px: int
@@ -138,7 +159,7 @@ class _FilePlan:
     geometry: FrameGeometry | None = None  # frames with a camera pose: GSD and ground projection
 
 
-def _plan(path: Path, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
+def _plan(path: Source, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
     card = detector.card
     with open_raster(path) as dataset:
         check_bands(dataset, card)
@@ -191,6 +212,10 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         )
     if not 0 <= job.threads <= MAX_THREADS:
         raise InputError(f"threads must be 0 (one per core) to {MAX_THREADS}, got {job.threads}", "--threads")
+    if job.workers < 0:
+        raise InputError(f"must be 0 (one per CPU) or more, got {job.workers}", "--workers")
+    if job.workers and not job.cluster:
+        raise InputError("workers are Ray workers; give --cluster too", "--workers")
     if job.max_tiles is not None and job.max_tiles < 1:
         raise InputError(f"must be at least 1, got {job.max_tiles}", "--max-tiles")
     if job.batch_size < 0:
@@ -206,8 +231,11 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         raise InputError(f"must be metres above sea level, in [-500, 9000], got {ground!r}", "--ground-altitude-m")
 
 
-def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Path]) -> str:
-    stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Source]) -> str:
+    stats = [
+        (str(p), p.identity()) if isinstance(p, RemoteFile) else (str(p), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in files
+    ]
     keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m", "ground_altitude_m")
     settings = {k: v for k, v in asdict(job).items() if k in keys}
     text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
@@ -370,7 +398,7 @@ def _lock(out_dir: Path):
         handle.close()
 
 
-def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession, started: float) -> ScoringResult:
+def _score_locked(job: ScoringJob, files: list[Source], detector: DetectorSession, started: float) -> ScoringResult:
     from ordnance.inference.outputs import build_outputs  # the writers, after the heavy part
 
     card = detector.card
@@ -406,28 +434,38 @@ def _score_locked(job: ScoringJob, files: list[Path], detector: DetectorSession,
     batch = detector.fixed_batch or max(1, job.batch_size)
     timings = {"infer_s": 0.0, "wait_s": 0.0}
     budget = job.max_tiles
+    cluster = None
     try:
+        todo = {}
         for index, plan in enumerate(plans):
-            todo = [t for t in plan.tiles if t.index not in checkpoint.done.get(index, set())]
+            todo[index] = [t for t in plan.tiles if t.index not in checkpoint.done.get(index, set())]
             if budget is not None:
-                todo, budget = todo[:budget], budget - len(todo[:budget])
-            _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, job.progress)
+                todo[index], budget = todo[index][:budget], budget - len(todo[index][:budget])
+        if job.cluster:
+            from ordnance.inference.cluster import score_on_ray
+
+            cluster = score_on_ray(job, plans, todo, detector, batch, threshold, checkpoint, timings)
+        else:
+            for index, plan in enumerate(plans):
+                _score_file(index, plan, todo[index], detector, batch, threshold, checkpoint, timings, job.progress)
     finally:
         complete = all(len(checkpoint.done.get(i, ())) == len(p.tiles) for i, p in enumerate(plans))
         checkpoint.close(remove=False)
     if not complete:
         log.warning("stopped after max_tiles=%s; run again with the same arguments to resume", job.max_tiles)
         return ScoringResult(False, {}, {}, {})
-    result = build_outputs(job, detector, plans, checkpoint, threshold, timings, started)
+    result = build_outputs(job, detector, plans, checkpoint, threshold, timings, started, cluster)
     checkpoint.path.unlink(missing_ok=True)
     if not any(checkpoint.path.parent.iterdir()):
         checkpoint.path.parent.rmdir()
     return result
 
 
-def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, progress) -> None:
-    from tqdm import tqdm
-
+def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: DetectorSession, batch: int,
+                 threshold: float, timings: dict[str, float]) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Score windows of one file: read on a background thread, run, and yield one checkpoint record per batch
+    ({"f": file index, "t": window indices, "d": detections, "skip": windows without data, "px": valid core
+    pixels}). The same records whichever process computes them."""
     if not todo:
         return
     stop = threading.Event()
@@ -436,15 +474,6 @@ def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timin
         target=_reader, args=(plan, detector.card, todo, batch, batches, stop), daemon=True, name="reader"
     )
     thread.start()
-    done_before = len(checkpoint.done.get(index, ()))
-    bar = tqdm(
-        total=len(plan.tiles),
-        initial=done_before,
-        unit="tile",
-        desc=plan.path.name,
-        disable=not progress,
-        dynamic_ncols=True,
-    )
     try:
         while True:
             waited = time.perf_counter()
@@ -470,8 +499,7 @@ def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timin
                 rows = _detections(plan, tile, valid, *(o[k] for o in outputs), threshold)
                 record["d"].extend([tile.index, *row] for row in rows)
                 record["px"] += _valid_core_px(plan, tile, valid)
-            checkpoint.append(record)
-            bar.update(len(metas))
+            yield record
     finally:
         stop.set()
         while thread.is_alive():
@@ -479,7 +507,19 @@ def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timin
                 batches.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
-        bar.close()
+
+
+def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, progress) -> None:
+    from tqdm import tqdm
+
+    if not todo:
+        return
+    done_before = len(checkpoint.done.get(index, ()))
+    with tqdm(total=len(plan.tiles), initial=done_before, unit="tile", desc=plan.path.name, disable=not progress,
+              dynamic_ncols=True) as bar:  # fmt: skip
+        for record in file_records(plan, index, todo, detector, batch, threshold, timings):
+            checkpoint.append(record)
+            bar.update(len(record["t"]))
 
 
 def _run_padded(detector: DetectorSession, images: np.ndarray, batch: int):

@@ -61,6 +61,14 @@ from ordnance.inference.writers import FORMATS
     help="Seam merge only detections of one class (default: one object seen as two classes is one candidate, "
     "with its best class in 'class' and the others in 'also_seen_as').",
 )
+@click.option(
+    "--cluster",
+    default=None,
+    metavar="auto|HOST:PORT|ray://HOST:PORT",
+    help="Score the windows on a Ray cluster (pip install 'ordnance[cluster]'): 'auto' joins the cluster "
+    "'ray start' runs on this machine, or starts one here; every worker must reach the inputs.",
+)
+@click.option("--workers", type=int, default=0, show_default=True, help="Ray workers; 0 = one per node.")
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -85,13 +93,15 @@ def score(
     ground_altitude_m,
     merge_ios,
     merge_per_class,
+    cluster,
+    workers,
     no_resume,
     max_tiles,
     no_progress,
     review,
     areas,
 ) -> None:
-    """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders or globs.
+    """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders, globs or URLs (https://, s3://).
 
     Writes candidates.gpkg (layers candidates and coverage), candidates.geojson (EPSG:4326),
     candidates.csv, candidates.kml, manifest.json and the offline review page review.html to OUT. A killed
@@ -117,6 +127,8 @@ def score(
         resume=not no_resume,
         max_tiles=max_tiles,
         progress=not no_progress,
+        cluster=cluster,
+        workers=workers,
     )
     result = run(job)
     if not result.complete:
