@@ -27,7 +27,7 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
-	$(BIN)/python -m pytest -m slow tests/cluster
+	$(BIN)/python -m pytest -m slow tests/cluster tests/training/test_ddp.py
 
 test-slow: $(VENV)/.installed
 	$(BIN)/python -m pytest -m slow

@@ -249,6 +249,21 @@ def centernet_targets(
     return {"heatmap": heat, "ignore": ignore, "index": index, "mask": mask, "size": size, "offset": offset}
 
 
+def mean_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a scalar over the processes of distributed (DDP) training; the value itself in one process.
+
+    Losses normalised by a count (objects, target cells) divide by the count's mean over processes, so that DDP's
+    average of the processes' gradients is the gradient of the whole global batch normalised by its whole count,
+    as one process with that batch computes it, not a mean of per-process ratios."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)
+    return value / dist.get_world_size()
+
+
 def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Penalty-reduced focal loss on the heatmap; L1 on log-size and offset at the target cells, weighted by
     ``mask``. Cells where ``targets["ignore"]`` is 1 add no negative loss."""
@@ -260,11 +275,11 @@ def centernet_loss(maps: dict[str, torch.Tensor], targets: dict[str, torch.Tenso
         neg_weight = neg_weight * (1 - targets["ignore"])
     pos_loss = torch.log(pred) * torch.pow(1 - pred, 2) * pos
     neg_loss = torch.log(1 - pred) * torch.pow(pred, 2) * neg_weight * (1 - pos)
-    num_pos = pos.sum().clamp(min=1)
+    num_pos = mean_over_processes(pos.sum()).clamp(min=1)
     heat_loss = -(pos_loss.sum() + neg_loss.sum()) / num_pos
     n = gt.shape[0]
     mask = targets["mask"].unsqueeze(2)
-    denom = mask.sum().clamp(min=1)
+    denom = mean_over_processes(mask.sum()).clamp(min=1)
 
     def at_centres(name: str) -> torch.Tensor:
         flat = maps[name].float().reshape(n, 2, -1)

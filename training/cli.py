@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
@@ -81,8 +80,8 @@ def main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def train(args: tuple[str, ...]) -> None:
     """Train detectors from YAML configs (LightningCLI): fit, validate, test, predict. See --help."""
-    sys.argv = ["ordnance train", *args]
-    main()
+    # sys.argv stays this command's own, so that Lightning's DDP launcher can start the other processes with it
+    main(list(args))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,9 @@ class DetectionTask(L.LightningModule):
             :class:`ordnance.models.centernet.CenterNet`); the tile contract stays ``tile_size_px``.
         channels_last: Train in channels-last memory format (with ``precision: bf16-mixed`` on a CPU with
             AVX-512 BF16 this about halves the step time).
+        freeze_batchnorm: BatchNorm layers keep their running statistics in training (their scale and shift
+            still learn): for fine-tuning on very small batches, and for data-parallel training on CPUs, where
+            ``trainer.sync_batchnorm`` does not run (on GPUs the DDP preset synchronises them instead).
     """
 
     monitor = "val/hazard_ap"
@@ -67,6 +70,7 @@ class DetectionTask(L.LightningModule):
         fa_per_image: tuple[float, ...] = (0.1, 1.0),
         input_scale: float = 1.0,
         channels_last: bool = False,
+        freeze_batchnorm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -110,6 +114,13 @@ class DetectionTask(L.LightningModule):
         if hp.get("channels_last", False):
             self.detector.to(memory_format=torch.channels_last)
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # before every step: the trainer sets each module's mode itself after validation and at the start
+        if self.hparams.get("freeze_batchnorm", False):
+            for module in self.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         images = _to_float(images)
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.get("channels_last") else images
@@ -122,8 +133,11 @@ class DetectionTask(L.LightningModule):
         images, boxes, labels, _ = batch
         losses = self.detector.losses(self._images(images), boxes, labels)
         loss = sum(losses.values())
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images))
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        # under DDP each process's loss is its share of the global batch's (see centernet.mean_over_processes):
+        # their mean over processes is the global batch's loss
+        sync = self.trainer.world_size > 1
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=len(images), sync_dist=sync)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images), sync_dist=sync)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -176,6 +190,12 @@ class DetectionTask(L.LightningModule):
         metrics = {f"{stage}/map50": float(coco["map_50"]), f"{stage}/map": float(coco["map"])}
         for name, value in self._per_class_ap50().items():
             metrics[f"{stage}/ap50_{name}"] = value
+        if self.trainer.world_size > 1:  # DDP: every process scored its share of the images; pool them
+            import torch.distributed as dist
+
+            shares: list = [None] * self.trainer.world_size
+            dist.all_gather_object(shares, self._val)
+            self._val = [item for share in shares for item in share]
         matches = hazard_matches(self._val, self.hparams.tolerance_floor_px)
         n_images = len(self._val)
         self._val = []
