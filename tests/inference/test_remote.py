@@ -98,3 +98,25 @@ def test_unreachable_url_is_one_line_error(tmp_path, blob_model):
 def test_two_urls_with_one_file_name_are_refused():
     with pytest.raises(InputError, match="same file name"):
         expand_inputs(["https://a.example/m.tif", "s3://bucket/m.tif"])
+
+
+def test_s3_url_through_an_s3_compatible_endpoint(cog, blob_model, tmp_path, monkeypatch):
+    """s3://bucket/key through GDAL's /vsis3/, here against the local server as a path-style, unsigned
+    S3-compatible endpoint (as MinIO or Ceph serve it)."""
+    bucket = cog.parent.parent / "bucket"
+    bucket.mkdir()
+    (bucket / "surveys").mkdir()
+    (bucket / "surveys" / "mosaic.tif").write_bytes(cog.read_bytes())
+    model = blob_model(TILE)
+    local = score(ScoringJob(inputs=(str(cog),), model=model, out_dir=tmp_path / "local", progress=False))
+    with RangeServer(bucket.parent) as server:
+        endpoint = server.url("").removeprefix("http://").rstrip("/")
+        for key, value in {"AWS_S3_ENDPOINT": endpoint, "AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE",
+                           "AWS_NO_SIGN_REQUEST": "YES"}.items():  # fmt: skip
+            monkeypatch.setenv(key, value)
+        remote = score(ScoringJob(inputs=("s3://bucket/surveys/mosaic.tif",), model=model, out_dir=tmp_path / "s3",
+                                  progress=False))  # fmt: skip
+        assert server.requests and all(r != "whole" for r in server.requests)
+    assert len(remote.candidates["id"]) == len(local.candidates["id"]) >= 35
+    assert _rows(tmp_path / "s3" / "candidates.csv") == _rows(tmp_path / "local" / "candidates.csv")
+    assert remote.manifest["inputs"][0]["path"] == "s3://bucket/surveys/mosaic.tif"
