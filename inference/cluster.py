@@ -132,6 +132,7 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
     ray = _ray()
     owned = connect(job.cluster)
     started = time.perf_counter()
+    pool: list = []
     try:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         resources = ray.cluster_resources()
@@ -140,7 +141,7 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
             num_cpus=0 if gpus else threads, num_gpus=gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS
         )
         model = ray.put(detector.path.read_bytes())
-        pool = [actor.remote(model, detector.sha256, detector.path.name, job.device, threads) for _ in range(workers)]
+        pool += [actor.remote(model, detector.sha256, detector.path.name, job.device, threads) for _ in range(workers)]
         # the plans without their window lists (a large mosaic has thousands): a block carries its own windows
         refs = [ray.put(dataclasses.replace(plan, tiles=[])) for plan in plans]
         blocks = _blocks(todo, workers, batch)
@@ -171,9 +172,9 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
                     for key in ("infer_s", "wait_s"):
                         worker_s[key] += result["timings"][key]
                     worker_s["busy_s"] += result["wall_s"]
-        for a in pool:
-            ray.kill(a)
     finally:
+        for a in pool:  # also when a block failed: no actor outlives the run on a cluster that others share
+            ray.kill(a)
         if owned:
             ray.shutdown()
     timings["cluster_s"] = time.perf_counter() - started
