@@ -19,21 +19,18 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import socket
 import tempfile
 import time
-from collections import deque
 from typing import Any
 
 from ordnance.inference.errors import InputError, OrdnanceError, OutputError
+from ordnance.inference.scoring import window_blocks
 
 log = logging.getLogger(__name__)
 
 RESTARTS = 4  # an actor whose process died is started again this many times, and its block re-run as often
-BLOCKS_PER_WORKER = 4  # blocks per worker and file at least, so that the last blocks finish together
-MAX_BLOCK = 64  # windows per block at most: a lost worker costs at most this much work again
 IN_FLIGHT = 2  # blocks queued on each actor, so that it never waits for the driver between blocks
 
 
@@ -95,18 +92,6 @@ class ScoringWorker:
         return {"records": records, "timings": timings, "wall_s": time.perf_counter() - tick, "pid": os.getpid()}
 
 
-def _blocks(todo: dict[int, list], workers: int, batch: int) -> deque[tuple[int, list]]:
-    """Consecutive windows of one file per block (neighbours share GDAL blocks), a whole number of batches."""
-    blocks: deque[tuple[int, list]] = deque()
-    for index, tiles in todo.items():
-        if not tiles:
-            continue
-        size = min(MAX_BLOCK, math.ceil(len(tiles) / (BLOCKS_PER_WORKER * workers)))
-        size = max(batch, math.ceil(size / batch) * batch)
-        blocks.extend((index, tiles[i : i + size]) for i in range(0, len(tiles), size))
-    return blocks
-
-
 def _plan_workers(job, resources: dict[str, float], nodes: int) -> tuple[int, int, float]:
     """(workers, ONNX Runtime threads per worker, GPUs per worker) from the job and the cluster's resources."""
     cpus = int(resources.get("CPU", 0))
@@ -144,7 +129,7 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
         pool += [actor.remote(model, detector.sha256, detector.path.name, job.device, threads) for _ in range(workers)]
         # the plans without their window lists (a large mosaic has thousands): a block carries its own windows
         refs = [ray.put(dataclasses.replace(plan, tiles=[])) for plan in plans]
-        blocks = _blocks(todo, workers, batch)
+        blocks = window_blocks(todo, workers, batch)
         n_blocks, n_windows = len(blocks), sum(len(tiles) for _, tiles in blocks)
         done_before = sum(len(v) for v in checkpoint.done.values())
         total = sum(len(p.tiles) for p in plans)

@@ -165,6 +165,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "device": job.device,
             "execution_provider": detector.provider,
             "threads": job.threads,
+            "sessions": job.sessions,
             "formats": list(job.formats),
         },
         "cluster": cluster,

@@ -69,6 +69,13 @@ from ordnance.inference.writers import FORMATS
     "'ray start' runs on this machine, or starts one here; every worker must reach the inputs.",
 )
 @click.option("--workers", type=int, default=0, show_default=True, help="Ray workers; 0 = one per node.")
+@click.option(
+    "--sessions",
+    type=int,
+    default=1,
+    show_default=True,
+    help="ONNX Runtime sessions side by side in this process, each with THREADS/SESSIONS threads.",
+)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -95,6 +102,7 @@ def score(
     merge_per_class,
     cluster,
     workers,
+    sessions,
     no_resume,
     max_tiles,
     no_progress,
@@ -129,6 +137,7 @@ def score(
         progress=not no_progress,
         cluster=cluster,
         workers=workers,
+        sessions=sessions,
     )
     result = run(job)
     if not result.complete:

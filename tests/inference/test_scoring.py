@@ -317,3 +317,35 @@ def test_the_lock_follows_a_lock_file_replaced_while_it_was_taken(tmp_path, monk
     assert len(calls) == 2  # tried again on the file now at the path
     assert os.fstat(handle.fileno()).st_ino == os.stat(tmp_path / ".ordnance-lock").st_ino
     handle.close()
+
+
+def test_two_sessions_give_the_outputs_of_one(tmp_path, blob_model, write_geotiff):
+    """Two ONNX Runtime sessions in one process, taking blocks of windows in turn: the same candidates, ids and
+    files as one session (the run's time apart)."""
+    rng = np.random.default_rng(5)
+    width, height = 2300, 1700
+    centres = [(int(c), int(r)) for c, r in zip(rng.integers(2, width - 2, 60), rng.integers(2, height - 2, 60))]
+    mosaic = write_geotiff(gaussian_blobs(height, width, centres), "wide.tif")
+    model = blob_model(TILE)
+    one = score(ScoringJob(inputs=(str(mosaic),), model=model, out_dir=tmp_path / "one", progress=False))
+    two = score(ScoringJob(inputs=(str(mosaic),), model=model, out_dir=tmp_path / "two", progress=False,
+                           sessions=2, threads=2))  # fmt: skip
+    assert len(one.candidates["id"]) == 60 and two.manifest["settings"]["sessions"] == 2
+
+    def rows(folder):
+        with open(folder / "candidates.csv", newline="") as handle:
+            return [{k: v for k, v in r.items() if k != "processed_utc"} for r in csv.DictReader(handle)]
+
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
+    assert two.manifest["tiles"] == one.manifest["tiles"] > 40
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sessions": 0}, "--sessions: must be at least 1"),
+    ({"sessions": 2, "cluster": "auto"}, "--sessions: sessions run in this process"),
+    ({"workers": 2}, "--workers: workers are Ray workers"),
+])  # fmt: skip
+def test_session_and_worker_counts_are_checked(tmp_path, scene, options, message):
+    model, mosaic, _ = scene
+    with pytest.raises(InputError, match=message):
+        run_job(tmp_path, model, mosaic, **options)
