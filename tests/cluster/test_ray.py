@@ -32,25 +32,30 @@ TILE = 256
 pytestmark = pytest.mark.slow
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A Ray head node on 127.0.0.1 with 2 CPUs and token authentication (the token in this user's
-    ~/.ray/auth_token, as a deployment shares it with every node and driver); yields its address."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    ~/.ray/auth_token, as a deployment shares it with every node and driver); yields its address and its
+    Ray Client address."""
+    port, client_port = _free_port(), _free_port()
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_AUTH_MODE"] = "token"  # this process is the drivers' process: it must send the token too
     env = dict(os.environ)
     started = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus",
-         "2", "--include-dashboard", "false", "--disable-usage-stats"],
+         "2", "--ray-client-server-port", str(client_port), "--include-dashboard", "false", "--disable-usage-stats"],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     try:
         assert started.returncode == 0, started.stderr[-2000:]
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", f"ray://127.0.0.1:{client_port}"
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
         for key, value in saved.items():
@@ -99,10 +104,10 @@ def _job(survey, out: Path, head: str, **kw) -> ScoringJob:
 
 
 def test_cluster_run_equals_single_process(head, survey, tmp_path):
-    result = score(_job(survey, tmp_path / "ray", head, workers=2, threads=2))
+    result = score(_job(survey, tmp_path / "ray", head[0], workers=2, threads=2))
     _same_outputs(result.outputs["csv"].parent, survey["single"])
     cluster = result.manifest["cluster"]
-    assert cluster["engine"] == "ray" and cluster["address"] == head
+    assert cluster["engine"] == "ray" and cluster["address"] == head[0]
     assert (cluster["nodes"], cluster["workers"], cluster["threads_per_worker"]) == (1, 2, 1)
     assert len(cluster["hosts"]) == 1 and cluster["worker_processes"] == 2
     windows = result.manifest["tiles"]
@@ -132,7 +137,7 @@ def _records(out: Path) -> int:
 def test_a_killed_worker_is_restarted_and_the_outputs_are_the_same(head, survey, tmp_path):
     out = tmp_path / "ray"
     result: dict = {}
-    run = threading.Thread(target=lambda: result.update(r=score(_job(survey, out, head, workers=2, threads=2))))
+    run = threading.Thread(target=lambda: result.update(r=score(_job(survey, out, head[0], workers=2, threads=2))))
     run.start()
     deadline = time.monotonic() + 120
     while _records(out) < 1 and time.monotonic() < deadline:  # a block is done: the workers are scoring
@@ -149,7 +154,7 @@ def test_a_killed_worker_is_restarted_and_the_outputs_are_the_same(head, survey,
 def test_a_killed_driver_resumes_when_run_again(head, survey, tmp_path):
     out = tmp_path / "ray"
     command = [str(BIN / "ordnance"), "score", str(survey["mosaic"]), "--model", str(survey["model"]), "-o",
-               str(out), "--cluster", head, "--workers", "2", "--threads", "2", "--no-progress",
+               str(out), "--cluster", head[0], "--workers", "2", "--threads", "2", "--no-progress",
                "--no-review"]  # fmt: skip
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -171,13 +176,17 @@ def test_a_killed_driver_resumes_when_run_again(head, survey, tmp_path):
 
 def test_more_threads_than_the_cluster_has_are_refused(head, survey, tmp_path):
     with pytest.raises(InputError, match="--workers: 3 workers x 1 threads need 3 CPUs, and the cluster has 2"):
-        score(_job(survey, tmp_path / "o", head, workers=3, threads=3))
+        score(_job(survey, tmp_path / "o", head[0], workers=3, threads=3))
     shutil.rmtree(tmp_path / "o", ignore_errors=True)
 
 
+def test_through_ray_client(head, survey, tmp_path):
+    result = score(_job(survey, tmp_path / "client", head[1], workers=1, threads=2))
+    _same_outputs(tmp_path / "client", survey["single"])
+    assert result.manifest["cluster"]["address"] == head[1] and result.manifest["cluster"]["workers"] == 1
+
+
 def test_unreachable_cluster_is_one_line_error(survey, tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = _free_port()
     with pytest.raises(InputError, match=f"127.0.0.1:{port}: cannot join the Ray cluster"):
         score(_job(survey, tmp_path / "o", f"127.0.0.1:{port}"))
