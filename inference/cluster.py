@@ -1,13 +1,13 @@
 """Scoring on a Ray cluster: the same windows, the same records, many machines.
 
 The driver (the process running ``ordnance score``) plans every input as a single-process run does, then cuts the
-windows still to do into blocks of consecutive windows of one file. Ray actors each hold one ONNX Runtime session
-(whole CPU threads, or a share of a GPU with CUDA); each block is one task, read by windows on the worker (a
-shared file system or a URL: no worker reads a whole mosaic, no pixel passes through the driver) and computed
-with the code a single process runs (``scoring.file_records``). The records come back to the driver, which appends
-them to the same checkpoint and, when every window is done, runs the same global seam merge and the same writers.
-So the outputs equal a single-process run's: the same candidates with the same ids and the same files, apart
-from timings and the manifest's ``cluster`` entry.
+windows still to do into blocks of consecutive windows of one file (a small file, such as a frame, is one block).
+Ray actors each hold one ONNX Runtime session (whole CPU threads, or a share of a GPU with CUDA); each block is one
+task, read by windows on the worker (a shared file system or a URL: no worker reads a whole mosaic, no pixel passes
+through the driver) and computed with the code a single process runs (``scoring.file_records``). The records come
+back to the driver, which appends them to the same checkpoint and, when every window is done, runs the same global
+seam merge and the same writers. So the outputs equal a single-process run's: the same candidates with the same ids
+and the same files, apart from timings and the manifest's ``cluster`` entry.
 
 Faults: an actor whose process dies is restarted by Ray and its block run again (``max_restarts`` and
 ``max_task_retries``); finished blocks are in the checkpoint, so a driver killed mid-run resumes when the same

@@ -533,19 +533,22 @@ def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timin
             bar.update(len(record["t"]))
 
 
-BLOCKS_PER_WORKER = 4  # blocks per worker and file at least, so that the last blocks finish together
+BLOCKS_PER_WORKER = 4  # blocks per worker of a large file at least, so that the last blocks finish together
 MAX_BLOCK = 64  # windows per block at most: a lost cluster worker costs at most this much work again
+WHOLE_FILE = 16  # a file of at most this many windows (a frame, a small mosaic) is one block
 
 
 def window_blocks(todo: dict[int, list[Tile]], workers: int, batch: int) -> deque[tuple[int, list[Tile]]]:
-    """Windows to do, cut into blocks of consecutive windows of one file (neighbours share the raster's blocks),
-    each a whole number of batches, at least ``BLOCKS_PER_WORKER`` per worker and file."""
+    """Windows to do, cut into blocks of consecutive windows of one file (neighbours share the raster's blocks):
+    a small file whole, a large one in whole numbers of batches, at least ``BLOCKS_PER_WORKER`` per worker."""
     blocks: deque[tuple[int, list[Tile]]] = deque()
     for index, tiles in todo.items():
         if not tiles:
             continue
         size = min(MAX_BLOCK, math.ceil(len(tiles) / (BLOCKS_PER_WORKER * workers)))
         size = max(batch, math.ceil(size / batch) * batch)
+        if len(tiles) <= WHOLE_FILE:
+            size = len(tiles)
         blocks.extend((index, tiles[i : i + size]) for i in range(0, len(tiles), size))
     return blocks
 

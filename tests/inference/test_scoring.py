@@ -349,3 +349,16 @@ def test_session_and_worker_counts_are_checked(tmp_path, scene, options, message
     model, mosaic, _ = scene
     with pytest.raises(InputError, match=message):
         run_job(tmp_path, model, mosaic, **options)
+
+
+def test_window_blocks_keep_small_files_whole_and_cut_large_ones():
+    from ordnance.inference.scoring import window_blocks
+
+    frames = {i: tile_grid(600, 400, TILE, OVERLAP) for i in range(5)}  # a few windows each
+    blocks = window_blocks(frames, workers=2, batch=1)
+    assert [(i, len(t)) for i, t in blocks] == [(i, len(frames[i])) for i in range(5)]
+    large = tile_grid(8000, 6000, TILE, OVERLAP)
+    blocks = window_blocks({0: large, 1: []}, workers=2, batch=4)
+    sizes = [len(t) for _, t in blocks]
+    assert len(blocks) >= 8 and max(sizes) <= 64 and all(n % 4 == 0 for n in sizes[:-1])
+    assert [t for _, block in blocks for t in block] == large  # every window once, in order
