@@ -166,6 +166,7 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "execution_provider": detector.provider,
             "threads": job.threads,
             "sessions": job.sessions,
+            "spin_wait": job.spin_wait,
             "formats": list(job.formats),
         },
         "cluster": cluster,
