@@ -66,7 +66,7 @@ def connect(address: str) -> bool:
 class ScoringWorker:
     """One ONNX Runtime session on a worker, scoring blocks of windows."""
 
-    def __init__(self, model: bytes, sha256: str, name: str, device: str, threads: int, spin_wait: bool) -> None:
+    def __init__(self, model: bytes, sha256: str, name: str, device: str, threads: int) -> None:
         from ordnance.inference.session import open_session
 
         if hashlib.sha256(model).hexdigest() != sha256:
@@ -75,7 +75,7 @@ class ScoringWorker:
         path = os.path.join(self._dir, name)
         with open(path, "wb") as handle:
             handle.write(model)
-        self.detector = open_session(path, device=device, threads=threads, spin_wait=spin_wait)
+        self.detector = open_session(path, device=device, threads=threads)
 
     def describe(self) -> dict[str, Any]:
         import ray
@@ -126,10 +126,7 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
             num_cpus=0 if gpus else threads, num_gpus=gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS
         )
         model = ray.put(detector.path.read_bytes())
-        pool += [
-            actor.remote(model, detector.sha256, detector.path.name, job.device, threads, job.spin_wait)
-            for _ in range(workers)
-        ]
+        pool += [actor.remote(model, detector.sha256, detector.path.name, job.device, threads) for _ in range(workers)]
         # the plans without their window lists (a large mosaic has thousands): a block carries its own windows
         refs = [ray.put(dataclasses.replace(plan, tiles=[])) for plan in plans]
         blocks = window_blocks(todo, workers, batch)

@@ -166,7 +166,6 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             "execution_provider": detector.provider,
             "threads": job.threads,
             "sessions": job.sessions,
-            "spin_wait": job.spin_wait,
             "formats": list(job.formats),
         },
         "cluster": cluster,

@@ -79,8 +79,6 @@ class ScoringJob:
             "HOST:PORT" joins a head node; "ray://HOST:PORT" connects through Ray Client. Every worker must be
             able to read the inputs (a shared file system or URLs). None scores in this process.
         workers: Ray workers (each one ONNX Runtime session); 0 = one per node.
-        spin_wait: ONNX Runtime's intra-op threads spin between operators (its own default; off here, see
-            :func:`ordnance.inference.session.open_session`).
         sessions: ONNX Runtime sessions side by side in this process, each with ``threads / sessions`` threads
             and its own reader, taking blocks of windows in turn (on 2 cores, two one-thread sessions score faster
             than one two-thread session: experiments/README.md). The outputs are the same.
@@ -105,7 +103,6 @@ class ScoringJob:
     cluster: str | None = None
     workers: int = 0
     sessions: int = 1
-    spin_wait: bool = False
 
 
 @dataclass
@@ -372,7 +369,7 @@ def score(job: ScoringJob) -> ScoringResult:
     """Run a scoring job. See :class:`ScoringJob`; outputs are described in README.md."""
     started = time.perf_counter()
     files = expand_inputs(job.inputs)
-    detector = open_session(job.model, device=job.device, threads=job.threads, spin_wait=job.spin_wait)
+    detector = open_session(job.model, device=job.device, threads=job.threads)
     card = detector.card
     check_threshold(job.score_threshold, "--score-threshold")
     check_settings(job, card.tile_size_px)
@@ -561,10 +558,7 @@ def _score_sessions(job: ScoringJob, plans, todo, batch: int, threshold: float, 
     from tqdm import tqdm
 
     per_session = max(1, (job.threads or os.cpu_count() or 1) // job.sessions)
-    sessions = [
-        open_session(job.model, device=job.device, threads=per_session, spin_wait=job.spin_wait)
-        for _ in range(job.sessions)
-    ]
+    sessions = [open_session(job.model, device=job.device, threads=per_session) for _ in range(job.sessions)]
     blocks = window_blocks(todo, job.sessions, batch)
     lock = threading.Lock()
     failed: list[BaseException] = []

@@ -63,18 +63,13 @@ class DetectorSession:
         return boxes, scores, labels
 
 
-def open_session(
-    path: str | Path, *, device: str = "cpu", threads: int = 0, spin_wait: bool = False
-) -> DetectorSession:
+def open_session(path: str | Path, *, device: str = "cpu", threads: int = 0) -> DetectorSession:
     """Open an exported ONNX detector and check its contract.
 
     Args:
         path: The ``.onnx`` file.
         device: "cpu", "cuda" or "tensorrt"; providers that are not installed fall back to CPU.
         threads: Intra-op threads; 0 lets ONNX Runtime choose (one per core).
-        spin_wait: Let the intra-op threads spin between operators (ONNX Runtime's own default). Off here: the
-            scorer's reader thread decodes the next windows on the same cores, and spinning threads take its time
-            (on 2 cores, spinning off scores faster: experiments/README.md, "Sessions side by side").
 
     Raises:
         ModelError: missing, corrupt, or without a valid card or the expected inputs and outputs.
@@ -90,7 +85,6 @@ def open_session(
         log.warning("%s is not available here; running on %s", _PROVIDERS[device][0], providers[0])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
     options.log_severity_level = 3
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)

@@ -1,9 +1,8 @@
-"""One ONNX Runtime session of all the threads against several sessions of fewer threads in one `ordnance score`,
-and ONNX Runtime's spin-waiting threads (its default) against threads that sleep (the scorer's default).
+"""One ONNX Runtime session of all the threads against several sessions of fewer threads in one `ordnance score`.
 
-Each run is a fresh `ordnance score` on the idle machine (`--threads` all cores; one session with `--spin-wait`,
-then `--sessions 1` and 2, for each model file given), timed end to end; the candidates of every run are compared
-with the first run's of the same file. Writes sessions.json and sessions.md here and the README block.
+Each run is a fresh `ordnance score` on the idle machine (`--threads` all cores, `--sessions 1` then 2, for each
+model file given), timed end to end; the candidates of every run are compared with the first run's of the same
+file. Writes sessions.json and sessions.md here and the README block.
 
     .venv/bin/python experiments/throughput/sessions.py --mosaic experiments/tiles/data/tiled_20000.tif \\
         --crop 12000 experiments/tiles/data/model_512.int8.onnx experiments/tiles/data/model_512.onnx
@@ -54,19 +53,19 @@ def crop(mosaic: Path, side: int) -> Path:
     return out
 
 
-def run(mosaic: Path, model: Path, threads: int, sessions: int, spin: bool = False) -> dict:
-    out = DATA / f"scored_{model.stem}_{sessions}{'_spin' if spin else ''}"
+def run(mosaic: Path, model: Path, threads: int, sessions: int) -> dict:
+    out = DATA / f"scored_{model.stem}_{sessions}"
     shutil.rmtree(out, ignore_errors=True)
     command = [str(BIN / "ordnance"), "score", str(mosaic), "--model", str(model), "-o", str(out), "--threads",
                str(threads), "--sessions", str(sessions), "--no-review", "--format", "csv", "--no-progress",
-               "--no-resume"] + (["--spin-wait"] if spin else [])  # fmt: skip
+               "--no-resume"]  # fmt: skip
     tick = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, timeout=7200)
     wall = time.perf_counter() - tick
     manifest = json.loads((out / "manifest.json").read_text())
     with open(out / "candidates.csv", newline="") as handle:
         rows = [{k: v for k, v in r.items() if k != "processed_utc"} for r in csv.DictReader(handle)]
-    entry = {"model": model.name, "sessions": sessions, "spin_wait": spin, "threads": threads, "wall_s": wall,
+    entry = {"model": model.name, "sessions": sessions, "threads": threads, "wall_s": wall,
              "ha": manifest["area_scanned_ha"], "ha_per_h": manifest["area_scanned_ha"] / (wall / 3600),
              "windows": manifest["tiles"], "candidates": manifest["candidates"]}  # fmt: skip
     print(json.dumps(entry), flush=True)
@@ -78,18 +77,14 @@ def report(results: dict) -> str:
         f"{results['mosaic_px']:,}² px at 1 cm ({results['runs'][0]['ha']:.2f} ha, {results['runs'][0]['windows']} "
         f"windows), {results['threads']} threads in total; {results['machine']}; {results['date']}.",
         "",
-        "| model | sessions x threads | ONNX Runtime threads spin-wait | wall (s) | ha/h | against the first row "
-        "of the file | same candidates |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| model | sessions x threads | wall (s) | ha/h | against one session | same candidates |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    base: dict[str, float] = {}
+    base = {r["model"]: r["ha_per_h"] for r in results["runs"] if r["sessions"] == 1}
     for r in results["runs"]:
-        base.setdefault(r["model"], r["ha_per_h"])
-        spin = "yes (ONNX Runtime's default)" if r.get("spin_wait") else "no"
         lines.append(
-            f"| `{r['model']}` | {r['sessions']} x {max(1, r['threads'] // r['sessions'])} | {spin} | "
-            f"{r['wall_s']:.0f} | {r['ha_per_h']:.1f} | {r['ha_per_h'] / base[r['model']]:.2f} | "
-            f"{'yes' if r['same'] else 'no'} |"
+            f"| `{r['model']}` | {r['sessions']} x {max(1, r['threads'] // r['sessions'])} | {r['wall_s']:.0f} | "
+            f"{r['ha_per_h']:.1f} | {r['ha_per_h'] / base[r['model']]:.2f} | {'yes' if r['same'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -120,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = []
         for model in args.models:
             first = None
-            for sessions, spin in [(1, True)] + [(n, False) for n in args.sessions]:
-                entry = run(mosaic, model, args.threads, sessions, spin)
+            for sessions in args.sessions:
+                entry = run(mosaic, model, args.threads, sessions)
                 rows = entry.pop("rows")
                 first = rows if first is None else first
                 runs.append(entry | {"same": rows == first})

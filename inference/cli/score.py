@@ -76,12 +76,6 @@ from ordnance.inference.writers import FORMATS
     show_default=True,
     help="ONNX Runtime sessions side by side in this process, each with THREADS/SESSIONS threads.",
 )
-@click.option(
-    "--spin-wait",
-    is_flag=True,
-    help="Let ONNX Runtime's threads spin between operators (its own default; off here, so that they leave the "
-    "cores to the window reader).",
-)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -109,7 +103,6 @@ def score(
     cluster,
     workers,
     sessions,
-    spin_wait,
     no_resume,
     max_tiles,
     no_progress,
@@ -145,7 +138,6 @@ def score(
         cluster=cluster,
         workers=workers,
         sessions=sessions,
-        spin_wait=spin_wait,
     )
     result = run(job)
     if not result.complete:
