@@ -95,6 +95,9 @@ def read_reviewed_run(
     records: list[Record] = []
     for entry in manifest["inputs"]:
         path = Path(entry["path"])
+        if entry["sha256"] is None:  # scored by URL: no hash to check the pixels against
+            raise DatasetError(f"{entry['path']} was scored by URL; download it, score the local copy and review "
+                               "that run to train on it", folder)  # fmt: skip
         if not path.exists():
             raise DatasetError(f"the run's source image is no longer at {path}", folder)
         if file_sha256(path) != entry["sha256"]:

@@ -87,6 +87,11 @@ class RemoteFile:
 Source = Path | RemoteFile
 
 
+def source_of(text: str) -> Source:
+    """An input as a manifest records it (a path or a URL) back to what opens it."""
+    return RemoteFile.parse(text) or Path(text)
+
+
 @dataclass(frozen=True)
 class RasterInfo:
     """What the scorer needs to know about one input raster."""

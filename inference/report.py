@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pyogrio.raw
-import rasterio
 import shapely
 from ordnance.inference.errors import InputError
+from ordnance.inference.raster import open_raster, source_of
 from ordnance.inference.review import STATUSES, read_candidates
 from ordnance.inference.writers import atomic_path, read_manifest
 from rasterio.enums import Resampling
@@ -82,7 +82,7 @@ def _warnings(manifest: dict, card: dict) -> list[str]:
     for entry in manifest.get("inputs", []):
         check = str(entry.get("gsd_check", ""))
         if (check and "resampled" in check) or entry.get("crs") is None:
-            out.append(f"{Path(entry['path']).name}: {check or 'not georeferenced'}")
+            out.append(f"{source_of(entry['path']).name}: {check or 'not georeferenced'}")
     return out
 
 
@@ -106,9 +106,9 @@ def _map_svg(manifest: dict, gpkg: Path, threshold: float, width_px: int = 960, 
 
     parts, notes = [], []
     for entry in manifest["inputs"]:
-        path = Path(entry["path"])
+        path = source_of(entry["path"])
         try:
-            with rasterio.open(path) as src:
+            with open_raster(path) as src:
                 t = src.transform
                 if t.b != 0 or t.d != 0:
                     notes.append(f"{path.name}: rotated mosaic, drawn without its image.")
@@ -118,7 +118,7 @@ def _map_svg(manifest: dict, gpkg: Path, threshold: float, width_px: int = 960, 
                 h = max(1, round((by1 - by0) * scale))
                 bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
                 data = src.read(bands, out_shape=(3, h, w), resampling=Resampling.average)
-        except rasterio.errors.RasterioIOError:
+        except InputError:  # moved, deleted or unreachable since the run
             notes.append(f"{path.name} is no longer at {path}: the map shows no image.")
             continue
         data = data.astype(np.float64)
@@ -221,9 +221,9 @@ def build_report(out_dir: str | Path, *, evaluation: str | Path | None = None, p
         for k in range(len(area_fields.get("id", [])))
     ]  # fmt: skip
     svg, map_note = _map_svg(manifest, gpkg, float(card.get("score_threshold") or 0.0))
-    inputs = [[Path(i["path"]).name, f"{i['width']} x {i['height']}", f"{100 * float(i['gsd_m']):.2f}"
+    inputs = [[source_of(i["path"]).name, f"{i['width']} x {i['height']}", f"{100 * float(i['gsd_m']):.2f}"
                if i.get("gsd_m") else "", f"{float(i.get('area_scanned_ha') or 0):.3f}", i.get("crs") or "none",
-               str(i["sha256"])[:16]] for i in manifest["inputs"]]  # fmt: skip
+               str(i["sha256"])[:16] if i["sha256"] else "by URL"] for i in manifest["inputs"]]  # fmt: skip
     settings = manifest.get("settings", {})
     card_rows = [
         [k, card.get(k)]

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pyogrio
 import pyogrio.raw
-import rasterio
 from ordnance.inference.areas import derive_areas, model_of, read_settings, write_area_exports, write_area_layer
 from ordnance.inference.errors import InputError
+from ordnance.inference.raster import open_raster, source_of
 from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
 from rasterio.windows import Window
@@ -91,9 +91,10 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
         raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
     manifest = read_manifest(manifest_path)
     _, _, table = read_candidates(out_dir / "candidates.gpkg")
-    sources = {Path(entry["path"]).name: (k, Path(entry["path"])) for k, entry in enumerate(manifest["inputs"])}
+    paths = [source_of(entry["path"]) for entry in manifest["inputs"]]
+    sources = {path.name: (k, path) for k, path in enumerate(paths)}
     for name, (_, path) in sources.items():
-        if not path.exists():
+        if isinstance(path, Path) and not path.exists():  # a URL is read where it lies
             raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
@@ -188,7 +189,7 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
         store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
     overviews = []
     for name, (k, path) in sources.items():
-        with rasterio.open(path) as src:
+        with open_raster(path) as src:
             bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
             scale = min(1.0, overview_px / max(src.width, src.height))
             overview = _Overview(src.width, src.height, scale, src.dtypes[0])
@@ -278,7 +279,9 @@ def _num(value) -> float | None:
 def run_id(manifest: dict) -> str:
     """The identity of a scoring run: a hash of its inputs' and model's sha256 and its start time. The review
     page writes it into every exported decision, and import refuses decisions of another run."""
-    parts = [*sorted(i["sha256"] for i in manifest["inputs"]), manifest["model"]["sha256"], manifest["started_utc"]]
+    # an input read by URL has no sha256 (hashing would read it whole): its URL and the server's size and ETag
+    inputs = [i["sha256"] or json.dumps([i["path"], i.get("remote")], sort_keys=True) for i in manifest["inputs"]]
+    parts = [*sorted(inputs), manifest["model"]["sha256"], manifest["started_utc"]]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -120,3 +120,19 @@ def test_s3_url_through_an_s3_compatible_endpoint(cog, blob_model, tmp_path, mon
     assert len(remote.candidates["id"]) == len(local.candidates["id"]) >= 35
     assert _rows(tmp_path / "s3" / "candidates.csv") == _rows(tmp_path / "local" / "candidates.csv")
     assert remote.manifest["inputs"][0]["path"] == "s3://bucket/surveys/mosaic.tif"
+
+
+def test_cli_scores_a_url_with_its_review_page(cog, blob_model, tmp_path):
+    """`ordnance score URL` as analysts run it: the review page reads the URL too, and the run has an identity."""
+    from click.testing import CliRunner
+    from ordnance.inference.cli.main import cli
+    from ordnance.inference.review import run_id
+
+    out = tmp_path / "out"
+    with RangeServer(cog.parent) as server:
+        result = CliRunner().invoke(cli, ["score", server.url("mosaic.tif"), "--model", str(blob_model(TILE)), "-o",
+                                          str(out), "--no-progress"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (out / "review.html").exists() and list((out / "review_files").glob("overview_*.png"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(run_id(manifest)) == 16
