@@ -31,6 +31,7 @@ from ordnance.inference.scoring import window_blocks
 log = logging.getLogger(__name__)
 
 RESTARTS = 4  # an actor whose process died is started again this many times, and its block re-run as often
+JOIN_ATTEMPTS = 3  # connections tried through a Ray Client server (ray://) that fails to start a session
 IN_FLIGHT = 2  # blocks queued on each actor, so that it never waits for the driver between blocks
 
 
@@ -55,12 +56,26 @@ def connect(address: str) -> bool:
         except (OSError, ValueError) as error:
             reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error) or "timed out"
             raise InputError(f"cannot join the Ray cluster (nothing answers there: {reason})", address) from None
-    try:
-        ray.init(address=None if address == "auto" else address, logging_level=logging.WARNING)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"cannot join the Ray cluster ({first[:200]})", address) from None
-    return True
+    for attempt in range(1, JOIN_ATTEMPTS + 1):
+        try:
+            ray.init(address=None if address == "auto" else address, logging_level=logging.WARNING)
+            return True
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+            # the Ray Client server answers a failed start with its traceback: its last line says why
+            reason = (lines[-1] if len(lines) > 1 and lines[0].startswith("Initialization failure") else
+                      lines[0] if lines else type(error).__name__)  # fmt: skip
+            # A Ray Client server starts one process per connection, which can fail on its own (a crash at
+            # start-up); the next connection gets a fresh one. Anything else is not retried.
+            session_failed = isinstance(error, ConnectionAbortedError) or str(error).startswith("Initialization")
+            if not (address.startswith("ray://") and session_failed):
+                break
+            if attempt < JOIN_ATTEMPTS:
+                log.warning("%s: the Ray Client server failed to start a session (%s); trying again (%d of %d)",
+                            address, reason[:200], attempt + 1, JOIN_ATTEMPTS)  # fmt: skip
+                ray.shutdown()
+                time.sleep(2.0 * attempt)
+    raise InputError(f"cannot join the Ray cluster ({reason[:200]})", address) from None
 
 
 class ScoringWorker:
