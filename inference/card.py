@@ -40,6 +40,8 @@ class ModelCard:
         source_range: Source values mapped linearly onto 0..255 for non-uint8 imagery; ``None`` means
             the source is 8-bit, or the scorer takes the range from the raster's statistics.
         input_scaling: How the graph normalises uint8 input inside (for people; the graph does it).
+        test_flips: Views the graph averages per tile (1: the tile alone; 2: and its left-right flip; 4: and its
+            up-down flip and both): test-time augmentation inside the graph, at that many times the compute.
         batch_size: Fixed batch of the graph, or 0 when the batch dimension is dynamic.
         max_detections: K, the fixed number of rows of each output per image.
         item_size_m: Typical item size per class in metres (footprints, match tolerances).
@@ -69,6 +71,7 @@ class ModelCard:
     band_order: tuple[int, ...] = (1, 2, 3)
     source_range: tuple[float, float] | None = None
     input_scaling: str = "uint8 RGB; graph divides by 255 and applies ImageNet mean/std"
+    test_flips: int = 1
     batch_size: int = 1
     max_detections: int = 300
     item_size_m: dict[str, float] = field(default_factory=dict)
@@ -89,6 +92,8 @@ class ModelCard:
             raise ValueError("class_names must be a list of one or more non-empty names")
         if not (isinstance(self.score_threshold, int | float) and 0 < self.score_threshold <= 1):
             raise ValueError(f"score_threshold must be a number in (0, 1], got {self.score_threshold!r}")
+        if self.test_flips not in (1, 2, 4):
+            raise ValueError(f"test_flips must be 1, 2 or 4, got {self.test_flips!r}")
         if self.operating_point not in OPERATING_POINTS:
             raise ValueError(f"operating_point must be one of {OPERATING_POINTS}, got {self.operating_point!r}")
         if self.tile_size_px <= 0 or self.gsd_m < 0:

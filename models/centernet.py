@@ -68,6 +68,9 @@ class CenterNet(nn.Module):
             raise ValueError(f"input_scale must be in [0.1, 1], got {input_scale}")
         self.num_classes = num_classes
         self.input_scale = float(input_scale)
+        # In evaluation, average the maps over the image and its flips (1: none; 2: left-right; 4: and up-down,
+        # and both): test-time augmentation at that many times the compute. Not a weight: set per evaluation.
+        self.test_flips = 1
         self.stride = STRIDE / self.input_scale
         self.body = _backbone(backbone, backbone_weights, stages)
         self.shared_head = shared_head
@@ -95,6 +98,11 @@ class CenterNet(nn.Module):
         nn.init.constant_(self.size[-1].bias, math.log(16.0))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.training or self.test_flips == 1:
+            return self._maps(images)
+        return flip_averaged(self._maps, images, self.test_flips)
+
+    def _maps(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (images - self.mean) / self.std
         if self.input_scale != 1.0:
             x = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
@@ -136,6 +144,35 @@ class CenterNet(nn.Module):
         cy = (ys.to(heat.dtype) + off[:, 1]) * stride
         boxes = torch.stack([cx - wh[:, 0] / 2, cy - wh[:, 1] / 2, cx + wh[:, 0] / 2, cy + wh[:, 1] / 2], dim=2)
         return boxes, scores, labels
+
+
+FLIPS = ((False, False), (True, False), (False, True), (True, True))  # (left-right, up-down)
+
+
+def flip_averaged(run, images: torch.Tensor, flips: int) -> dict[str, torch.Tensor]:
+    """The maps of ``run`` averaged over ``images`` and their first ``flips - 1`` flips (2: left-right; 4: also
+    up-down and both), in one batch. Each view's maps are flipped back first: heatmap probabilities are averaged
+    (and returned as logits), log sizes averaged as they are, and a flipped offset ``o`` is ``1 - o`` along the
+    flipped axis (a centre at ``(j + o) * stride`` in a flipped map of ``w`` cells lies at ``w - j - o`` cells)."""
+    if flips not in (1, 2, 4):
+        raise ValueError(f"test_flips must be 1, 2 or 4, got {flips}")
+    n = images.shape[0]
+    views = [
+        images if not (fx or fy) else images.flip([d for d, f in ((3, fx), (2, fy)) if f]) for fx, fy in FLIPS[:flips]
+    ]
+    maps = run(torch.cat(views))
+    heat, size, offset = 0.0, 0.0, 0.0
+    for i, (fx, fy) in enumerate(FLIPS[:flips]):
+        part = {name: value[i * n : (i + 1) * n].float() for name, value in maps.items()}
+        dims = [d for d, f in ((3, fx), (2, fy)) if f]
+        if dims:
+            part = {name: value.flip(dims) for name, value in part.items()}
+        ox, oy = part["offset"][:, 0:1], part["offset"][:, 1:2]
+        heat = heat + torch.sigmoid(part["heatmap"])
+        size = size + part["size"]
+        offset = offset + torch.cat([1 - ox if fx else ox, 1 - oy if fy else oy], dim=1)
+    p = (heat / flips).clamp(1e-6, 1 - 1e-6)
+    return {"heatmap": torch.log(p) - torch.log1p(-p), "size": size / flips, "offset": offset / flips}
 
 
 def _peak_map(heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -68,6 +68,9 @@ class ExportSettings:
             64 validation tiles, 17% of detections reproduced) where convolutions alone cost none (0.886,
             89% reproduced), for 2.75x instead of 3.1x the float32 speed.
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
+        test_flips: Views averaged inside the graph (1, 2 or 4; see ``CenterNet.flip_averaged``); default: the
+            checkpoint's own (``model.test_flips``). A count other than the one its score threshold was validated
+            with leaves the card's operating point "unknown".
         int8_float_outputs: Keep the convolutions that write the network's raw outputs (1x1 convolutions with
             at most ``max(num_classes, 4)`` output channels: class heatmap, size, offset) in float32. They cost
             little, and the heatmap logits decide the ranking at the threshold.
@@ -90,6 +93,7 @@ class ExportSettings:
     max_recall_drop: float = 0.01
     int8_float_outputs: bool = True
     int8_op_types: tuple[str, ...] = ("Conv",)
+    test_flips: int | None = None
 
     def __post_init__(self) -> None:
         if self.calibration_method not in CALIBRATION_METHODS:
@@ -355,14 +359,23 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
     tile = settings.tile_size_px or hp.tile_size_px
     if tile % 32:
         raise ExportError(f"tile size {tile} is not a multiple of 32", checkpoint)
+    threshold = float(task.operating_threshold)
+    status = {1.0: "validated", 0.0: "fallback"}.get(float(getattr(task, "operating_validated", -1.0)), "unknown")
+    trained_flips = int(hp.get("test_flips", 1))
+    flips = trained_flips if settings.test_flips is None else int(settings.test_flips)
+    if flips != trained_flips:
+        try:
+            task.set_test_flips(flips)
+        except ValueError as error:
+            raise ExportError(str(error), checkpoint) from None
+        status = "unknown"  # the threshold was chosen on other maps than the graph's
+        log.warning("%s: exported with %d views, its threshold was validated with %d", checkpoint, flips, trained_flips)
+    if status != "validated":
+        log.warning("%s: score threshold %.3f is a %s operating point", checkpoint, threshold, status)
     try:
         module = task.detector.export_module(settings.max_detections).eval()
     except ExportRefused as error:
         raise ExportError(f"{hp.model} cannot be exported: {error}", checkpoint) from None
-    threshold = float(task.operating_threshold)
-    status = {1.0: "validated", 0.0: "fallback"}.get(float(getattr(task, "operating_validated", -1.0)), "unknown")
-    if status != "validated":
-        log.warning("%s: score threshold %.3f is a %s operating point", checkpoint, threshold, status)
     images, truth = validation_tiles(settings.parity_tiles, tile, hp.gsd_m, settings.parity_data)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.onnx"
@@ -388,6 +401,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         overlap_px=settings.overlap_px if settings.overlap_px is not None else min(tile // 4, 128),
         batch_size=settings.batch,
         max_detections=settings.max_detections,
+        test_flips=flips,
         item_size_m=default_item_sizes(list(hp.class_names)),
         model_name=hp.model,
         model_version=f"{checkpoint.stem}",

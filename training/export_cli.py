@@ -37,6 +37,13 @@ import click
     help="Comma-separated ONNX operator types to quantise (e.g. Conv,Add,Resize).",
 )
 @click.option(
+    "--test-flips",
+    type=click.Choice(["1", "2", "4"]),
+    default=None,
+    help="Views averaged inside the graph per tile (2: with its left-right flip; 4: and up-down, and both), at that"
+    " many times the compute. Default: the checkpoint's model.test_flips.",
+)
+@click.option(
     "--register/--no-register",
     default=True,
     show_default=True,
@@ -55,6 +62,7 @@ def export(
     calibration,
     calibration_method,
     int8_ops,
+    test_flips,
     register,
 ) -> None:
     """Export CHECKPOINT to one ONNX file with its model card, after the parity gate."""
@@ -72,6 +80,7 @@ def export(
         calibration=calibration,
         calibration_method=calibration_method,
         int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
+        test_flips=None if test_flips is None else int(test_flips),
     )
     report = export_checkpoint(checkpoint, output, settings)
     fp32 = report["fp32"]

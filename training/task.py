@@ -47,6 +47,9 @@ class DetectionTask(L.LightningModule):
         freeze_batchnorm: BatchNorm layers keep their running statistics in training (their scale and shift
             still learn): for fine-tuning on very small batches, and for data-parallel training on CPUs, where
             ``trainer.sync_batchnorm`` does not run (on GPUs the DDP preset synchronises them instead).
+        test_flips: Validate and test on the maps averaged over the image and its flips (1: none, 2:
+            left-right, 4: also up-down and both), at that many times the compute; training is unchanged.
+            ``ordnance export --test-flips`` puts the same averaging into the exported graph.
     """
 
     monitor = "val/hazard_ap"
@@ -71,6 +74,7 @@ class DetectionTask(L.LightningModule):
         input_scale: float = 1.0,
         channels_last: bool = False,
         freeze_batchnorm: bool = False,
+        test_flips: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -113,6 +117,18 @@ class DetectionTask(L.LightningModule):
             self._parent = {"init_checkpoint": str(hp.init_checkpoint), "weights_sha256": weights_sha256(self.detector)}
         if hp.get("channels_last", False):
             self.detector.to(memory_format=torch.channels_last)
+        self.set_test_flips(hp.get("test_flips", 1))
+
+    def set_test_flips(self, flips: int) -> None:
+        """Evaluate (validate, test, export) on the average over the image and its flips (1, 2 or 4 views);
+        training is not affected. CenterNet detectors only."""
+        net = getattr(self.detector, "net", None)
+        if flips != 1 and not hasattr(net, "test_flips"):
+            raise ValueError(f"test_flips is only supported by the CenterNet detectors, not {self.hparams.model!r}")
+        if flips not in (1, 2, 4):
+            raise ValueError(f"test_flips must be 1, 2 or 4, got {flips}")
+        if net is not None and hasattr(net, "test_flips"):
+            net.test_flips = int(flips)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         # before every step: the trainer sets each module's mode itself after validation and at the start

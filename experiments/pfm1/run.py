@@ -142,8 +142,9 @@ def test(config: Path, ckpt: str, args: list[str]) -> dict:
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
 
-def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
-    """Export through the parity gate, score the test mosaic with the exported file, evaluate."""
+def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int = 1) -> dict:
+    """Export through the parity gate (with ``test_flips`` views averaged in the graph), score the test mosaic
+    with the exported file, evaluate."""
     os.chdir(REPO)  # recipes name their data relative to the repository root
     data = HERE / "data"
     onnx = data / f"{name}.onnx"
@@ -161,6 +162,8 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool) -> dict:
     ]
     if int8:
         export += ["--int8", "--calibration", str(config)]
+    if test_flips != 1:
+        export += ["--test-flips", str(test_flips)]
     exported = subprocess.run(export, capture_output=True, text=True)
     if exported.returncode != 0:  # the gate refused the file: nothing to score, and the results say why
         lines = (exported.stderr or exported.stdout).strip().splitlines()

@@ -233,3 +233,45 @@ def test_targets_match_their_definition_cell_by_cell():
         assert torch.allclose(got["heatmap"].double(), torch.tensor(want["heatmap"], dtype=torch.float64), atol=1e-6)
         assert got["index"].dtype == torch.int64 and got["heatmap"].dtype == torch.float32
         assert got["mask"].sum() > 0 and got["ignore"].sum() > 0
+
+
+@pytest.mark.parametrize("flips", [2, 4])
+def test_flip_averaged_maps_mirror_with_the_image(flips):
+    """Averaged over flips, the maps of a mirrored image are the mirrored maps: the heatmap and sizes flip with
+    it, and an offset o along the flipped axis becomes 1 - o (a centre at (j + o) cells lies at w - j - o)."""
+    torch.manual_seed(3)
+    net = CenterNet(3).eval()
+    net.test_flips = flips
+    image = torch.rand(1, 3, 128, 96)
+    with torch.no_grad():
+        plain, mirrored, upside = net(image), net(image.flip(3)), net(image.flip(2))
+        net.test_flips = 1
+        alone = net(image)
+    assert torch.allclose(torch.sigmoid(mirrored["heatmap"]).flip(3), torch.sigmoid(plain["heatmap"]), atol=1e-5)
+    assert torch.allclose(mirrored["size"].flip(3), plain["size"], atol=1e-5)
+    assert torch.allclose(1 - mirrored["offset"][:, 0].flip(2), plain["offset"][:, 0], atol=1e-5)
+    assert torch.allclose(mirrored["offset"][:, 1].flip(2), plain["offset"][:, 1], atol=1e-5)
+    if flips == 4:  # up-down as well
+        assert torch.allclose(torch.sigmoid(upside["heatmap"]).flip(2), torch.sigmoid(plain["heatmap"]), atol=1e-5)
+        assert torch.allclose(1 - upside["offset"][:, 1].flip(1), plain["offset"][:, 1], atol=1e-5)
+    # and the average is not the image alone: the views were really computed
+    assert (torch.sigmoid(alone["heatmap"]) - torch.sigmoid(plain["heatmap"])).abs().max() > 1e-4
+
+
+def test_flips_leave_training_alone_and_average_what_the_views_give():
+    torch.manual_seed(4)
+    net = CenterNet(3)
+    net.test_flips = 2
+    image = torch.rand(2, 3, 64, 64)
+    net.train()
+    assert torch.equal(net(image)["heatmap"], net._maps(image)["heatmap"])  # training sees one view
+    net.eval()
+    with torch.no_grad():
+        a, b = net._maps(image), net._maps(image.flip(3))
+        averaged = net(image)
+    expected = (torch.sigmoid(a["heatmap"]) + torch.sigmoid(b["heatmap"]).flip(3)) / 2
+    assert torch.allclose(torch.sigmoid(averaged["heatmap"]), expected, atol=1e-6)
+    assert torch.allclose(averaged["offset"][:, 0], (a["offset"][:, 0] + 1 - b["offset"][:, 0].flip(2)) / 2, atol=1e-6)
+    with pytest.raises(ValueError, match="test_flips must be 1, 2 or 4"):
+        net.test_flips = 3
+        net(image)

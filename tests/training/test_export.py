@@ -103,6 +103,37 @@ np.save({str(tmp_path / "out.npy")!r}, np.concatenate([boxes[0], scores[0][:, No
     np.testing.assert_allclose(out[:20, :4], boxes[0, :20].numpy(), atol=1e-2)
 
 
+def test_export_with_test_flips_averages_the_mirror_inside_the_graph(tiny_checkpoint, tmp_path):
+    """``--test-flips 2``: the graph averages each tile with its mirror, so a mirrored tile gives the mirrored
+    detections with the same scores; the card says 2 views, and its threshold, validated on one view, is no
+    longer called validated."""
+    from click.testing import CliRunner
+    from ordnance.training.export_cli import export
+
+    out = tmp_path / "flips.onnx"
+    result = CliRunner().invoke(
+        export, [str(tiny_checkpoint), "-o", str(out), "--parity-tiles", "2", "--no-int8", "--no-register",
+                 "--test-flips", "2"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    session = open_session(out)
+    assert session.card.test_flips == 2 and session.card.operating_point == "unknown"
+    images, _ = validation_tiles(2, 256, 0.01, None, seed=5)
+    boxes, scores, labels = session.run(images[:1])
+    m_boxes, m_scores, m_labels = session.run(np.ascontiguousarray(images[:1, :, :, ::-1]))
+    mirrored = np.stack([256 - m_boxes[0][:, 2], m_boxes[0][:, 1], 256 - m_boxes[0][:, 0], m_boxes[0][:, 3]], axis=1)
+    # each of the 10 best detections has its mirror image among the mirrored run's best, same label and score
+    for box, score, label in zip(boxes[0][:10], scores[0][:10], labels[0][:10]):
+        distance = np.abs(mirrored[:40] - box).max(axis=1)
+        match = distance.argmin()
+        assert distance[match] < 0.05, (box, mirrored[match])
+        assert m_labels[0][match] == label and abs(m_scores[0][match] - score) < 1e-4
+    plain = export_checkpoint(tiny_checkpoint, tmp_path / "plain.onnx", ExportSettings(parity_tiles=2))
+    assert plain["card"]["test_flips"] == 1
+    _, p_scores, _ = open_session(tmp_path / "plain.onnx").run(images[:1])
+    assert np.abs(p_scores[0][:10] - scores[0][:10]).max() > 1e-4  # one view scores differently
+
+
 def test_int8_variant_has_own_report(tiny_checkpoint, tmp_path):
     settings = ExportSettings(parity_tiles=4, int8=True, calibration_tiles=4, max_recall_drop=1.0)
     report = export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", settings)
