@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from ordnance.training.blobnet import blob_model_bytes  # noqa: F401 (re-exported for the tests)
 
@@ -97,3 +99,100 @@ class RangeServer:
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+class StaticServer:
+    """A plain static web server for one folder on 127.0.0.1 (as a team would serve the tablet app once), that
+    records the paths asked for. With ``isolate`` it sends the two headers that make a page cross-origin
+    isolated. Use as a context manager; ``url(name)`` is a file's URL."""
+
+    def __init__(self, root, isolate: bool = False) -> None:
+        import functools
+        import http.server
+        import threading
+
+        self.paths: list[str] = []
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet, but every request is recorded
+                server.paths.append(self.path)
+
+            def end_headers(self) -> None:
+                if isolate:
+                    self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                    self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+                super().end_headers()
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def url(self, name: str) -> str:
+        return f"{self.origin}/{name}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+# Drone photos with known geometry: a camera at a known position, height, lens and heading (EXIF and DJI XMP).
+CAMERA_LONLAT = (33.0, 48.5)  # on the central meridian of UTM 36N: grid north is true north there
+
+
+def _dms(value: float) -> tuple[float, float, float]:
+    degrees = int(value)
+    minutes = int((value - degrees) * 60)
+    return float(degrees), float(minutes), round((value - degrees - minutes / 60) * 3600, 6)
+
+
+def ground_pixels(offsets_en, heading_deg: float, gsd: float, width: int, height: int) -> list[tuple[int, int]]:
+    """Pixel (col, row) of ground points east/north of the camera in a nadir photo whose top faces heading."""
+    yaw = math.radians(heading_deg)
+    out = []
+    for east, north in offsets_en:
+        up = east * math.sin(yaw) + north * math.cos(yaw)  # along the azimuth the image's top faces
+        right = east * math.cos(yaw) - north * math.sin(yaw)  # along that azimuth + 90 deg
+        out.append((round(width / 2 + right / gsd - 0.5), round(height / 2 - up / gsd - 0.5)))
+    return out
+
+
+def drone_photo(path, width, height, centres, *, xmp: str = "", exif_extra=None, gps_extra=None):
+    from PIL import Image
+    from PIL.ExifTags import GPS, IFD, Base
+
+    image = gaussian_blobs(height, width, centres, sigma=2.0).transpose(1, 2, 0)
+    exif = Image.Exif()
+    exif[Base.Make] = "DJI"
+    gps = {
+        GPS.GPSLatitudeRef: "N",
+        GPS.GPSLatitude: _dms(CAMERA_LONLAT[1]),
+        GPS.GPSLongitudeRef: "E",
+        GPS.GPSLongitude: _dms(CAMERA_LONLAT[0]),
+        **(gps_extra or {}),
+    }
+    exif[IFD.GPSInfo] = gps
+    sub = exif.get_ifd(IFD.Exif)
+    for key, value in (exif_extra or {}).items():
+        sub[key] = value
+    Image.fromarray(image).save(path, quality=97, exif=exif, xmp=xmp.encode() if xmp else b"")
+    return path
+
+
+def dji_xmp(relative_altitude: float, yaw: float | None, pitch: float | None) -> str:
+    attrs = f'drone-dji:RelativeAltitude="+{relative_altitude:.2f}"'
+    if yaw is not None:
+        attrs += f' drone-dji:GimbalYawDegree="{yaw:+.1f}"'
+    if pitch is not None:
+        attrs += f' drone-dji:GimbalPitchDegree="{pitch:+.1f}"'
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        f'<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" {attrs}/></rdf:RDF></x:xmpmeta>'
+    )

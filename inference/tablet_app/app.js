@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   app: null, card: null, modelSha256: "", modelName: "", graph: null, photos: [], candidates: [],
   tiles: 0, inferMs: 0, scoreMs: 0, startedUtc: "", ready: false, busy: false, errors: [],
+  raw: new URLSearchParams(location.search).has("raw") ? [] : null, // each window's model output, for checks
 };
 window.ordnanceTablet = state; // read by the tests and by anyone debugging on the device
 
@@ -165,6 +166,10 @@ async function scorePhoto(file, index, total) {
     state.inferMs += out.ms;
     state.tiles += group.length;
     group.forEach((tile, i) => {
+      if (state.raw) {
+        state.raw.push({ photo: file.name, tile: tile.index, col: tile.col, row: tile.row, k: out.k,
+          boxes: Array.from(out.boxes[i]), scores: Array.from(out.scores[i]), labels: out.labels[i] });
+      }
       const found = Ordnance.windowDetections(tile, out.boxes[i], out.scores[i], out.labels[i], out.k, limit, size,
         srcTile / size, windows[i].valid);
       for (const r of found) rows.push([tile.index, ...r]);
@@ -198,6 +203,7 @@ async function scorePhotos(files) {
   state.busy = true;
   $("error").textContent = "";
   state.photos = []; state.candidates = []; state.tiles = 0; state.inferMs = 0;
+  if (state.raw) state.raw = [];
   state.startedUtc = new Date().toISOString().replace(/\.\d+Z$/, "+00:00");
   const started = performance.now();
   const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));

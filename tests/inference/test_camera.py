@@ -14,63 +14,14 @@ import math
 
 import numpy as np
 import pytest
-from helpers import gaussian_blobs
+from helpers import CAMERA_LONLAT, dji_xmp, drone_photo, ground_pixels
 from ordnance.inference.camera import frame_geometry, read_pose
 from ordnance.inference.scoring import ScoringJob, score
-from PIL import Image
-from PIL.ExifTags import GPS, IFD, Base
+from PIL.ExifTags import GPS, Base
 from pyproj import Transformer
 
-CAMERA_LONLAT = (33.0, 48.5)  # on the central meridian of UTM 36N: grid north is true north there
 UTM = Transformer.from_crs("EPSG:4326", "EPSG:32636", always_xy=True)
-
-
-def _dms(value: float) -> tuple[float, float, float]:
-    degrees = int(value)
-    minutes = int((value - degrees) * 60)
-    return float(degrees), float(minutes), round((value - degrees - minutes / 60) * 3600, 6)
-
-
-def _pixels(offsets_en, heading_deg: float, gsd: float, width: int, height: int) -> list[tuple[int, int]]:
-    """Pixel (col, row) of ground points east/north of the camera in a nadir photo whose top faces heading."""
-    yaw = math.radians(heading_deg)
-    out = []
-    for east, north in offsets_en:
-        up = east * math.sin(yaw) + north * math.cos(yaw)  # along the azimuth the image's top faces
-        right = east * math.cos(yaw) - north * math.sin(yaw)  # along that azimuth + 90 deg
-        out.append((round(width / 2 + right / gsd - 0.5), round(height / 2 - up / gsd - 0.5)))
-    return out
-
-
-def _photo(path, width, height, centres, *, xmp: str = "", exif_extra=None, gps_extra=None):
-    image = gaussian_blobs(height, width, centres, sigma=2.0).transpose(1, 2, 0)
-    exif = Image.Exif()
-    exif[Base.Make] = "DJI"
-    gps = {
-        GPS.GPSLatitudeRef: "N",
-        GPS.GPSLatitude: _dms(CAMERA_LONLAT[1]),
-        GPS.GPSLongitudeRef: "E",
-        GPS.GPSLongitude: _dms(CAMERA_LONLAT[0]),
-        **(gps_extra or {}),
-    }
-    exif[IFD.GPSInfo] = gps
-    sub = exif.get_ifd(IFD.Exif)
-    for key, value in (exif_extra or {}).items():
-        sub[key] = value
-    Image.fromarray(image).save(path, quality=97, exif=exif, xmp=xmp.encode() if xmp else b"")
-    return path
-
-
-def _dji_xmp(relative_altitude: float, yaw: float | None, pitch: float | None) -> str:
-    attrs = f'drone-dji:RelativeAltitude="+{relative_altitude:.2f}"'
-    if yaw is not None:
-        attrs += f' drone-dji:GimbalYawDegree="{yaw:+.1f}"'
-    if pitch is not None:
-        attrs += f' drone-dji:GimbalPitchDegree="{pitch:+.1f}"'
-    return (
-        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-        f'<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" {attrs}/></rdf:RDF></x:xmpmeta>'
-    )
+_pixels, _photo, _dji_xmp = ground_pixels, drone_photo, dji_xmp
 
 
 def _score(tmp_path, photo, model, **job):

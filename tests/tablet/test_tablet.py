@@ -1,0 +1,179 @@
+"""The field tablet app in a real headless Chromium: built from the npm packages, served once by a plain static
+server, then offline. Its candidates are compared with ``ordnance score`` on the same photos, its ground positions
+with the photos' known geometry, and its model outputs with Python ONNX Runtime on the same tiles."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import time
+
+import numpy as np
+import pyogrio.raw
+import pytest
+from click.testing import CliRunner
+from helpers import CAMERA_LONLAT, StaticServer, dji_xmp, drone_photo, ground_pixels
+from ordnance.inference.cli.main import cli
+from ordnance.inference.errors import InputError
+from ordnance.inference.tablet import VENDOR, build_tablet, npm_tarball
+from ordnance.inference.writers import FIELDS
+from PIL.ExifTags import Base
+from pyproj import Transformer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+UTM = Transformer.from_crs("EPSG:4326", "EPSG:32636", always_xy=True)
+OFFSETS = [(3.0, 2.0), (-2.5, 2.8), (1.2, -3.4), (-3.5, -1.5)]  # metres east, north of the camera
+WIDTH, HEIGHT, GSD, FOCAL_MM, HEIGHT_M = 1200, 900, 0.01, 4.5, 30.0
+
+
+def _wait(page, expression: str, timeout: float = 120.0) -> None:
+    """Poll a page expression (the app's Content-Security-Policy forbids the string evaluation Playwright's
+    wait_for_function uses)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if page.evaluate(expression):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{expression} still false; errors: {page.evaluate('window.ordnanceTablet.errors')}")
+
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"])  # fmt: skip
+
+
+def _open(context, url: str, requests: list[str]):
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    _wait(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length > 0)")
+    return page
+
+
+def _score_in_page(page, photos) -> list[dict]:
+    page.set_input_files("#photos", [str(p) for p in photos])
+    _wait(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy")
+    return page.evaluate("window.ordnanceTablet.candidates.map(c => ({...c, box: undefined}))")
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """Three drone photos: a DJI photo with everything needed to place candidates on the ground (heading 37.5),
+    one without a heading (candidates at the camera, with a radius) and one without any tags (pixels only)."""
+    pitch_mm = GSD * FOCAL_MM / HEIGHT_M
+    lens = {Base.FocalLength: FOCAL_MM, Base.FocalPlaneXResolution: 1 / pitch_mm, Base.FocalPlaneResolutionUnit: 4}
+    folder = tmp_path / "flight"
+    folder.mkdir()
+    a = drone_photo(folder / "a_dji.jpg", WIDTH, HEIGHT, ground_pixels(OFFSETS, 37.5, GSD, WIDTH, HEIGHT),
+                    xmp=dji_xmp(HEIGHT_M, 37.5, -90.0), exif_extra=lens)  # fmt: skip
+    b = drone_photo(folder / "b_no_heading.jpg", WIDTH, HEIGHT, [(300, 200), (900, 650)],
+                    xmp=dji_xmp(HEIGHT_M, None, -90.0), exif_extra=lens)  # fmt: skip
+    c = folder / "c_plain.jpg"
+    from helpers import gaussian_blobs
+    from PIL import Image
+
+    plain = gaussian_blobs(480, 640, [(100, 100), (500, 300)], sigma=2.0).transpose(1, 2, 0)
+    Image.fromarray(plain).save(c, quality=97)
+    return [a, b, c]
+
+
+def test_the_builder_refuses_a_model_without_a_card_and_a_package_that_is_not_the_pinned_one(tmp_path):
+    import onnx
+    from helpers import blob_model_bytes
+
+    bare = onnx.load_from_string(blob_model_bytes(256))
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    result = CliRunner().invoke(cli, ["tablet", "build", str(tmp_path / "app"), "--model", str(tmp_path / "bare.onnx")])
+    assert result.exit_code != 0 and "no ordnance model card" in result.output
+    assert not (tmp_path / "app").exists()
+    spec = VENDOR["exifr"]
+    cache = tmp_path / "npm"
+    cache.mkdir()
+    tampered = bytearray(npm_tarball("exifr").read_bytes())
+    tampered[len(tampered) // 2] ^= 0xFF
+    (cache / f"exifr-{spec['version']}.tgz").write_bytes(bytes(tampered))
+    with pytest.raises(InputError, match="is not the pinned"):
+        npm_tarball("exifr", cache)
+
+
+@needs_chromium
+def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_path, blob_model, photos):
+    from playwright.sync_api import sync_playwright
+
+    model = blob_model(256)
+    app = tmp_path / "app"
+    record = build_tablet(app, model)
+    assert record["model"]["sha256"] and set(record["vendor"]) == {"onnxruntime-web", "exifr"}
+    out = tmp_path / "scored"
+    result = CliRunner().invoke(cli, ["score", str(photos[0].parent), "--model", str(model), "-o", str(out),
+                                      "--format", "csv", "--no-progress", "--no-review"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    with open(out / "candidates.csv", newline="") as handle:
+        expected = list(csv.DictReader(handle))
+    requests: list[str] = []
+    with StaticServer(app, isolate=True) as server, sync_playwright() as p:
+        browser = _browser(p)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
+        page = _open(context, server.url("index.html"), requests)
+        assert page.evaluate("window.ordnanceTablet.errors") == []
+        assert "blobnet" in page.inner_text("#card")
+        got = _score_in_page(page, photos)
+
+        # the same candidates as `ordnance score`: class, score, box, location and position
+        assert len(got) == len(expected) == 4 + 2 + 2
+        for mine, theirs in zip(got, expected):
+            keys = ("source", "class", "location")
+            assert [mine[k] for k in keys] == [theirs[k] for k in keys]
+            assert abs(mine["score"] - float(theirs["score"])) <= 1e-3
+            box, their_box = (np.array([float(v) for v in r["bbox_px"].split(",")]) for r in (mine, theirs))
+            assert np.abs(box - their_box).max() <= 0.5
+            if theirs["location"] == "pixel":
+                assert math.isnan(mine["lon"]) and theirs["lon"] in ("", "nan")
+                continue
+            a, b = UTM.transform(mine["lon"], mine["lat"]), UTM.transform(float(theirs["lon"]), float(theirs["lat"]))
+            assert math.dist(a, b) < 0.01  # the page's local ellipsoid against pyproj's geodesic: under a centimetre
+            assert mine["position_uncertainty_m"] == pytest.approx(float(theirs["position_uncertainty_m"]), rel=1e-6)
+        # the DJI photo's items on the ground, within 1 m of where they lie (their pixels come from the geometry)
+        camera = UTM.transform(*CAMERA_LONLAT)
+        truth = np.array([(camera[0] + e, camera[1] + n) for e, n in OFFSETS])
+        placed = np.array([UTM.transform(c["lon"], c["lat"]) for c in got if c["source"] == "a_dji.jpg"])
+        errors = np.linalg.norm(truth[:, None] - placed[None], axis=2).min(axis=1)
+        assert errors.max() < 1.0 and min(math.hypot(*o) for o in OFFSETS) > 3.5, errors
+        assert {c["location"] for c in got if c["source"] == "b_no_heading.jpg"} == {"frame_gps"}
+
+        # review and exports
+        page.locator("tr[data-id='1'] button.confirm").click()
+        page.locator("tr[data-id='2'] button.reject").click()
+        assert page.locator("tr.confirmed").count() == 1 and page.locator("tr.rejected").count() == 1
+        page.screenshot(path=str(tmp_path / "tablet.png"), full_page=True)
+        files = {}
+        for kind in ("csv", "geojson", "kml"):
+            with page.expect_download() as info:
+                page.click(f"#export-{kind}")
+            files[kind] = tmp_path / f"export.{kind}"
+            info.value.save_as(files[kind])
+        with open(files["csv"], newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert list(rows[0]) == list(FIELDS) and len(rows) == 8
+        assert [r["review_status"] for r in rows[:3]] == ["confirmed", "rejected", "unreviewed"]
+        for kind in ("geojson", "kml"):  # points with a position only: the plain photo's stay out
+            meta, _, geometry, values = pyogrio.raw.read(files[kind])
+            assert len(geometry) == 6, kind
+            status = values[list(meta["fields"]).index("review_status")]
+            assert sorted(status)[:2] == ["confirmed", "rejected"], kind
+
+        # offline: the service worker holds every file; the page opens and scores with no server at all
+        assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active !== null)")
+        asked = len(server.paths)
+        server.__exit__()
+        context.set_offline(True)
+        offline = _open(context, server.url("index.html"), requests)
+        assert offline.evaluate("window.ordnanceTablet.errors") == []
+        again = _score_in_page(offline, photos[:1])
+        assert [c["score"] for c in again] == [c["score"] for c in got if c["source"] == "a_dji.jpg"]
+        browser.close()
+    assert asked > 0 and all(r.startswith(server.origin) or r.startswith("blob:") for r in requests), requests
