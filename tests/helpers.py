@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+import time
 
 import numpy as np
 from ordnance.training.blobnet import blob_model_bytes  # noqa: F401 (re-exported for the tests)
@@ -196,3 +198,32 @@ def dji_xmp(relative_altitude: float, yaw: float | None, pitch: float | None) ->
         '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
         f'<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" {attrs}/></rdf:RDF></x:xmpmeta>'
     )
+
+
+# The tablet app in headless Chromium (Debian's package; .ci/run installs it).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def wait_for(page, expression: str, timeout: float = 120.0) -> None:
+    """Poll a page expression (the app's Content-Security-Policy forbids the string evaluation Playwright's
+    wait_for_function uses)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if page.evaluate(expression):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{expression} still false; errors: {page.evaluate('window.ordnanceTablet.errors')}")
+
+
+def chromium(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"])  # fmt: skip
+
+
+def open_tablet(context, url: str, requests: list[str]):
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    wait_for(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length > 0)")
+    return page

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
-import time
 
 import numpy as np
 import pyogrio.raw
 import pytest
 from click.testing import CliRunner
-from helpers import CAMERA_LONLAT, StaticServer, dji_xmp, drone_photo, ground_pixels
+from helpers import (
+    CAMERA_LONLAT,
+    CHROMIUM,
+    StaticServer,
+    chromium,
+    dji_xmp,
+    drone_photo,
+    ground_pixels,
+    open_tablet,
+    wait_for,
+)
 from ordnance.inference.cli.main import cli
 from ordnance.inference.errors import InputError
 from ordnance.inference.tablet import VENDOR, build_tablet, npm_tarball
@@ -21,41 +29,15 @@ from ordnance.inference.writers import FIELDS
 from PIL.ExifTags import Base
 from pyproj import Transformer
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 UTM = Transformer.from_crs("EPSG:4326", "EPSG:32636", always_xy=True)
 OFFSETS = [(3.0, 2.0), (-2.5, 2.8), (1.2, -3.4), (-3.5, -1.5)]  # metres east, north of the camera
 WIDTH, HEIGHT, GSD, FOCAL_MM, HEIGHT_M = 1200, 900, 0.01, 4.5, 30.0
 
 
-def _wait(page, expression: str, timeout: float = 120.0) -> None:
-    """Poll a page expression (the app's Content-Security-Policy forbids the string evaluation Playwright's
-    wait_for_function uses)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if page.evaluate(expression):
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{expression} still false; errors: {page.evaluate('window.ordnanceTablet.errors')}")
-
-
-def _browser(p):
-    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-        "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run", "--disable-quic"])  # fmt: skip
-
-
-def _open(context, url: str, requests: list[str]):
-    page = context.new_page()
-    page.on("request", lambda r: requests.append(r.url))
-    page.goto(url)
-    _wait(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length > 0)")
-    return page
-
-
 def _score_in_page(page, photos) -> list[dict]:
     page.set_input_files("#photos", [str(p) for p in photos])
-    _wait(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy")
+    wait_for(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy")
     return page.evaluate("window.ordnanceTablet.candidates.map(c => ({...c, box: undefined}))")
 
 
@@ -116,9 +98,9 @@ def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_pat
         expected = list(csv.DictReader(handle))
     requests: list[str] = []
     with StaticServer(app, isolate=True) as server, sync_playwright() as p:
-        browser = _browser(p)
+        browser = chromium(p)
         context = browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 900})
-        page = _open(context, server.url("index.html"), requests)
+        page = open_tablet(context, server.url("index.html"), requests)
         assert page.evaluate("window.ordnanceTablet.errors") == []
         assert "blobnet" in page.inner_text("#card")
         got = _score_in_page(page, photos)
@@ -171,7 +153,7 @@ def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_pat
         asked = len(server.paths)
         server.__exit__()
         context.set_offline(True)
-        offline = _open(context, server.url("index.html"), requests)
+        offline = open_tablet(context, server.url("index.html"), requests)
         assert offline.evaluate("window.ordnanceTablet.errors") == []
         again = _score_in_page(offline, photos[:1])
         assert [c["score"] for c in again] == [c["score"] for c in got if c["source"] == "a_dji.jpg"]
