@@ -1,0 +1,223 @@
+"""The field tablet app's speed on this CPU: onnxruntime-web (WebAssembly, SIMD, threads) in headless Chromium
+against Python ONNX Runtime (``ordnance score``) on the same drone photos, float32 and int8, and a 20-photo flight.
+
+A flight of synthetic DJI photos (4000 x 3000 px, the card's GSD, a nadir gimbal, rendered synthetic ground with
+items and look-alikes) is written once. For each model file: the app is built with it, served by a local static
+server with the two cross-origin isolation headers (as its service worker adds them on the tablet), and the page
+scores the first photo; ``ordnance score`` scores the same photo. Each reports milliseconds per tile in the model
+(the page: the worker's session.run; Python: the manifest's inference time) and seconds for the photo. Then the page
+scores the whole flight with the int8 file (the tablet's file) and ``ordnance score`` does the same. Writes
+results.json and results.md beside this script and the block in experiments/README.md.
+
+    .venv/bin/python experiments/tablet/run.py [--fp32 M.onnx --int8 M.int8.onnx] [--photos 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE.parent))
+from common import write_readme_block  # noqa: E402
+
+DATA = HERE / "data"
+RESULTS = HERE / "results.json"
+DEFAULT = REPO / "experiments" / "pfm1" / "data" / "synth_real_f03.onnx"  # the RGB recipe's export (run.py)
+PHOTO_W, PHOTO_H = 4000, 3000  # a 12 MP drone camera
+HEIGHT_M, FOCAL_MM = 10.0, 4.5
+
+
+def _dms(value: float) -> tuple[float, float, float]:
+    d = int(value)
+    m = int((value - d) * 60)
+    return float(d), float(m), round((value - d - m / 60) * 3600, 6)
+
+
+def write_flight(folder: Path, n: int, gsd_m: float) -> list[Path]:
+    """``n`` nadir DJI photos at ``gsd_m`` along a line, with EXIF GNSS, lens and DJI XMP height, yaw and pitch."""
+    from ordnance.datasets.synth.layout import make_scene
+    from ordnance.datasets.synth.scene import render_block
+    from PIL import Image
+    from PIL.ExifTags import GPS, IFD, Base
+
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [folder / f"DJI_{i:04d}.JPG" for i in range(1, n + 1)]
+    if all(p.exists() for p in photos):
+        return photos
+    pitch_mm = gsd_m * FOCAL_MM / HEIGHT_M
+    for i, path in enumerate(photos):
+        block, _ = render_block(make_scene(100 + i, gsd_m, 1024, 1024, patterns=2), 0, 0, 1024, 1024)
+        image = np.tile(block, (3, 4, 1))[:PHOTO_H, :PHOTO_W]  # content matters little for speed
+        exif = Image.Exif()
+        exif[Base.Make] = "DJI"
+        exif[IFD.GPSInfo] = {GPS.GPSLatitudeRef: "N", GPS.GPSLatitude: _dms(48.5 + i * 1e-5), GPS.GPSLongitudeRef: "E",
+                             GPS.GPSLongitude: _dms(33.0)}  # fmt: skip
+        sub = exif.get_ifd(IFD.Exif)
+        sub[Base.FocalLength] = FOCAL_MM
+        sub[Base.FocalPlaneXResolution] = 1 / pitch_mm
+        sub[Base.FocalPlaneResolutionUnit] = 4
+        xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+               '<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" '
+               f'drone-dji:RelativeAltitude="+{HEIGHT_M:.2f}" drone-dji:GimbalYawDegree="+12.0" '
+               'drone-dji:GimbalPitchDegree="-90.0"/></rdf:RDF></x:xmpmeta>')  # fmt: skip
+        tmp = path.with_suffix(".partial.jpg")
+        Image.fromarray(image).save(tmp, quality=92, exif=exif, xmp=xmp.encode())
+        os.replace(tmp, path)
+    return photos
+
+
+class Server:
+    def __init__(self, root: Path) -> None:
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def end_headers(self) -> None:
+                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+                super().end_headers()
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/index.html"
+
+
+def _poll(page, expression: str, timeout: float = 3600) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if page.evaluate(expression):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(expression)
+
+
+def page_run(model: Path, photos: list[Path], screenshot: Path | None = None) -> dict:
+    from ordnance.inference.tablet import build_tablet
+    from playwright.sync_api import sync_playwright
+
+    app = DATA / f"app_{model.stem.replace('.', '_')}"
+    build_tablet(app, model)
+    server = Server(app)
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server.url)
+            _poll(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length)")
+            errors = page.evaluate("window.ordnanceTablet.errors")
+            if errors:
+                raise RuntimeError(f"{model}: {errors}")
+            started = time.perf_counter()
+            page.set_input_files("#photos", [str(p) for p in photos])
+            _poll(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy")
+            wall = time.perf_counter() - started
+            state = page.evaluate(
+                "(s => ({tiles: s.tiles, inferMs: s.inferMs, scoreMs: s.scoreMs, threads: s.graph.threads, "
+                "candidates: s.candidates.length, status: document.getElementById('status').textContent}))"
+                "(window.ordnanceTablet)"
+            )
+            if screenshot is not None:
+                page.screenshot(path=str(screenshot))
+            version = browser.version
+            browser.close()
+    finally:
+        server.httpd.shutdown()
+    return {
+        "photos": len(photos), "tiles": state["tiles"], "ms_per_tile": state["inferMs"] / state["tiles"],
+        "seconds": state["scoreMs"] / 1000, "wall_seconds": wall, "threads": state["threads"],
+        "candidates": state["candidates"], "status": state["status"], "chromium": version,
+    }  # fmt: skip
+
+
+def python_run(model: Path, photos: list[Path]) -> dict:
+    folder = DATA / f"input_{len(photos)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for p in photos:
+        os.symlink(p, folder / p.name)
+    out = DATA / f"scored_{model.stem.replace('.', '_')}_{len(photos)}"
+    started = time.perf_counter()
+    command = [str(REPO / ".venv" / "bin" / "ordnance"), "score", str(folder), "--model", str(model), "-o", str(out),
+               "--no-progress", "--no-resume", "--no-review", "--format", "csv"]  # fmt: skip
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - started
+    manifest = json.loads((out / "manifest.json").read_text())
+    tiles = manifest["tiles"]
+    return {"photos": len(photos), "tiles": tiles, "ms_per_tile": 1000 * manifest["timings"]["infer_s"] / tiles,
+            "seconds": wall, "candidates": manifest.get("candidates", None)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fp32", type=Path, default=DEFAULT)
+    parser.add_argument("--int8", type=Path, default=DEFAULT.with_suffix(".int8.onnx"))
+    parser.add_argument("--photos", type=int, default=20)
+    args = parser.parse_args(argv)
+    for model in (args.fp32, args.int8):
+        if not model.exists():
+            parser.error(f"{model}: no such model; export one (experiments/pfm1/run.py) or pass --fp32/--int8")
+    from ordnance.inference.session import open_session
+
+    card = open_session(args.fp32).card
+    photos = write_flight(DATA / "flight", args.photos, card.gsd_m)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results["setup"] = {"photo_px": [PHOTO_W, PHOTO_H], "gsd_m": card.gsd_m, "tile_px": card.tile_size_px,
+                        "overlap_px": card.overlap_px, "cpu_cores": os.cpu_count()}  # fmt: skip
+    for kind, model in (("fp32", args.fp32), ("int8", args.int8)):
+        results[f"one_photo_{kind}"] = {"model": str(model.relative_to(REPO)), "page": page_run(model, photos[:1]),
+                                        "python": python_run(model, photos[:1])}  # fmt: skip
+        print(kind, json.dumps(results[f"one_photo_{kind}"]), flush=True)
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    results["flight_int8"] = {"model": str(args.int8.relative_to(REPO)),
+                              "page": page_run(args.int8, photos),
+                              "python": python_run(args.int8, photos)}  # fmt: skip
+    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    report(results)
+    return 0
+
+
+def report(results: dict) -> str:
+    s = results["setup"]
+    lines = [
+        f"Photos of {s['photo_px'][0]} x {s['photo_px'][1]} px at {s['gsd_m'] * 1000:.2f} mm/px, tiles of "
+        f"{s['tile_px']} px with {s['overlap_px']} px overlap, on this CPU ({s['cpu_cores']} cores). Page: "
+        "onnxruntime-web in headless Chromium, WebAssembly with SIMD and "
+        f"{results['one_photo_fp32']['page']['threads']} threads; Python: `ordnance score` (ONNX Runtime).",
+        "",
+        "| run | file | tiles | ms per tile, page | ms per tile, Python | page / Python | s, page | s, Python |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (("one_photo_fp32", "one photo"), ("one_photo_int8", "one photo"), ("flight_int8", "flight")):
+        if key not in results:
+            continue
+        r = results[key]
+        page, py = r["page"], r["python"]
+        kind = "int8" if "int8" in key else "fp32"
+        photos = f"{page['photos']} photo{'s' if page['photos'] > 1 else ''}"
+        ratio = page["ms_per_tile"] / py["ms_per_tile"]
+        lines.append(
+            f"| {label} ({photos}) | {kind} | {page['tiles']} | {page['ms_per_tile']:.0f} | {py['ms_per_tile']:.0f} | "
+            f"{ratio:.2f} | {page['seconds']:.0f} | {py['seconds']:.0f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (HERE / "results.md").write_text(text)
+    write_readme_block("<!-- tablet:begin -->", "<!-- tablet:end -->", text)
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())
