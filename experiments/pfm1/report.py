@@ -139,6 +139,30 @@ def int8_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def flips_table(flips: dict) -> str:
+    """Test-time flips (flips.py): one row per stage and view count."""
+    lines = [
+        "| model | views averaged | PFM-1 AP50, valid flight | PFM-1 AP50, test flight | mAP50, test flight"
+        " | mosaic recall @ 10 FA/ha | mosaic AP | mosaic recall / FA per ha at the card's threshold"
+        " | seconds per test-flight pass |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key in sorted(flips, key=lambda k: (flips[k]["stage"], flips[k]["flips"])):
+        entry = flips[key]
+        valid, test = entry.get("valid", {}), entry.get("test", {})
+        m = entry.get("mosaic", {}).get("fp32", {})
+        curve = m.get("curve", {}).get("overall", {})
+        op = m.get("operating_point", {}).get("overall", {})
+        at_op = f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)}" if op else ""
+        lines.append(
+            f"| {entry['stage']} | {entry['flips']} | {_f(valid.get('val/ap50_ap_mine'))} | "
+            f"**{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
+            f"{_f(curve.get('recall_at_10_fa_per_ha'))} | {_f(curve.get('ap'))} | {at_op} | "
+            f"{_f(entry.get('test_seconds'), 0)} |"
+        )
+    return "\n".join(lines)
+
+
 def gpu_note(results: dict) -> str:
     """What the GPU row's run did, from its record (gpu_run/: gpu_fit.json and nvidia-smi's utilisation log)."""
     entry = results.get("synth_real_f03_gpu")
@@ -175,7 +199,7 @@ def gpu_note(results: dict) -> str:
     )
 
 
-def render(results: dict, speed: dict) -> str:
+def render(results: dict, speed: dict, flips: dict | None = None) -> str:
     return "\n\n".join(
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
@@ -187,6 +211,19 @@ def render(results: dict, speed: dict) -> str:
             " machine (`experiments/pfm1/speed.py`, speed.json).",
             "#### Exported files on the test mosaic",
             int8_table(results),
+            *(
+                [
+                    "#### Test-time flips (`experiments/pfm1/flips.py`: the maps of the tile and its flips averaged,"
+                    " in validation, test and the exported graph)",
+                    flips_table(flips),
+                    "Each view count is a fresh export (`--test-flips`); the card's threshold was validated on one "
+                    "view, so with 2 or 4 views the operating point is unknown and the last column reads the same"
+                    " threshold on other maps. Seconds: the test flight's `ordnance train test` pass on this CPU,"
+                    " beside other jobs.",
+                ]
+                if flips
+                else []
+            ),
         ]
     )
 
@@ -196,7 +233,9 @@ def main() -> int:
     results = json.loads((HERE / "results.json").read_text())
     speed_file = HERE / "speed.json"
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
-    text = render(results, speed)
+    flips_file = HERE / "flips.json"
+    flips = json.loads(flips_file.read_text()) if flips_file.exists() else {}
+    text = render(results, speed, flips)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block(BEGIN, END, text)
     print(text)
