@@ -567,16 +567,20 @@ def _score_sessions(job: ScoringJob, plans, todo, batch: int, threshold: float, 
     bar = tqdm(total=total, initial=done, unit="tile", desc=f"{job.sessions} sessions", disable=not job.progress,
                dynamic_ncols=True)  # fmt: skip
 
+    stop = threading.Event()  # the calling thread is leaving (Ctrl-C): take no block and write no record more
+
     def work(session: DetectorSession) -> None:
         own = {"infer_s": 0.0, "wait_s": 0.0}
         try:
             while True:
                 with lock:
-                    if failed or not blocks:
+                    if failed or stop.is_set() or not blocks:
                         break
                     index, tiles = blocks.popleft()
                 for record in file_records(plans[index], index, tiles, session, batch, threshold, own):
                     with lock:
+                        if stop.is_set():
+                            break
                         checkpoint.append(record)
                         bar.update(len(record["t"]))
         except BaseException as error:  # raised again in the calling thread
@@ -592,6 +596,12 @@ def _score_sessions(job: ScoringJob, plans, todo, batch: int, threshold: float, 
             runner.start()
         for runner in runners:
             runner.join()
+    except BaseException:
+        stop.set()
+        for runner in runners:  # each ends with the batch it is running; the checkpoint is still open
+            if runner.is_alive():
+                runner.join()
+        raise
     finally:
         bar.close()
     if failed:

@@ -109,3 +109,43 @@ def test_a_second_scorer_on_a_held_folder_is_refused_and_the_first_finishes(larg
     errors = [line for line in second.output.splitlines() if "Error" in line]
     assert len(errors) == 1 and "another 'ordnance score' is writing" in errors[0] and str(out) in errors[0], errors
     assert len(_rows(out)) == 60 and _everything(out) == FILES
+
+
+def test_ctrl_c_stops_every_session_at_once_and_the_run_resumes(large_survey, tmp_path):
+    """``--sessions 2`` interrupted with SIGINT: the sessions stop with the main thread (none keeps scoring, or writes
+    into the checkpoint once it is closed), the checkpoint holds whole records only, and the same command resumes
+    to the uninterrupted outputs."""
+    import json
+
+    from ordnance.inference.scoring import PARTIAL_DIR
+
+    mosaic, model = large_survey
+    argv = [str(mosaic), "--model", str(model), "--no-progress", "--batch-size", "1", "--threads", "2",
+            "--sessions", "2", "--format", "csv", "--no-review"]  # fmt: skip
+    reference = tmp_path / "reference"
+    subprocess.run([str(ORDNANCE), "score", *argv, "-o", str(reference), "--sessions", "1"], check=True,
+                   capture_output=True)  # fmt: skip
+    out = tmp_path / "interrupted"
+    process = subprocess.Popen([str(ORDNANCE), "score", *argv, "-o", str(out)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+    def windows_done() -> int:
+        files = list((out / PARTIAL_DIR).glob("*.jsonl")) if (out / PARTIAL_DIR).exists() else []
+        lines = files[0].read_text().splitlines()[1:] if files else []
+        return sum(len(json.loads(line)["t"]) for line in lines if line.endswith("}"))
+
+    while windows_done() < 200 and process.poll() is None:  # scoring in both sessions
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=120)
+    assert process.returncode != 0
+    at_exit = windows_done()
+    total = json.loads((reference / "manifest.json").read_text())["tiles"]
+    assert 0 < at_exit < total // 2, (at_exit, total)  # stopped, not scored to the end by the sessions left behind
+    checkpoint = next((out / PARTIAL_DIR).glob("*.jsonl")).read_text()
+    assert checkpoint.endswith("\n") and all(json.loads(line) for line in checkpoint.splitlines())
+    time.sleep(1.0)
+    assert windows_done() == at_exit  # nothing written after the process ended
+    done = subprocess.run([str(ORDNANCE), "score", *argv, "-o", str(out)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _rows(out) == _rows(reference)
