@@ -51,9 +51,10 @@ def peak_rss_mb() -> float:
         return int(next(line for line in f if line.startswith("VmHWM")).split()[1]) / 1024
 
 
-def write_readme_block(begin: str, end: str, text: str) -> None:
-    """Replace the text between two markers of experiments/README.md (left as is without the markers)."""
-    readme = Path(__file__).resolve().parent / "README.md"
+def write_readme_block(begin: str, end: str, text: str, readme: Path | None = None) -> None:
+    """Replace the text between two markers of experiments/README.md, or of ``readme`` (left as is without the
+    markers)."""
+    readme = readme or Path(__file__).resolve().parent / "README.md"
     body = readme.read_text()
     if begin in body and end in body:
         head, rest = body.split(begin, 1)

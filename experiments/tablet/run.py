@@ -216,6 +216,14 @@ def report(results: dict) -> str:
     text = "\n".join(lines) + "\n"
     (HERE / "results.md").write_text(text)
     write_readme_block("<!-- tablet:begin -->", "<!-- tablet:end -->", text)
+    if "flight_int8" in results:
+        page, py = results["flight_int8"]["page"], results["flight_int8"]["python"]
+        flight = (
+            f"A {page['photos']}-photo flight ({s['photo_px'][0]} x {s['photo_px'][1]} px photos, {page['tiles']} tiles"
+            f" of the RGB model, int8) takes {page['seconds'] / 60:.1f} minutes in the page on this 2-core CPU, against"
+            f" {py['seconds'] / 60:.1f} minutes with `ordnance score` (`experiments/tablet/run.py`)."
+        )
+        write_readme_block("<!-- tablet-flight:begin -->", "<!-- tablet-flight:end -->", flight, REPO / "README.md")
     return text
 
 
