@@ -1,8 +1,8 @@
 """``ordnance tablet build``: the field tablet app, an offline web page that runs the exported ONNX model.
 
-The app is static files: HTML, JavaScript, the onnxruntime-web WebAssembly runtime and exifr (EXIF, GPS and XMP
-reader), both taken from their npm packages at build time at pinned versions whose integrity is checked, and,
-when bundled, the model. Served once from any web server (or opened from the tablet's own web server app), it
+The app is static files: HTML, JavaScript, the onnxruntime-web WebAssembly runtime, exifr (EXIF, GPS and XMP
+reader), geotiff.js and proj4 (GeoTIFFs and their UTM coordinates), all taken from their npm packages at build time
+at pinned versions whose integrity is checked, and, when bundled, the model. Served once from any web server (or opened from the tablet's own web server app), it
 installs as a progressive web app: a service worker keeps every file, so the page opens and scores with no network
 afterwards, and no request ever leaves the device. The service worker also marks the page cross-origin isolated,
 which lets onnxruntime-web run on several threads.
@@ -43,6 +43,16 @@ VENDOR = {
             "package/dist/ort-wasm-simd-threaded.mjs": "ort-wasm-simd-threaded.mjs",
             "package/package.json": "onnxruntime-web.package.json",  # its licence (MIT) and authors
         },
+    },
+    "geotiff": {
+        "version": "3.0.5",
+        "integrity": "sha512-OWcL9S9+yDZ6iAlXMt32T1iwUApJM8UiD47xbm6ZP1h33d10fqkPs14EG/ttT5EnefpZSx3G15iDFC5FxUNUwA==",
+        "files": {"package/dist-browser/geotiff.js": "geotiff.js", "package/package.json": "geotiff.package.json"},
+    },
+    "proj4": {
+        "version": "2.22.0",
+        "integrity": "sha512-MVvH09QrYm3A235rcX39WDiCKanrBiblu28l0KYIn/B2DofmYhvP/LLS43kE66jNDfx/P1l/nah3JmsAq8UgbQ==",
+        "files": {"package/dist/proj4.js": "proj4.js", "package/package.json": "proj4.package.json"},
     },
     "exifr": {
         "version": "7.1.3",

@@ -107,6 +107,8 @@ function threshold() {
   return value > 0 && value <= 1 ? value : state.card.score_threshold;
 }
 
+const MAX_GEOTIFF_PX = 64e6; // a "small" GeoTIFF: a tablet holds its pixels in memory; larger ones go to ordnance score
+
 async function readPhoto(file) {
   let tags = null;
   try {
@@ -115,7 +117,39 @@ async function readPhoto(file) {
     tags = null; // a photo without readable tags is scored, its candidates stay in pixels
   }
   const bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
-  return { tags, bitmap };
+  const pose = Ordnance.readPose(tags);
+  const geometry = pose ? Ordnance.frameGeometry(pose, bitmap.width, bitmap.height) : null;
+  return { bitmap, width: bitmap.width, height: bitmap.height, pose, geometry, geo: null, mask: null,
+    gsd: geometry && geometry.gsd_m ? geometry.gsd_m : null, source: geometry ? "frame" : "no GSD (no camera pose)" };
+}
+
+async function readGeoTIFF(file) {
+  const tiff = await GeoTIFF.fromBlob(file);
+  const image = await tiff.getImage();
+  const width = image.getWidth(), height = image.getHeight();
+  if (width * height > MAX_GEOTIFF_PX) throw new Error(`${width} x ${height} px is more than a tablet holds; score it with ordnance score`);
+  const bits = image.getBitsPerSample(), bands = image.getSamplesPerPixel();
+  if (bands < 3 || bits !== 8) throw new Error(`${bands} band(s) of ${bits} bits: the tablet takes 8-bit RGB GeoTIFFs`);
+  const dir = image.fileDirectory;
+  const matrix = dir.ModelTransformation || dir.getValue?.("ModelTransformation");
+  if (matrix && (matrix[1] !== 0 || matrix[4] !== 0)) throw new Error("its grid is rotated; score it with ordnance score");
+  const crs = Ordnance.geotiffCrs(image.getGeoKeys());
+  const [ox, oy] = image.getOrigin(), [rx, ry] = image.getResolution();
+  const planes = await image.readRasters({ samples: bands >= 4 ? [0, 1, 2, 3] : [0, 1, 2] });
+  const nodata = image.getGDALNoData();
+  const rgba = new Uint8ClampedArray(width * height * 4), mask = new Uint8Array(width * height);
+  for (let i = 0; i < width * height; i++) {
+    let valid = bands >= 4 ? planes[3][i] > 0 : true;
+    if (nodata !== null && valid) valid = planes[0][i] !== nodata || planes[1][i] !== nodata || planes[2][i] !== nodata;
+    mask[i] = valid ? 1 : 0;
+    if (valid) { rgba[4 * i] = planes[0][i]; rgba[4 * i + 1] = planes[1][i]; rgba[4 * i + 2] = planes[2][i]; }
+    rgba[4 * i + 3] = 255;
+  }
+  const bitmap = await createImageBitmap(new ImageData(rgba, width, height), { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+  const centreLat = crs.geographic ? oy + (height / 2) * ry : 0;
+  const gsd = Ordnance.gridGsd(crs, rx, ry, centreLat);
+  return { bitmap, width, height, pose: null, geometry: null, mask, gsd, source: `EPSG:${crs.epsg}`,
+    geo: { crs, ox, oy, rx, ry } };
 }
 
 function tilePixels(ctx, bitmap, tile, size, srcTile) {
@@ -140,15 +174,13 @@ function tilePixels(ctx, bitmap, tile, size, srcTile) {
 
 async function scorePhoto(file, index, total) {
   const card = state.card, size = card.tile_size_px;
-  const { tags, bitmap } = await readPhoto(file);
-  const width = bitmap.width, height = bitmap.height;
-  const pose = Ordnance.readPose(tags);
-  const geometry = pose ? Ordnance.frameGeometry(pose, width, height) : null;
-  let scale = 1, note = "no GSD (no camera pose)";
-  const gsd = geometry && geometry.gsd_m ? geometry.gsd_m : null;
+  const isTiff = /\.tiff?$/i.test(file.name);
+  const input = isTiff ? await readGeoTIFF(file) : await readPhoto(file);
+  const { bitmap, width, height, pose, geometry, gsd, geo, mask } = input;
+  let scale = 1, note = gsd ? "" : input.source;
   if (gsd && card.gsd_m > 0) {
     const ratio = card.gsd_m / gsd;
-    note = `frame ${(gsd * 100).toFixed(2)} cm/px, model ${(card.gsd_m * 100).toFixed(2)} cm/px`;
+    note = `${input.source} ${(gsd * 100).toFixed(2)} cm/px, model ${(card.gsd_m * 100).toFixed(2)} cm/px`;
     if (Math.abs(ratio - 1) > state.app.gsd_tolerance) { scale = ratio; note += `; resampled x${(1 / ratio).toFixed(3)}`; }
   }
   const srcTile = Math.max(1, Ordnance.pyRound(size * scale));
@@ -156,10 +188,17 @@ async function scorePhoto(file, index, total) {
   const tiles = Ordnance.tileGrid(width, height, srcTile, overlap);
   const canvas = new OffscreenCanvas(size, size);
   const ctx = canvas.getContext("2d", { willReadFrequently: true, colorSpace: "srgb" });
-  const rows = [], limit = threshold(), batch = Math.max(1, state.graph.batch);
+  const rows = [], limit = threshold(), batch = Math.max(1, state.graph.batch), factor = srcTile / size;
   for (let start = 0; start < tiles.length; start += batch) {
     const group = tiles.slice(start, start + batch);
-    const windows = group.map((tile) => tilePixels(ctx, bitmap, tile, size, srcTile));
+    const windows = group.map((tile) => {
+      const w = tilePixels(ctx, bitmap, tile, size, srcTile);
+      if (!mask) return w;
+      // masked or nodata pixels hold no image: no detection is kept there (the scorer's valid mask)
+      const inside = w.valid;
+      return { pixels: w.pixels, valid: (cx, cy) => inside(cx, cy) &&
+        mask[Math.min(height - 1, tile.row + Math.floor(cy * factor)) * width + Math.min(width - 1, tile.col + Math.floor(cx * factor))] === 1 };
+    });
     const pixels = new Uint8Array(group.length * 3 * size * size);
     windows.forEach((w, i) => pixels.set(w.pixels, i * 3 * size * size));
     const out = await call({ type: "run", pixels, n: group.length }, [pixels.buffer]);
@@ -171,24 +210,34 @@ async function scorePhoto(file, index, total) {
           boxes: Array.from(out.boxes[i]), scores: Array.from(out.scores[i]), labels: out.labels[i] });
       }
       const found = Ordnance.windowDetections(tile, out.boxes[i], out.scores[i], out.labels[i], out.k, limit, size,
-        srcTile / size, windows[i].valid);
+        factor, windows[i].valid);
       for (const r of found) rows.push([tile.index, ...r]);
     });
     $("progress").value = start + group.length;
     $("progress").max = tiles.length;
-    $("progress-text").textContent = `photo ${index + 1} of ${total}: ${start + group.length} of ${tiles.length} tiles, ` +
+    $("progress-text").textContent = `${index + 1} of ${total}: ${start + group.length} of ${tiles.length} tiles, ` +
       `${(state.inferMs / state.tiles).toFixed(0)} ms per tile`;
   }
   const merged = Ordnance.mergeRows(rows);
   const photo = { name: file.name, width, height, pose, geometry, note, scale, tiles: tiles.length, bitmap, candidates: [] };
+  if (geo) photo.geometry = { note: `map grid ${input.source}` };
   for (const m of merged) {
     const cx = (m[0] + m[2]) / 2, cy = (m[1] + m[3]) / 2;
-    const where = pose ? Ordnance.place(pose, geometry, cx, cy, width, height)
-      : { lon: NaN, lat: NaN, location: "pixel", radius: NaN };
+    let where, x = cx, y = cy, crs = "pixel", epsg = 0;
+    if (geo) {
+      x = geo.ox + cx * geo.rx;
+      y = geo.oy + cy * geo.ry;
+      const [lon, lat] = geo.crs.geographic ? [x, y] : proj4(geo.crs.proj4, "WGS84", [x, y]);
+      where = { lon, lat, location: "map", radius: NaN };
+      crs = `EPSG:${geo.crs.epsg}`;
+      epsg = geo.crs.epsg;
+    } else {
+      where = pose ? Ordnance.place(pose, geometry, cx, cy, width, height) : { lon: NaN, lat: NaN, location: "pixel", radius: NaN };
+    }
     const g = gsd || NaN;
     photo.candidates.push({
-      class: card.class_names[m[5]], score: Math.round(m[4] * 1e6) / 1e6, lon: where.lon, lat: where.lat, x: cx, y: cy,
-      crs: "pixel", epsg: 0, location: where.location, position_uncertainty_m: where.radius,
+      class: card.class_names[m[5]], score: Math.round(m[4] * 1e6) / 1e6, lon: where.lon, lat: where.lat, x, y,
+      crs, epsg, location: where.location, position_uncertainty_m: where.radius,
       bbox_px: m.slice(0, 4).map((v) => v.toFixed(1)).join(","), width_m: (m[2] - m[0]) * g, height_m: (m[3] - m[1]) * g,
       gsd_m: g, source: file.name, model_name: card.model_name, model_version: card.model_version,
       model_sha256: state.modelSha256, processed_utc: state.startedUtc, review_status: "unreviewed",

@@ -266,6 +266,36 @@ const Ordnance = (() => {
     return { lon, lat, location: "ground", radius };
   }
 
+  // ---- GeoTIFF coordinates (ordnance/inference/georef.py, for the CRSs the tablet knows) ----
+  /** A GeoTIFF's CRS from its GeoKeys: {epsg, proj4, geographic}; throws with the reason when the tablet cannot
+   * place its pixels (the scorer can: `ordnance score`). */
+  function geotiffCrs(geoKeys) {
+    const keys = geoKeys || {};
+    const projected = keys.ProjectedCSTypeGeoKey, geographic = keys.GeographicTypeGeoKey;
+    if (projected && projected !== 32767) {
+      const south = projected >= 32701 && projected <= 32760, north = projected >= 32601 && projected <= 32660;
+      if (!south && !north) throw new Error(`EPSG:${projected} is not a CRS the tablet knows (UTM on WGS 84, or WGS 84 degrees); score it with ordnance score`);
+      const unit = keys.ProjLinearUnitsGeoKey;
+      if (unit && unit !== 9001) throw new Error(`linear unit ${unit} is not the metre`);
+      const zone = projected % 100;
+      return { epsg: projected, geographic: false, proj4: `+proj=utm +zone=${zone}${south ? " +south" : ""} +datum=WGS84 +units=m +no_defs` };
+    }
+    if (geographic === 4326) return { epsg: 4326, geographic: true, proj4: null };
+    if (geographic || projected) throw new Error(`EPSG:${projected || geographic} is not a CRS the tablet knows (UTM on WGS 84, or WGS 84 degrees); score it with ordnance score`);
+    throw new Error("has no CRS (GeoKeys); the tablet places only georeferenced GeoTIFFs");
+  }
+
+  /** Ground metres per pixel of a north-up grid: the spacing in a UTM CRS; in degrees, the two sides' size on the
+   * ellipsoid at the centre, averaged (as gsd_m does for geographic CRSs). */
+  function gridGsd(crs, resX, resY, lat) {
+    if (!crs.geographic) return Math.abs(resX);
+    const a = 6378137.0, f = 1 / 298.257223563, e2 = f * (2 - f);
+    const phi = (lat * Math.PI) / 180, w = Math.sqrt(1 - e2 * Math.sin(phi) ** 2);
+    const across = ((Math.abs(resX) * Math.PI) / 180) * (a / w) * Math.cos(phi);
+    const along = ((Math.abs(resY) * Math.PI) / 180) * ((a * (1 - e2)) / w ** 3);
+    return (across + along) / 2;
+  }
+
   // ---- output tables (ordnance/inference/writers.py: the same fields in the same order) ----
   function csvCell(value) {
     if (value === null || value === undefined || (typeof value === "number" && Number.isNaN(value))) return "";
@@ -309,7 +339,7 @@ const Ordnance = (() => {
 
   return {
     onnxMetadata, readCard, checkGraph, pyRound, tileGrid, windowDetections, mergeRows, readPose, frameGeometry, place,
-    lonlatOffset, toCSV, toGeoJSON, toKML,
+    lonlatOffset, geotiffCrs, gridGsd, toCSV, toGeoJSON, toKML,
   };
 })();
 

@@ -89,7 +89,7 @@ def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_pat
     model = blob_model(256)
     app = tmp_path / "app"
     record = build_tablet(app, model)
-    assert record["model"]["sha256"] and set(record["vendor"]) == {"onnxruntime-web", "exifr"}
+    assert record["model"]["sha256"] and set(record["vendor"]) == {"onnxruntime-web", "exifr", "geotiff", "proj4"}
     out = tmp_path / "scored"
     result = CliRunner().invoke(cli, ["score", str(photos[0].parent), "--model", str(model), "-o", str(out),
                                       "--format", "csv", "--no-progress", "--no-review"])  # fmt: skip
@@ -159,3 +159,62 @@ def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_pat
         assert [c["score"] for c in again] == [c["score"] for c in got if c["source"] == "a_dji.jpg"]
         browser.close()
     assert asked > 0 and all(r.startswith(server.origin) or r.startswith("blob:") for r in requests), requests
+
+
+def _csv(out):
+    with open(out / "candidates.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@needs_chromium
+def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_it_cannot_place(
+    tmp_path, blob_model, write_geotiff
+):
+    """UTM metres (RGBA, with a transparent corner holding a blob) and WGS 84 degrees: the same candidates, map coordinates and positions as
+    ``ordnance score``; a CRS the tablet does not know and a rotated grid are refused on the page with the reason."""
+    from affine import Affine
+    from helpers import gaussian_blobs
+    from playwright.sync_api import sync_playwright
+
+    centres = [(60, 60), (200, 120), (330, 260), (520, 400), (90, 430)]
+    data = gaussian_blobs(480, 600, centres)
+    alpha = np.full((1, 480, 600), 255, np.uint8)
+    alpha[:, 300:, 400:] = 0  # no data there: the blob at (520, 400) lies inside it and is not a candidate
+    utm = write_geotiff(np.concatenate([data, alpha]), "utm.tif", photometric="RGB", alpha="YES")
+    degrees = write_geotiff(gaussian_blobs(480, 600, centres), "degrees.tif", crs="EPSG:4326", gsd_m=1e-7,
+                            origin=(33.0, 48.5))  # fmt: skip
+    mercator = write_geotiff(data, "mercator.tif", crs="EPSG:3857")
+    rotated = write_geotiff(data, "rotated.tif", transform=Affine(0.00866, 0.005, 500000.0, 0.005, -0.00866, 5600000.0))
+    model = blob_model(256)
+    expected = {}
+    for path in (utm, degrees):
+        out = tmp_path / f"scored_{path.stem}"
+        result = CliRunner().invoke(cli, ["score", str(path), "--model", str(model), "-o", str(out), "--format", "csv",
+                                          "--no-progress", "--no-review"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        expected[path.name] = _csv(out)
+    assert len(expected["utm.tif"]) == 4 and len(expected["degrees.tif"]) == 5
+    build_tablet(tmp_path / "app", model)
+    requests: list[str] = []
+    with StaticServer(tmp_path / "app", isolate=True) as server, sync_playwright() as p:
+        browser = chromium(p)
+        page = open_tablet(browser.new_context(), server.url("index.html"), requests)
+        for path in (utm, degrees):
+            got = _score_in_page(page, [path])
+            assert len(got) == len(expected[path.name]), path.name
+            for mine, theirs in zip(got, expected[path.name]):
+                same = ("class", "crs", "location")
+                assert [mine[k] for k in same] == [theirs[k] for k in same]
+                assert mine["epsg"] == int(theirs["epsg"]) and abs(mine["score"] - float(theirs["score"])) <= 1e-3
+                assert mine["x"] == pytest.approx(float(theirs["x"]), abs=1e-9 if path is degrees else 1e-6)
+                assert mine["y"] == pytest.approx(float(theirs["y"]), abs=1e-9 if path is degrees else 1e-6)
+                a = UTM.transform(mine["lon"], mine["lat"])
+                b = UTM.transform(float(theirs["lon"]), float(theirs["lat"]))
+                assert math.dist(a, b) < 0.01
+                assert mine["gsd_m"] == pytest.approx(float(theirs["gsd_m"]), rel=1e-3)
+        for path, reason in ((mercator, "EPSG:3857 is not a CRS the tablet knows"), (rotated, "rotated")):
+            page.set_input_files("#photos", str(path))
+            wait_for(page, "!window.ordnanceTablet.busy && window.ordnanceTablet.errors.length > 0")
+            assert f"{path.name}: cannot be scored" in page.inner_text("#error") and reason in page.inner_text("#error")
+            page.evaluate("window.ordnanceTablet.errors.length = 0")
+        browser.close()
