@@ -74,6 +74,9 @@ def render(results: dict) -> str:
     if synthetic:
         where = (f"Loop: {setup['loop']} (a seeded synthetic survey at 1 cm)", "the synthetic training tiles",
                  f"Judge: {setup['judge']} (another seeded survey, other ground)")  # fmt: skip
+    elif setup.get("arm") == "pfm1_train":
+        where = (f"Loop: {setup['loop']} (the four training flights: hard-negative mining)", "the training flights",
+                 f"Judge: {setup['judge']} (the test flight, never trained on)")  # fmt: skip
     elif setup.get("arm") == "pfm1_same":
         where = (f"Loop: {setup['loop']} (one half of the test-flight mosaic)", "the training flights",
                  f"Judge: {setup['judge']} (the other half: same flight, ground and light, items never decided "
@@ -115,7 +118,9 @@ def render(results: dict) -> str:
 
 def main() -> int:
     parts = []
-    for name, title in (("results.json", "Real flights (PFM-1)"), ("results_synthetic.json", "Synthetic surveys")):
+    for name, title in (("results.json", "Real flights (PFM-1)"), ("results_synthetic.json", "Synthetic surveys"),
+                        ("results_train_flights.json", "Training flights reviewed (hard-negative mining), judged on "
+                         "the test flight")):  # fmt: skip
         if (HERE / name).exists():
             parts.append(f"**{title}**\n\n" + render(json.loads((HERE / name).read_text())))
     same = HERE / "results_same_ground.json"

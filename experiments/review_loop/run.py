@@ -23,6 +23,11 @@ tile-row boundary into a northern and a southern half with about half the items 
 loop and the other the judge (two folds). Its models serve this experiment only; the PFM-1 ablation's test-flight
 figures come from models that never saw a test-flight pixel.
 
+The training-flights arm (``--arm pfm1_train``) is hard-negative mining through the same loop: the parent scores
+the mosaic of the four training flights (whose truth the recipe already trains on), the simulated reviewer decides
+its candidates (confirmed items; rejected look-alikes, most of them dead leaves on Phan4_200316_F03), the
+fine-tune learns from them, and the test flight judges. No pixel of the valid or test flights is trained on.
+
 The synthetic arm (``--arm synthetic``) runs the same loop with the synthetic recipe's model at 1 cm on two
 seeded synthetic survey mosaics (``ordnance synth mosaic``: the loop and, on other ground, the judge), fine-tuned
 with configs/finetune_review_synthetic.yaml; its parent ONNX is exported first when missing.
@@ -61,6 +66,8 @@ ARMS = {
              "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
     "pfm1_same": {"results": HERE / "results_same_ground.json", "config": REPO / "configs" / "finetune_review.yaml",
                   "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
+    "pfm1_train": {"results": HERE / "results_train_flights.json", "config": REPO / "configs" / "finetune_review.yaml",
+                   "parity": REPO / "configs" / "pfm1.yaml", "floor_m": 0.05},
     "synthetic": {"results": HERE / "results_synthetic.json",
                   "config": REPO / "configs" / "finetune_review_synthetic.yaml",
                   "parity": REPO / "configs" / "finetune_review_synthetic.yaml", "floor_m": 0.05},
@@ -247,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     DATA.mkdir(parents=True, exist_ok=True)
     if args.arm == "pfm1":
         folds = [(mosaic("valid"), mosaic("test"), "")]
+    elif args.arm == "pfm1_train":
+        folds = [(mosaic("train"), mosaic("test"), "train_")]
     elif args.arm == "pfm1_same":
         half = halves(*mosaic("test"))
         folds = [(half["north"], half["south"], "same_n_"), (half["south"], half["north"], "same_s_")]
