@@ -2,7 +2,7 @@
 
 The app is static files: HTML, JavaScript, the onnxruntime-web WebAssembly runtime, exifr (EXIF, GPS and XMP
 reader), geotiff.js and proj4 (GeoTIFFs and their UTM coordinates), all taken from their npm packages at build time
-at pinned versions whose integrity is checked, and, when bundled, the model. Served once from any web server (or opened from the tablet's own web server app), it
+at pinned versions whose integrity is checked, and, when bundled, the model. Served once from any web server, it
 installs as a progressive web app: a service worker keeps every file, so the page opens and scores with no network
 afterwards, and no request ever leaves the device. The service worker also marks the page cross-origin isolated,
 which lets onnxruntime-web run on several threads.

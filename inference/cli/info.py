@@ -56,7 +56,8 @@ def _text(info: dict) -> str:
         f"classes        {', '.join(card['class_names'])}",
         f"GSD            {gsd}",
         f"tile           {card['tile_size_px']} px, overlap {card['overlap_px']} px, batch "
-        f"{card['batch_size'] or 'dynamic'}, up to {card['max_detections']} detections per tile",
+        f"{card['batch_size'] or 'dynamic'}, up to {card['max_detections']} detections per tile"
+        + (f"; each tile averaged over {card['test_flips']} flipped views" if card.get("test_flips", 1) > 1 else ""),
         f"threshold      {threshold}",
         f"bands          {list(card['band_order'])} -> R, G, B; {card['input_scaling']}",
         *_parity(parity),

@@ -170,8 +170,9 @@ def _csv(out):
 def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_it_cannot_place(
     tmp_path, blob_model, write_geotiff
 ):
-    """UTM metres (RGBA, with a transparent corner holding a blob) and WGS 84 degrees: the same candidates, map coordinates and positions as
-    ``ordnance score``; a CRS the tablet does not know and a rotated grid are refused on the page with the reason."""
+    """UTM metres (RGBA, with a transparent corner holding a blob) and WGS 84 degrees: the same candidates, map
+    coordinates and positions as ``ordnance score``; a CRS the tablet does not know and a rotated grid are refused
+    on the page with the reason."""
     from affine import Affine
     from helpers import gaussian_blobs
     from playwright.sync_api import sync_playwright
