@@ -104,7 +104,7 @@ def _poll(page, expression: str, timeout: float = 3600) -> None:
     raise TimeoutError(expression)
 
 
-def page_run(model: Path, photos: list[Path], screenshot: Path | None = None) -> dict:
+def page_run(model: Path, photos: list[Path], keep: bool = False) -> dict:
     from ordnance.inference.tablet import build_tablet
     from playwright.sync_api import sync_playwright
 
@@ -130,8 +130,9 @@ def page_run(model: Path, photos: list[Path], screenshot: Path | None = None) ->
                 "candidates: s.candidates.length, status: document.getElementById('status').textContent}))"
                 "(window.ordnanceTablet)"
             )
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot))
+            found = None
+            if keep:
+                found = page.evaluate("window.ordnanceTablet.candidates.map(c => ({...c, box: undefined}))")
             version = browser.version
             browser.close()
     finally:
@@ -140,7 +141,47 @@ def page_run(model: Path, photos: list[Path], screenshot: Path | None = None) ->
         "photos": len(photos), "tiles": state["tiles"], "ms_per_tile": state["inferMs"] / state["tiles"],
         "seconds": state["scoreMs"] / 1000, "wall_seconds": wall, "threads": state["threads"],
         "candidates": state["candidates"], "status": state["status"], "chromium": version,
-    }  # fmt: skip
+    } | ({"found": found} if keep else {})  # fmt: skip
+
+
+def test_crop(size: tuple[int, int] = (4096, 3072)) -> Path | None:
+    """The top-left 4096 x 3072 px of the PFM-1 test-flight mosaic (experiments/pfm1/mosaic.py) as a small
+    GeoTIFF: real imagery for the page-against-Python comparison of the real model's candidates."""
+    import rasterio
+    from rasterio.windows import Window
+
+    source = REPO / "experiments" / "pfm1" / "data" / "pfm1_test.tif"
+    out = DATA / "pfm1_test_crop.tif"
+    if out.exists() or not source.exists():
+        return out if out.exists() else None
+    with rasterio.open(source) as src:
+        window = Window(0, 0, *size)
+        profile = src.profile | {"width": size[0], "height": size[1], "transform": src.window_transform(window)}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=window))
+    return out
+
+
+def candidates_parity(page: list[dict], csv_path: Path) -> dict:
+    """The page's candidates against ``ordnance score``'s (same class, box within 0.5 px): how many match, and the
+    largest score and box-edge differences among them."""
+    import csv
+
+    with open(csv_path, newline="") as handle:
+        theirs = list(csv.DictReader(handle))
+    boxes = np.array([[float(v) for v in r["bbox_px"].split(",")] for r in theirs]).reshape(-1, 4)
+    matched, score_diff, edge_diff = 0, 0.0, 0.0
+    for c in page:
+        box = np.array([float(v) for v in c["bbox_px"].split(",")])
+        edge = np.abs(boxes - box).max(axis=1) if len(boxes) else np.zeros(0)
+        same = [i for i in np.flatnonzero(edge <= 0.5) if theirs[i]["class"] == c["class"]]
+        if same:
+            i = min(same, key=lambda k: abs(float(theirs[k]["score"]) - c["score"]))
+            matched += 1
+            score_diff = max(score_diff, abs(float(theirs[i]["score"]) - c["score"]))
+            edge_diff = max(edge_diff, float(edge[i]))
+    return {"page": len(page), "python": len(theirs), "matched": matched, "max_score_diff": score_diff,
+            "max_edge_diff_px": edge_diff}  # fmt: skip
 
 
 def python_run(model: Path, photos: list[Path]) -> dict:
@@ -182,6 +223,15 @@ def main(argv: list[str] | None = None) -> int:
                                         "python": python_run(model, photos[:1])}  # fmt: skip
         print(kind, json.dumps(results[f"one_photo_{kind}"]), flush=True)
         RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    crop = test_crop()
+    if crop is not None:  # the real model on real imagery: the page's candidates against ordnance score's
+        for kind, model in (("fp32", args.fp32), ("int8", args.int8)):
+            run = page_run(model, [crop], keep=True)
+            python_run(model, [crop])
+            scored = DATA / f"scored_{model.stem.replace('.', '_')}_1"
+            results[f"parity_{kind}"] = candidates_parity(run.pop("found"), scored / "candidates.csv")
+            print(kind, results[f"parity_{kind}"], flush=True)
+            RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     results["flight_int8"] = {"model": str(args.int8.relative_to(REPO)),
                               "page": page_run(args.int8, photos),
                               "python": python_run(args.int8, photos)}  # fmt: skip
@@ -213,6 +263,20 @@ def report(results: dict) -> str:
             f"| {label} ({photos}) | {kind} | {page['tiles']} | {page['ms_per_tile']:.0f} | {py['ms_per_tile']:.0f} | "
             f"{ratio:.2f} | {page['seconds']:.0f} | {py['seconds']:.0f} |"
         )
+    parity = [(k, results[f"parity_{k}"]) for k in ("fp32", "int8") if f"parity_{k}" in results]
+    if parity:
+        lines += [
+            "",
+            "The RGB model's candidates on real imagery (the top-left 4096 x 3072 px of the PFM-1 test-flight mosaic,"
+            " a GeoTIFF), page against `ordnance score` at the card's threshold (same class, box within 0.5 px):",
+            "",
+            "| file | candidates, page | candidates, Python | matched | largest score difference | largest box-edge "
+            "difference (px) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for kind, r in parity:
+            lines.append(f"| {kind} | {r['page']} | {r['python']} | {r['matched']} | {r['max_score_diff']:.1e} | "
+                         f"{r['max_edge_diff_px']:.2f} |")  # fmt: skip
     text = "\n".join(lines) + "\n"
     (HERE / "results.md").write_text(text)
     write_readme_block("<!-- tablet:begin -->", "<!-- tablet:end -->", text)

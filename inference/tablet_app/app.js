@@ -137,9 +137,18 @@ async function readGeoTIFF(file) {
   const [ox, oy] = image.getOrigin(), [rx, ry] = image.getResolution();
   const planes = await image.readRasters({ samples: bands >= 4 ? [0, 1, 2, 3] : [0, 1, 2] });
   const nodata = image.getGDALNoData();
+  let internalMask = null; // GDAL's internal mask: a further image of the file flagged as a transparency mask
+  for (let k = 1; k < (await tiff.getImageCount()); k++) {
+    const other = await tiff.getImage(k);
+    const type = other.fileDirectory.NewSubfileType ?? other.fileDirectory.getValue?.("NewSubfileType");
+    if ((type & 4) && other.getWidth() === width && other.getHeight() === height) {
+      internalMask = (await other.readRasters({ samples: [0] }))[0];
+      break;
+    }
+  }
   const rgba = new Uint8ClampedArray(width * height * 4), mask = new Uint8Array(width * height);
   for (let i = 0; i < width * height; i++) {
-    let valid = bands >= 4 ? planes[3][i] > 0 : true;
+    let valid = internalMask ? internalMask[i] > 0 : bands >= 4 ? planes[3][i] > 0 : true;
     if (nodata !== null && valid) valid = planes[0][i] !== nodata || planes[1][i] !== nodata || planes[2][i] !== nodata;
     mask[i] = valid ? 1 : 0;
     if (valid) { rgba[4 * i] = planes[0][i]; rgba[4 * i + 1] = planes[1][i]; rgba[4 * i + 2] = planes[2][i]; }

@@ -173,6 +173,7 @@ def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_
     """UTM metres (RGBA, with a transparent corner holding a blob) and WGS 84 degrees: the same candidates, map
     coordinates and positions as ``ordnance score``; a CRS the tablet does not know and a rotated grid are refused
     on the page with the reason."""
+    import rasterio
     from affine import Affine
     from helpers import gaussian_blobs
     from playwright.sync_api import sync_playwright
@@ -182,25 +183,28 @@ def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_
     alpha = np.full((1, 480, 600), 255, np.uint8)
     alpha[:, 300:, 400:] = 0  # no data there: the blob at (520, 400) lies inside it and is not a candidate
     utm = write_geotiff(np.concatenate([data, alpha]), "utm.tif", photometric="RGB", alpha="YES")
+    masked = write_geotiff(data, "masked.tif")  # the same corner hidden by GDAL's internal mask instead
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(masked, "r+") as dst:
+        dst.write_mask(alpha[0])
     degrees = write_geotiff(gaussian_blobs(480, 600, centres), "degrees.tif", crs="EPSG:4326", gsd_m=1e-7,
                             origin=(33.0, 48.5))  # fmt: skip
     mercator = write_geotiff(data, "mercator.tif", crs="EPSG:3857")
     rotated = write_geotiff(data, "rotated.tif", transform=Affine(0.00866, 0.005, 500000.0, 0.005, -0.00866, 5600000.0))
     model = blob_model(256)
     expected = {}
-    for path in (utm, degrees):
+    for path in (utm, masked, degrees):
         out = tmp_path / f"scored_{path.stem}"
         result = CliRunner().invoke(cli, ["score", str(path), "--model", str(model), "-o", str(out), "--format", "csv",
                                           "--no-progress", "--no-review"])  # fmt: skip
         assert result.exit_code == 0, result.output
         expected[path.name] = _csv(out)
-    assert len(expected["utm.tif"]) == 4 and len(expected["degrees.tif"]) == 5
+    assert len(expected["utm.tif"]) == len(expected["masked.tif"]) == 4 and len(expected["degrees.tif"]) == 5
     build_tablet(tmp_path / "app", model)
     requests: list[str] = []
     with StaticServer(tmp_path / "app", isolate=True) as server, sync_playwright() as p:
         browser = chromium(p)
         page = open_tablet(browser.new_context(), server.url("index.html"), requests)
-        for path in (utm, degrees):
+        for path in (utm, masked, degrees):
             got = _score_in_page(page, [path])
             assert len(got) == len(expected[path.name]), path.name
             for mine, theirs in zip(got, expected[path.name]):
