@@ -160,10 +160,17 @@ def build_tablet(out: str | Path, model: str | Path | None = None, *, cache: Pat
                 "version": card.model_version,
             }
         files = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
-        record["files"] = {f: file_sha256(stage / f) for f in files}
-        # the service worker's cache name changes with any file, so an updated app replaces the old one
-        digest = hashlib.sha256(json.dumps(record["files"], sort_keys=True).encode()).hexdigest()[:16]
+        hashes = {f: file_sha256(stage / f) for f in files}
+        # The service worker's cache name changes with any other file and is written into the worker itself: a
+        # browser looks for a new app only when sw.js changes, and then replaces the old cache whole.
+        digest = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
         record["cache"] = f"ordnance-tablet-{digest}"
+        worker = stage / "sw.js"
+        source = worker.read_text()
+        if '"use strict";\n' not in source:
+            raise OutputError("the service worker template has no 'use strict' line", worker)
+        worker.write_text(source.replace('"use strict";\n', f'"use strict";\nconst CACHE = "{record["cache"]}";\n', 1))
+        record["files"] = hashes | {"sw.js": file_sha256(worker)}
         (stage / "app.json").write_text(json.dumps(record, indent=2, sort_keys=True))
         old = out.with_name(f".{out.name}.old")
         if out.exists():

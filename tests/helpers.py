@@ -206,11 +206,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def wait_for(page, expression: str, timeout: float = 120.0) -> None:
     """Poll a page expression (the app's Content-Security-Policy forbids the string evaluation Playwright's
-    wait_for_function uses)."""
+    wait_for_function uses); a page that reloads itself meanwhile is polled again."""
+    from playwright.sync_api import Error
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if page.evaluate(expression):
-            return
+        try:
+            if page.evaluate(expression):
+                return
+        except Error as error:  # the page navigated (the app reloads into a new version): poll the new one
+            if "context was destroyed" not in str(error) and "navigat" not in str(error):
+                raise
         time.sleep(0.1)
     raise TimeoutError(f"{expression} still false; errors: {page.evaluate('window.ordnanceTablet.errors')}")
 

@@ -383,7 +383,17 @@ function exportAs(kind) {
 // ---- start ----
 async function init() {
   if ("serviceWorker" in navigator && location.protocol.startsWith("http")) {
-    navigator.serviceWorker.register("sw.js").catch((error) => showError(`offline cache not installed: ${error.message}`));
+    // A rebuilt app is a new service worker: look for one on every open (when online) and, once it has taken over,
+    // reload into it unless photos are open (their decisions live in this page until exported).
+    const hadController = Boolean(navigator.serviceWorker.controller);
+    navigator.serviceWorker.addEventListener("controllerchange", () => {
+      if (!hadController) return;
+      if (state.photos.length === 0 && !state.busy) location.reload();
+      else status("a new version of the app is installed: it opens next time");
+    });
+    navigator.serviceWorker.register("sw.js")
+      .then((registration) => registration.update().catch(() => undefined))
+      .catch((error) => showError(`offline cache not installed: ${error.message}`));
   }
   $("photos").addEventListener("change", (event) => scorePhotos(event.target.files));
   $("model-file").addEventListener("change", async (event) => {

@@ -223,3 +223,30 @@ def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_
             assert f"{path.name}: cannot be scored" in page.inner_text("#error") and reason in page.inner_text("#error")
             page.evaluate("window.ordnanceTablet.errors.length = 0")
         browser.close()
+
+
+@needs_chromium
+def test_a_rebuilt_app_replaces_the_installed_one_on_the_next_opens(tmp_path, blob_model):
+    """The tablet keeps the app offline; when the team serves a rebuilt app (a new model), the next opens install
+    it and drop the old cache whole."""
+    from ordnance.inference.card import ModelCard
+    from playwright.sync_api import sync_playwright
+
+    first = build_tablet(tmp_path / "app", blob_model(256))
+    card = ModelCard(class_names=("ap_mine",), tile_size_px=256, gsd_m=0.01, overlap_px=64, model_name="blobnet-v2")
+    requests: list[str] = []
+    with StaticServer(tmp_path / "app", isolate=True) as server, sync_playwright() as p:
+        browser = chromium(p)
+        context = browser.new_context()
+        page = open_tablet(context, server.url("index.html"), requests)
+        assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active !== null)")
+        assert "blobnet 0" in page.inner_text("#card")
+        second = build_tablet(tmp_path / "app", blob_model(256, card=card, name="v2.onnx"))
+        assert second["cache"] != first["cache"]
+        for _ in range(4):  # the browser finds the new worker on an open; it takes over and serves the new files
+            page = open_tablet(context, server.url("index.html"), requests)
+            if "blobnet-v2" in page.inner_text("#card"):
+                break
+        assert "blobnet-v2" in page.inner_text("#card")
+        assert page.evaluate("caches.keys()") == [second["cache"]]
+        browser.close()
