@@ -274,7 +274,14 @@ async function scorePhotos(files) {
       }
     }
     let id = 1;
-    for (const photo of state.photos) for (const c of photo.candidates) { c.id = id++; state.candidates.push(c); }
+    const decided = storedDecisions();
+    for (const photo of state.photos) {
+      for (const c of photo.candidates) {
+        c.id = id++;
+        c.review_status = decided[decisionKey(c)] || "unreviewed";
+        state.candidates.push(c);
+      }
+    }
     state.scoreMs = performance.now() - started;
     render();
   } finally {
@@ -304,8 +311,23 @@ function drawPhoto(canvas, photo) {
   }
 }
 
+// Decisions are kept in the browser's storage as they are taken (a tablet may close the page at any moment), keyed
+// by the model, the image and the candidate's box; the same image scored again by the same model gets them back.
+const DECISIONS = "ordnance-tablet-decisions";
+function decisionKey(c) { return `${c.model_sha256}|${c.source}|${c.bbox_px}|${c.class}`; }
+function storedDecisions() {
+  try { return JSON.parse(localStorage.getItem(DECISIONS) || "{}"); } catch (error) { return {}; }
+}
+function storeDecision(candidate) {
+  const all = storedDecisions();
+  if (candidate.review_status === "unreviewed") delete all[decisionKey(candidate)];
+  else all[decisionKey(candidate)] = candidate.review_status;
+  try { localStorage.setItem(DECISIONS, JSON.stringify(all)); } catch (error) { showError(`decisions not saved on the device (${error.message}); export them now`); }
+}
+
 function decide(candidate, decision, row, canvas, photo) {
   candidate.review_status = candidate.review_status === decision ? "unreviewed" : decision;
+  storeDecision(candidate);
   row.className = candidate.review_status;
   drawPhoto(canvas, photo);
   summary();

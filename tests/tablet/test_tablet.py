@@ -148,6 +148,12 @@ def test_the_page_scores_photos_as_ordnance_score_does_and_works_offline(tmp_pat
             status = values[list(meta["fields"]).index("review_status")]
             assert sorted(status)[:2] == ["confirmed", "rejected"], kind
 
+        # decisions survive the page: opened again and the same photo scored, they are back
+        kept = open_tablet(context, server.url("index.html"), requests)
+        _score_in_page(kept, photos[:1])
+        assert kept.locator("tr.confirmed").count() == 1 and kept.locator("tr.rejected").count() == 1
+        kept.close()
+
         # offline: the service worker holds every file; the page opens and scores with no server at all
         assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active !== null)")
         asked = len(server.paths)
