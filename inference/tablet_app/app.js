@@ -116,6 +116,11 @@ async function readPhoto(file) {
   } catch (error) {
     tags = null; // a photo without readable tags is scored, its candidates stay in pixels
   }
+  const orientation = tags && tags.Orientation;
+  if (orientation && orientation !== 1) {
+    // the browser turns such a photo upright, the scorer and the camera's heading take its pixels as stored
+    throw new Error(`EXIF orientation ${orientation}: a photo stored turned is not placed by the tablet; score it with ordnance score`);
+  }
   const bitmap = await createImageBitmap(file, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
   const pose = Ordnance.readPose(tags);
   const geometry = pose ? Ordnance.frameGeometry(pose, bitmap.width, bitmap.height) : null;

@@ -182,6 +182,7 @@ def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_
     import rasterio
     from affine import Affine
     from helpers import gaussian_blobs
+    from PIL import Image
     from playwright.sync_api import sync_playwright
 
     centres = [(60, 60), (200, 120), (330, 260), (520, 400), (90, 430)]
@@ -223,7 +224,13 @@ def test_the_page_scores_small_geotiffs_as_ordnance_score_does_and_refuses_what_
                 b = UTM.transform(float(theirs["lon"]), float(theirs["lat"]))
                 assert math.dist(a, b) < 0.01
                 assert mine["gsd_m"] == pytest.approx(float(theirs["gsd_m"]), rel=1e-3)
-        for path, reason in ((mercator, "EPSG:3857 is not a CRS the tablet knows"), (rotated, "rotated")):
+        turned = tmp_path / "turned.jpg"  # EXIF orientation 6: a browser would show it turned by 90 degrees
+        exif = Image.Exif()
+        exif[Base.Orientation] = 6
+        Image.fromarray(data.transpose(1, 2, 0)).save(turned, quality=95, exif=exif)
+        refusals = ((mercator, "EPSG:3857 is not a CRS the tablet knows"), (rotated, "rotated"),
+                    (turned, "EXIF orientation 6"))  # fmt: skip
+        for path, reason in refusals:
             page.set_input_files("#photos", str(path))
             wait_for(page, "!window.ordnanceTablet.busy && window.ordnanceTablet.errors.length > 0")
             assert f"{path.name}: cannot be scored" in page.inner_text("#error") and reason in page.inner_text("#error")
