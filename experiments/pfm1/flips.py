@@ -9,6 +9,7 @@ ablation's rows. Results go to flips.json beside this script (a finished entry i
 table is written by report.py.
 
     .venv/bin/python experiments/pfm1/flips.py synth_real_f03 --flips 1 2 4 [--mosaic]
+    .venv/bin/python experiments/pfm1/flips.py NAME=path/to.ckpt --flips 1
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def evaluate(subcommand: str, ckpt: str, flips: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stages", nargs="+", help="finished stages of run.py (their checkpoints in results.json)")
+    parser.add_argument("stages", nargs="+", help="stages of run.py (checkpoints in results.json), or NAME=CHECKPOINT")
     parser.add_argument("--flips", type=int, nargs="+", default=[1, 2, 4], choices=[1, 2, 4])
     parser.add_argument("--mosaic", action="store_true", help="also export with the flips and score the test mosaic")
     args = parser.parse_args(argv)
@@ -56,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     stages = json.loads(RESULTS.read_text())
     results = _load()
     for name in args.stages:
-        ckpt = stages[name]["checkpoint"]
+        name, _, path = name.partition("=")  # NAME=CHECKPOINT evaluates a checkpoint that is not an ablation stage
+        ckpt = path or stages[name]["checkpoint"]
         for flips in args.flips:
             key = f"{name}/{flips}"
             entry = results.setdefault(key, {"stage": name, "flips": flips, "checkpoint": ckpt})
