@@ -126,8 +126,11 @@ def test_ctrl_c_stops_every_session_at_once_and_the_run_resumes(large_survey, tm
     subprocess.run([str(ORDNANCE), "score", *argv, "-o", str(reference), "--sessions", "1"], check=True,
                    capture_output=True)  # fmt: skip
     out = tmp_path / "interrupted"
+    # SIGINT as a terminal sends it; a shell that starts the test suite in the background has it ignored, which a
+    # child would inherit (and Python then installs no KeyboardInterrupt handler)
     process = subprocess.Popen([str(ORDNANCE), "score", *argv, "-o", str(out)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+                               stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
     def windows_done() -> int:
         files = list((out / PARTIAL_DIR).glob("*.jsonl")) if (out / PARTIAL_DIR).exists() else []
@@ -136,6 +139,7 @@ def test_ctrl_c_stops_every_session_at_once_and_the_run_resumes(large_survey, tm
 
     while windows_done() < 200 and process.poll() is None:  # scoring in both sessions
         time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
     process.wait(timeout=120)
     assert process.returncode != 0
