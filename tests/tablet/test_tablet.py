@@ -263,3 +263,40 @@ def test_a_rebuilt_app_replaces_the_installed_one_on_the_next_opens(tmp_path, bl
         assert "blobnet-v2" in page.inner_text("#card")
         assert page.evaluate("caches.keys()") == [second["cache"]]
         browser.close()
+
+
+@needs_chromium
+def test_a_model_opened_on_the_device_is_checked_on_the_page(tmp_path, blob_model):
+    """Without a bundled model the page asks for one; a file without a card, or whose graph takes float input
+    instead of the contract's uint8 tiles, is refused on the page with the reason, and the page cannot score."""
+    import onnx
+    from onnx import TensorProto
+    from playwright.sync_api import sync_playwright
+
+    good = blob_model(256)
+    bare = onnx.load(good)
+    del bare.metadata_props[:]
+    onnx.save(bare, tmp_path / "bare.onnx")
+    floats = onnx.load(good)
+    floats.graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
+    onnx.save(floats, tmp_path / "floats.onnx")
+    record = build_tablet(tmp_path / "app")
+    assert record["model"] is None and "model.onnx" not in record["files"]
+    requests: list[str] = []
+    with StaticServer(tmp_path / "app", isolate=True) as server, sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_context().new_page()
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server.url("index.html"))
+        wait_for(page, "window.ordnanceTablet && window.ordnanceTablet.app !== null")
+        assert page.locator("#model-picker").is_visible() and page.locator("#photos").is_disabled()
+        for name, reason in (("bare.onnx", "no ordnance model card"), ("floats.onnx", "not the contract's uint8")):
+            page.set_input_files("#model-file", str(tmp_path / name))
+            wait_for(page, "window.ordnanceTablet.errors.length > 0")
+            assert page.inner_text("#error").startswith(f"{name}: ")
+            assert reason in page.inner_text("#error") and page.locator("#photos").is_disabled()
+            page.evaluate("window.ordnanceTablet.errors.length = 0")
+        page.set_input_files("#model-file", str(good))
+        wait_for(page, "window.ordnanceTablet.ready")
+        assert "blobnet" in page.inner_text("#card") and page.locator("#photos").is_enabled()
+        browser.close()
