@@ -84,6 +84,11 @@ def test_wheel_installs_without_train_extra(tmp_path):
         timeout=600,
     )
     wheel = next((tmp_path / "dist").glob("ordnance-*.whl"))
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    app = {f"ordnance/inference/tablet_app/{n}" for n in ("index.html", "app.js", "ordnance.js", "worker.js", "sw.js")}
+    assert app <= names, sorted(app - names)  # the tablet app's files travel with the package
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
