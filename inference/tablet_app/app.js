@@ -425,7 +425,9 @@ async function init() {
   $("photos").addEventListener("change", (event) => scorePhotos(event.target.files));
   $("model-file").addEventListener("change", async (event) => {
     const file = event.target.files[0];
-    if (file) await loadModel(await file.arrayBuffer(), file.name);
+    if (!file) return;
+    const buffer = await file.arrayBuffer();
+    if (await loadModel(buffer, file.name)) await keepModel(buffer, file.name);
   });
   $("export-csv").onclick = () => exportAs("csv");
   $("export-geojson").onclick = () => exportAs("geojson");
@@ -442,7 +444,33 @@ async function init() {
     await loadModel(await response.arrayBuffer(), state.app.model.source);
   } else {
     $("model-picker").hidden = false;
-    status("open a model");
+    const kept = await keptModel();
+    if (kept && (await loadModel(kept.buffer, kept.name))) {
+      status(`${$("status").textContent}; ${kept.name} kept on this device from an earlier open (open another to replace it)`);
+    } else {
+      status("open a model");
+    }
+  }
+}
+
+// A model opened from the device's storage is kept in the browser (a cache of its own, which app updates leave
+// alone), so the next open, offline too, scores with it without asking again.
+const KEPT = "ordnance-kept-model";
+async function keepModel(buffer, name) {
+  try {
+    const cache = await caches.open(KEPT);
+    await cache.put("model.onnx", new Response(buffer, { headers: { "X-Model-Name": encodeURIComponent(name) } }));
+  } catch (error) {
+    status(`${$("status").textContent}; the model is not kept on this device (${error.message})`);
+  }
+}
+async function keptModel() {
+  try {
+    const response = await (await caches.open(KEPT)).match("model.onnx");
+    if (!response) return null;
+    return { buffer: await response.arrayBuffer(), name: decodeURIComponent(response.headers.get("X-Model-Name") || "model.onnx") };
+  } catch (error) {
+    return null;
   }
 }
 

@@ -268,7 +268,8 @@ def test_a_rebuilt_app_replaces_the_installed_one_on_the_next_opens(tmp_path, bl
 @needs_chromium
 def test_a_model_opened_on_the_device_is_checked_on_the_page(tmp_path, blob_model):
     """Without a bundled model the page asks for one; a file without a card, or whose graph takes float input
-    instead of the contract's uint8 tiles, is refused on the page with the reason, and the page cannot score."""
+    instead of the contract's uint8 tiles, is refused on the page with the reason, and the page cannot score. A
+    good one is kept on the device for the next open, offline too."""
     import onnx
     from onnx import TensorProto
     from playwright.sync_api import sync_playwright
@@ -299,4 +300,13 @@ def test_a_model_opened_on_the_device_is_checked_on_the_page(tmp_path, blob_mode
         page.set_input_files("#model-file", str(good))
         wait_for(page, "window.ordnanceTablet.ready")
         assert "blobnet" in page.inner_text("#card") and page.locator("#photos").is_enabled()
+        # kept on the device: the next open, with the server gone, scores with it without asking
+        assert page.evaluate("navigator.serviceWorker.ready.then((r) => r.active !== null)")
+        wait_for(page, "caches.has('ordnance-kept-model')")
+        server.__exit__()
+        page.context.set_offline(True)
+        again = page.context.new_page()
+        again.goto(server.url("index.html"))
+        wait_for(again, "window.ordnanceTablet && window.ordnanceTablet.ready")
+        assert "blob.onnx" in again.inner_text("#card") and "kept on this device" in again.inner_text("#status")
         browser.close()
