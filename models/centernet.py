@@ -157,16 +157,13 @@ def flip_averaged(run, images: torch.Tensor, flips: int) -> dict[str, torch.Tens
     if flips not in (1, 2, 4):
         raise ValueError(f"test_flips must be 1, 2 or 4, got {flips}")
     n = images.shape[0]
-    views = [
-        images if not (fx or fy) else images.flip([d for d, f in ((3, fx), (2, fy)) if f]) for fx, fy in FLIPS[:flips]
-    ]
-    maps = run(torch.cat(views))
+    dims = [[d for d, f in ((3, fx), (2, fy)) if f] for fx, fy in FLIPS[:flips]]  # the axes each view flips
+    maps = run(torch.cat([images.flip(axes) if axes else images for axes in dims]))
     heat, size, offset = 0.0, 0.0, 0.0
     for i, (fx, fy) in enumerate(FLIPS[:flips]):
         part = {name: value[i * n : (i + 1) * n].float() for name, value in maps.items()}
-        dims = [d for d, f in ((3, fx), (2, fy)) if f]
-        if dims:
-            part = {name: value.flip(dims) for name, value in part.items()}
+        if dims[i]:
+            part = {name: value.flip(dims[i]) for name, value in part.items()}
         ox, oy = part["offset"][:, 0:1], part["offset"][:, 1:2]
         heat = heat + torch.sigmoid(part["heatmap"])
         size = size + part["size"]

@@ -32,13 +32,39 @@ def gaussian_blobs(
     return np.repeat(np.clip(image, 0, 255).astype(np.uint8)[None], 3, axis=0)
 
 
-class RangeServer:
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 with a free port, run in the background while used as a context
+    manager; ``url(name)`` is a file's URL."""
+
+    def _serve(self, handler) -> None:
+        import http.server
+        import threading
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def url(self, name: str) -> str:
+        return f"{self.origin}/{name}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+class RangeServer(_LocalServer):
     """A local HTTP server for one folder that answers HEAD and byte-range GETs (as object storage does) and
     counts the bytes it sends. Use as a context manager; ``url(name)`` is a file's URL."""
 
     def __init__(self, root) -> None:
         import http.server
-        import threading
         from pathlib import Path
 
         self.root = Path(root)
@@ -88,22 +114,10 @@ class RangeServer:
                 self.wfile.write(body)
                 server.bytes_sent += len(body)
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/{name}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(Handler)
 
 
-class StaticServer:
+class StaticServer(_LocalServer):
     """A plain static web server for one folder on 127.0.0.1 (as a team would serve the tablet app once), that
     records the paths asked for. With ``isolate`` it sends the two headers that make a page cross-origin
     isolated. Use as a context manager; ``url(name)`` is a file's URL."""
@@ -111,7 +125,6 @@ class StaticServer:
     def __init__(self, root, isolate: bool = False) -> None:
         import functools
         import http.server
-        import threading
 
         self.paths: list[str] = []
         server = self
@@ -126,30 +139,14 @@ class StaticServer:
                     self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
                 super().end_headers()
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def origin(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def url(self, name: str) -> str:
-        return f"{self.origin}/{name}"
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        self._serve(functools.partial(Handler, directory=str(root)))
 
 
 # Drone photos with known geometry: a camera at a known position, height, lens and heading (EXIF and DJI XMP).
 CAMERA_LONLAT = (33.0, 48.5)  # on the central meridian of UTM 36N: grid north is true north there
 
 
-def _dms(value: float) -> tuple[float, float, float]:
+def exif_dms(value: float) -> tuple[float, float, float]:
     degrees = int(value)
     minutes = int((value - degrees) * 60)
     return float(degrees), float(minutes), round((value - degrees - minutes / 60) * 3600, 6)
@@ -175,9 +172,9 @@ def drone_photo(path, width, height, centres, *, xmp: str = "", exif_extra=None,
     exif[Base.Make] = "DJI"
     gps = {
         GPS.GPSLatitudeRef: "N",
-        GPS.GPSLatitude: _dms(CAMERA_LONLAT[1]),
+        GPS.GPSLatitude: exif_dms(CAMERA_LONLAT[1]),
         GPS.GPSLongitudeRef: "E",
-        GPS.GPSLongitude: _dms(CAMERA_LONLAT[0]),
+        GPS.GPSLongitude: exif_dms(CAMERA_LONLAT[0]),
         **(gps_extra or {}),
     }
     exif[IFD.GPSInfo] = gps

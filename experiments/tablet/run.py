@@ -15,14 +15,11 @@ results.json and results.md beside this script and the block in experiments/READ
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -31,19 +28,15 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(REPO / "tests"))
 from common import write_readme_block  # noqa: E402
+from helpers import StaticServer, chromium, dji_xmp, exif_dms, wait_for  # noqa: E402
 
 DATA = HERE / "data"
 RESULTS = HERE / "results.json"
 DEFAULT = REPO / "experiments" / "pfm1" / "data" / "synth_real_f03.onnx"  # the RGB recipe's export (run.py)
 PHOTO_W, PHOTO_H = 4000, 3000  # a 12 MP drone camera
 HEIGHT_M, FOCAL_MM = 10.0, 4.5
-
-
-def _dms(value: float) -> tuple[float, float, float]:
-    d = int(value)
-    m = int((value - d) * 60)
-    return float(d), float(m), round((value - d - m / 60) * 3600, 6)
 
 
 def write_flight(folder: Path, n: int, gsd_m: float) -> list[Path]:
@@ -63,45 +56,17 @@ def write_flight(folder: Path, n: int, gsd_m: float) -> list[Path]:
         image = np.tile(block, (3, 4, 1))[:PHOTO_H, :PHOTO_W]  # content matters little for speed
         exif = Image.Exif()
         exif[Base.Make] = "DJI"
-        exif[IFD.GPSInfo] = {GPS.GPSLatitudeRef: "N", GPS.GPSLatitude: _dms(48.5 + i * 1e-5), GPS.GPSLongitudeRef: "E",
-                             GPS.GPSLongitude: _dms(33.0)}  # fmt: skip
+        exif[IFD.GPSInfo] = {GPS.GPSLatitudeRef: "N", GPS.GPSLatitude: exif_dms(48.5 + i * 1e-5),
+                             GPS.GPSLongitudeRef: "E", GPS.GPSLongitude: exif_dms(33.0)}  # fmt: skip
         sub = exif.get_ifd(IFD.Exif)
         sub[Base.FocalLength] = FOCAL_MM
         sub[Base.FocalPlaneXResolution] = 1 / pitch_mm
         sub[Base.FocalPlaneResolutionUnit] = 4
-        xmp = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-               '<rdf:Description xmlns:drone-dji="http://www.dji.com/drone-dji/1.0/" '
-               f'drone-dji:RelativeAltitude="+{HEIGHT_M:.2f}" drone-dji:GimbalYawDegree="+12.0" '
-               'drone-dji:GimbalPitchDegree="-90.0"/></rdf:RDF></x:xmpmeta>')  # fmt: skip
+        xmp = dji_xmp(HEIGHT_M, 12.0, -90.0)
         tmp = path.with_suffix(".partial.jpg")
         Image.fromarray(image).save(tmp, quality=92, exif=exif, xmp=xmp.encode())
         os.replace(tmp, path)
     return photos
-
-
-class Server:
-    def __init__(self, root: Path) -> None:
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def end_headers(self) -> None:
-                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
-                super().end_headers()
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/index.html"
-
-
-def _poll(page, expression: str, timeout: float = 3600) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if page.evaluate(expression):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(expression)
 
 
 def page_run(model: Path, photos: list[Path], keep: bool = False) -> dict:
@@ -110,33 +75,28 @@ def page_run(model: Path, photos: list[Path], keep: bool = False) -> dict:
 
     app = DATA / f"app_{model.stem.replace('.', '_')}"
     build_tablet(app, model)
-    server = Server(app)
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(server.url)
-            _poll(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length)")
-            errors = page.evaluate("window.ordnanceTablet.errors")
-            if errors:
-                raise RuntimeError(f"{model}: {errors}")
-            started = time.perf_counter()
-            page.set_input_files("#photos", [str(p) for p in photos])
-            _poll(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy")
-            wall = time.perf_counter() - started
-            state = page.evaluate(
-                "(s => ({tiles: s.tiles, inferMs: s.inferMs, scoreMs: s.scoreMs, threads: s.graph.threads, "
-                "candidates: s.candidates.length, status: document.getElementById('status').textContent}))"
-                "(window.ordnanceTablet)"
-            )
-            found = None
-            if keep:
-                found = page.evaluate("window.ordnanceTablet.candidates.map(c => ({...c, box: undefined}))")
-            version = browser.version
-            browser.close()
-    finally:
-        server.httpd.shutdown()
+    with StaticServer(app, isolate=True) as server, sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(server.url("index.html"))
+        wait_for(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length)")
+        errors = page.evaluate("window.ordnanceTablet.errors")
+        if errors:
+            raise RuntimeError(f"{model}: {errors}")
+        started = time.perf_counter()
+        page.set_input_files("#photos", [str(p) for p in photos])
+        wait_for(page, f"window.ordnanceTablet.photos.length === {len(photos)} && !window.ordnanceTablet.busy", 3600)
+        wall = time.perf_counter() - started
+        state = page.evaluate(
+            "(s => ({tiles: s.tiles, inferMs: s.inferMs, scoreMs: s.scoreMs, threads: s.graph.threads, "
+            "candidates: s.candidates.length, status: document.getElementById('status').textContent}))"
+            "(window.ordnanceTablet)"
+        )
+        found = None
+        if keep:
+            found = page.evaluate("window.ordnanceTablet.candidates.map(c => ({...c, box: undefined}))")
+        version = browser.version
+        browser.close()
     return {
         "photos": len(photos), "tiles": state["tiles"], "ms_per_tile": state["inferMs"] / state["tiles"],
         "seconds": state["scoreMs"] / 1000, "wall_seconds": wall, "threads": state["threads"],

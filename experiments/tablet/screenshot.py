@@ -3,15 +3,13 @@ ground offsets), one candidate confirmed and one rejected."""
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
-from helpers import StaticServer, dji_xmp, drone_photo, ground_pixels  # noqa: E402
+from helpers import StaticServer, chromium, dji_xmp, drone_photo, ground_pixels, wait_for  # noqa: E402
 
 
 def main() -> int:
@@ -30,16 +28,13 @@ def main() -> int:
                             xmp=dji_xmp(agl, 20.0, -90.0),
                             exif_extra={Base.FocalLength: focal, Base.FocalPlaneXResolution: agl / (gsd * focal),
                                         Base.FocalPlaneResolutionUnit: 4})  # fmt: skip
-        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
         with StaticServer(tmp / "app", isolate=True) as server, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"])
+            browser = chromium(p)
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
             page.goto(server.url("index.html"))
-            while not page.evaluate("window.ordnanceTablet && window.ordnanceTablet.ready"):
-                time.sleep(0.1)
+            wait_for(page, "window.ordnanceTablet && window.ordnanceTablet.ready")
             page.set_input_files("#photos", str(photo))
-            while not page.evaluate("window.ordnanceTablet.photos.length === 1 && !window.ordnanceTablet.busy"):
-                time.sleep(0.1)
+            wait_for(page, "window.ordnanceTablet.photos.length === 1 && !window.ordnanceTablet.busy")
             page.locator("tr[data-id='1'] button.confirm").click()
             page.locator("tr[data-id='2'] button.reject").click()
             page.screenshot(path=str(REPO / "docs" / "tablet.png"), full_page=True)
