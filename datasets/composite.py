@@ -161,14 +161,16 @@ def paste_drawn(image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dic
             continue
         top, left = spot
         region = image[top : top + h, left : left + w]
-        offset = -np.array(sun) * (stamp.height_px * 1.2 + 1)
+        # Sun elevation and cloud vary: a short faint shadow under a high or veiled sun, a long dark one under a low.
+        offset = -np.array(sun) * (stamp.height_px * rng.uniform(0.2, 1.4) + 1)
         shadow = np.roll(np.roll(stamp.alpha, int(round(offset[1])), 0), int(round(offset[0])), 1)
         shadow = cv2.GaussianBlur(shadow, (0, 0), max(0.6, float(np.abs(offset).max()) / 3))
-        region *= (1 - rng.uniform(0.25, 0.5) * shadow)[..., None]
+        region *= (1 - rng.uniform(0.0, 0.5) * shadow)[..., None]
         colour = stamp.colour * (region.mean((0, 1)).mean() / 110.0) ** 0.5  # follow the scene's exposure
         alpha = stamp.alpha
-        if rng.random() < 0.5:
-            sigma = rng.uniform(0.4, 1.2)
+        colour = colour * alpha[..., None]  # blur premultiplied, so that edges do not darken towards black
+        if rng.random() < 0.6:  # orthophotos are soft: resampling and blending add to the lens's defocus
+            sigma = rng.uniform(0.5, 1.8)
             colour, alpha = cv2.GaussianBlur(colour, (0, 0), sigma), cv2.GaussianBlur(alpha, (0, 0), sigma)
         else:
             length = int(rng.integers(2, 5))
@@ -178,6 +180,7 @@ def paste_drawn(image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dic
             kernel = cv2.warpAffine(kernel, rot, (length, length))
             kernel /= max(kernel.sum(), 1e-6)
             colour, alpha = cv2.filter2D(colour, -1, kernel), cv2.filter2D(alpha, -1, kernel)
+        colour = colour / np.maximum(alpha, 1e-3)[..., None]
         colour = colour + rng.normal(0, sigma_noise, colour.shape).astype(np.float32)
         _blend(image, colour, alpha, top, left)
         x0, y0, x1, y1 = stamp.box

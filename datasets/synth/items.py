@@ -17,6 +17,7 @@ OLIVE = (84, 92, 52)
 DARK_OLIVE = (58, 64, 38)
 GREEN = (72, 98, 48)
 SAND = (172, 152, 104)
+PALE_SAND = (214, 186, 162)  # sun-bleached sand plastic
 BROWN = (108, 80, 52)
 BLACK = (36, 36, 34)
 RUST = (122, 72, 42)
@@ -40,7 +41,7 @@ class ItemType:
 CATALOG: dict[str, ItemType] = {
     t.name: t
     for t in [
-        ItemType("pfm1", "ap_mine", "butterfly", (118, 122), (58, 63), (GREEN, SAND, BROWN), 20),
+        ItemType("pfm1", "ap_mine", "butterfly", (118, 122), (58, 63), (GREEN, SAND, PALE_SAND, BROWN), 20),
         ItemType("pmn", "ap_mine", "round_cross", (112, 121), (112, 121), (DARK_OLIVE, BLACK), 50),
         ItemType("pma2", "ap_mine", "round_star", (66, 70), (66, 70), (GREEN, OLIVE), 40),
         ItemType("ozm72", "ap_mine", "round", (75, 108), (75, 108), (OLIVE, RUST), 60),
@@ -100,15 +101,17 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
     tone (multiplier of the base colour)."""
     L, W = length / 2, width / 2
     if shape == "butterfly":
-        return [
-            ("poly", np.array([[-L, -W * 0.35], [L, -W * 0.35], [L, W * 0.05], [-L, W * 0.05]]), 1.0),
-            ("poly", np.array([[-L * 0.3, 0], [L * 0.95, 0], [L * 0.7, W], [-L * 0.1, W]]), 0.92),
-            (
-                "poly",
-                np.array([[-L * 0.2, -W * 0.3], [L * 0.3, -W * 0.3], [L * 0.2, -W], [-L * 0.1, -W]]),
-                1.05,
-            ),
+        # Seen from above a PFM-1 is two rounded lobes with a waist: the thicker body (liquid charge) and the
+        # longer flat wing, with the fuze boss at the waist on one side; soft plastic, so the outline wobbles.
+        wobble = rng.uniform(0.92, 1.08, 4)
+        parts = [
+            ("ellipse", ((-L * 0.42, -W * 0.04), (L * 0.54 * wobble[0], W * 0.92 * wobble[1])), 1.0),
+            ("ellipse", ((L * 0.40, W * 0.05), (L * 0.58 * wobble[2], W * 0.85 * wobble[3])), 0.93),
         ]
+        if rng.random() < 0.7:
+            tone = "highlight" if rng.random() < 0.6 else 0.8
+            parts.append(("ellipse", ((-L * 0.05, -W * 0.5), (L * 0.18, L * 0.18)), tone))
+        return parts
     if shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
         parts = [("ellipse", ((0, 0), (L, W)), 1.0)]
         if shape == "round_well":
@@ -259,6 +262,8 @@ def render_item(
             if tone == "copper"
             else np.array((200, 200, 190), np.float32)
             if tone == "ribbon"
+            else base * 0.35 + np.array((150, 150, 142), np.float32)
+            if tone == "highlight"
             else base * tone
         )
         layer = np.zeros((size, size), np.float32)
@@ -276,6 +281,9 @@ def render_item(
             box = np.s_[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
             colour[box] = colour[box] * (1 - layer[box][..., None]) + tint * layer[box][..., None]
             alpha[box] = np.maximum(alpha[box], layer[box])
+    # The parts were blended over black: divide by their coverage so that antialiased edges keep the item's
+    # colour instead of a dark fringe.
+    colour /= np.maximum(alpha, 1e-3)[..., None]
     # Lighting: brighter on the sun side of the item, darker opposite; fine weathering noise.
     axis = (np.arange(size, dtype=np.float64) - centre) / max(reach * scale, 1)
     light = 1.0 + 0.35 * (axis[None, :] * sun_xy[0] + axis[:, None] * sun_xy[1])
@@ -284,9 +292,10 @@ def render_item(
     if item.label is not None and rng.random() < 0.5:  # dust and corrosion blotches
         dirt = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), SS * 2) > 0.52
         colour[dirt] = colour[dirt] * 0.6 + np.array(BROWN, np.float32) * 0.4
-    small = size // SS
-    colour = cv2.resize(colour, (small, small), interpolation=cv2.INTER_AREA)
+    small = size // SS  # reduce premultiplied colour, so that edge pixels average the item, not the black around it
+    colour = cv2.resize(colour * alpha[..., None], (small, small), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (small, small), interpolation=cv2.INTER_AREA)
+    colour /= np.maximum(alpha, 1e-3)[..., None]
     ys, xs = np.nonzero(alpha > 0.25)
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0, 0, 1, 1)
     return Stamp(colour, alpha, (small / 2, small / 2), box, item.height_mm / 1000 / gsd_m)

@@ -29,6 +29,7 @@ ROWS = {
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
+    "photo_synth_flat": "photographic synthetic only, the first PFM-1 drawing (flat polygons, dark edges)",
 }
 GSD_ROWS = ("synth_real", "synth_real_5mm", "synth_real_1cm")
 RECIPE_GSD_M = 0.00294

@@ -77,3 +77,21 @@ def test_drawn_items_get_their_class_and_a_tight_box():
         assert 0.09 <= long_side <= 0.14  # a PFM-1 is 120 mm long
         changed = np.abs(image[int(y0) : int(y1), int(x0) : int(x1)] - 100).max()
         assert changed > 10
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_drawn_pfm1_has_its_physical_size_and_no_dark_fringe(seed):
+    from ordnance.datasets.synth.items import CATALOG, render_item
+
+    gsd = 0.002
+    stamp = render_item(CATALOG["pfm1"], gsd, 0.0, (0.6, 0.8), np.random.default_rng(seed))
+    x0, y0, x1, y1 = stamp.box
+    assert 0.110 <= (x1 - x0) * gsd <= 0.130  # 120 mm long, unturned along x
+    assert 0.050 <= (y1 - y0) * gsd <= 0.070  # 61 mm wide
+    # Antialiased edge pixels keep the item's colour: composited over black, their brightness would fall with
+    # their coverage (a dark outline the camera never records).
+    luma = stamp.colour @ np.array([0.299, 0.587, 0.114], np.float32)
+    interior = luma[stamp.alpha > 0.99]
+    edge = luma[(stamp.alpha > 0.05) & (stamp.alpha < 0.6)]
+    assert len(edge) > 20 and len(interior) > 100
+    assert np.percentile(edge, 5) >= 0.8 * np.percentile(interior, 5)
