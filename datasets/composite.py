@@ -30,6 +30,9 @@ class CopyPaste:
         margin: Context kept around a real item's box, as a share of its size; it fades out.
         backgrounds_only: Use only images without boxes as backgrounds (unlabelled real items never pose as
             background); with ``real_items: 0`` no real item pixel is trained on.
+        lookalike_items: At most this many drawn look-alikes (``lookalike_names``: dead leaves, stones, ...) per
+            image, pasted the same way as drawn items but unlabelled, before them: pasting itself is then no
+            clue to an item, only the item's own shape and colour are.
     """
 
     p: float = 0.5
@@ -40,6 +43,8 @@ class CopyPaste:
     colour: float = 0.15
     margin: float = 0.4
     backgrounds_only: bool = False
+    lookalike_items: int = 0
+    lookalike_names: tuple[str, ...] = ("leaf", "leaf", "leaf", "stone", "branch", "can", "bottle")
 
 
 @dataclass(frozen=True)
@@ -146,14 +151,18 @@ def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: Copy
         labels.append(patch.label)
 
 
-def paste_drawn(image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dict, gsd_m: float, rng, n: int):
-    """Paste ``n`` catalogue items drawn at ``gsd_m``, with a soft sun shadow, defocus or motion blur and the
-    background's own noise level, so that they look taken by the same camera."""
+def paste_drawn(
+    image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dict, gsd_m: float, rng, n: int, names=None
+):
+    """Paste ``n`` catalogue items drawn at ``gsd_m`` (from ``names``, default ``cfg.synthetic_names``), with a
+    soft sun shadow, defocus or motion blur and the background's own noise level, so that they look taken by the
+    same camera. Look-alikes (no label) get no box."""
+    names = names or cfg.synthetic_names
     sun = rng.normal(size=2)
     sun = tuple(sun / (np.linalg.norm(sun) + 1e-9))
     sigma_noise = _noise_sigma(image)
     for _ in range(n):
-        item = CATALOG[cfg.synthetic_names[int(rng.integers(len(cfg.synthetic_names)))]]
+        item = CATALOG[names[int(rng.integers(len(names)))]]
         stamp = render_item(item, gsd_m / rng.uniform(*cfg.scale), rng.uniform(0, 2 * np.pi), sun, rng)
         h, w = stamp.alpha.shape
         spot = _free_spot(image.shape, (h, w), boxes, rng)
@@ -183,6 +192,8 @@ def paste_drawn(image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dic
         colour = colour / np.maximum(alpha, 1e-3)[..., None]
         colour = colour + rng.normal(0, sigma_noise, colour.shape).astype(np.float32)
         _blend(image, colour, alpha, top, left)
+        if item.label is None:
+            continue
         x0, y0, x1, y1 = stamp.box
         boxes.append((left + x0, top + y0, left + x1, top + y1))
         labels.append(class_ids[item.label])
@@ -199,6 +210,9 @@ def composite(
     labels = list(sample.labels)
     if cfg.real_items and patches:
         paste_real(image, boxes, labels, patches, cfg, rng, int(rng.integers(1, cfg.real_items + 1)))
+    if cfg.lookalike_items:
+        n = int(rng.integers(0, cfg.lookalike_items + 1))
+        paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n, cfg.lookalike_names)
     if cfg.synthetic_items:
         n = int(rng.integers(1, cfg.synthetic_items + 1))
         paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n)

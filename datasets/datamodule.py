@@ -318,11 +318,18 @@ class DetectionDataModule(L.LightningDataModule):
             return data, None
         names = list(data.class_names)
         class_ids = {n: names.index(n) for n in names}
+        unknown = sorted({*cfg.synthetic_names, *cfg.lookalike_names} - set(CATALOG_LABELS))
+        if unknown:
+            raise DatasetError(f"copy_paste names items {unknown} that the catalogue does not draw")
+        if cfg.synthetic_items and any(CATALOG_LABELS[n] is None for n in cfg.synthetic_names):
+            raise DatasetError("copy_paste synthetic_names must be labelled items; look-alikes go in lookalike_names")
         wanted = {CATALOG_LABELS[n] for n in cfg.synthetic_names} if cfg.synthetic_items else set()
         missing = sorted(wanted - set(names))
         if missing:
             raise DatasetError(f"copy_paste draws items of classes {missing} that are not configured ({names})")
-        if cfg.synthetic_items and not self.gsd[1]:
+        if cfg.lookalike_items and any(CATALOG_LABELS[n] is not None for n in cfg.lookalike_names):
+            raise DatasetError("copy_paste lookalike_names must be unlabelled look-alikes, not items")
+        if (cfg.synthetic_items or cfg.lookalike_items) and not self.gsd[1]:
             raise DatasetError("copy_paste draws items at their physical size and needs data.gsd_m")
         patches = []
         if cfg.real_items:

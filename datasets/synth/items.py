@@ -75,6 +75,16 @@ CATALOG: dict[str, ItemType] = {
         ),
         ItemType("tyre", None, "arc", (250, 600), (60, 110), (BLACK, (50, 48, 46)), 60),
         ItemType("branch", None, "branch", (300, 1200), (20, 50), ((92, 70, 50), (120, 96, 70)), 40),
+        # dead leaves (oak and the like): the size and colour of a PFM-1, strewn by the thousand under trees
+        ItemType(
+            "leaf",
+            None,
+            "leaf",
+            (60, 160),
+            (30, 80),
+            ((150, 108, 66), (182, 148, 102), (120, 82, 52), (200, 176, 140)),
+            8,
+        ),
     ]
 }
 LOOKALIKES = tuple(name for name, t in CATALOG.items() if t.label is None)
@@ -101,16 +111,21 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
     tone (multiplier of the base colour)."""
     L, W = length / 2, width / 2
     if shape == "butterfly":
-        # Seen from above a PFM-1 is two rounded lobes with a waist: the thicker body (liquid charge) and the
-        # longer flat wing, with the fuze boss at the waist on one side; soft plastic, so the outline wobbles.
-        wobble = rng.uniform(0.92, 1.08, 4)
-        parts = [
-            ("ellipse", ((-L * 0.42, -W * 0.04), (L * 0.54 * wobble[0], W * 0.92 * wobble[1])), 1.0),
-            ("ellipse", ((L * 0.40, W * 0.05), (L * 0.58 * wobble[2], W * 0.85 * wobble[3])), 0.93),
-        ]
+        # Seen from above a PFM-1 is two rounded lobes along its length with a notch between them: the thicker
+        # body (liquid charge) and the flat wing, the fuze boss at the notch on one side. Soft plastic: the
+        # outline is a squarish superellipse pinched at the middle, each lobe a little different.
+        t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        c, s = np.cos(t), np.sin(t)
+        p = rng.uniform(2.4, 3.2)
+        x = L * np.sign(c) * np.abs(c) ** (2 / p)
+        y = W * np.sign(s) * np.abs(s) ** (2 / p)
+        y *= np.where(x < 0, 1.0, rng.uniform(0.82, 0.95))  # the wing is a little narrower than the body
+        notch = np.exp(-((x / (L * rng.uniform(0.12, 0.2))) ** 2))
+        y *= 1 - np.where(y < 0, rng.uniform(0.15, 0.35), rng.uniform(0.05, 0.25)) * notch
+        parts = [("poly", np.c_[x, y], 1.0)]
         if rng.random() < 0.7:
             tone = "highlight" if rng.random() < 0.6 else 0.8
-            parts.append(("ellipse", ((-L * 0.05, -W * 0.5), (L * 0.18, L * 0.18)), tone))
+            parts.append(("ellipse", ((-L * 0.05, -W * 0.55), (L * 0.17, L * 0.17)), tone))
         return parts
     if shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
         parts = [("ellipse", ((0, 0), (L, W)), 1.0)]
@@ -179,6 +194,16 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
             ),
             ("line", np.array([[-L * 0.3, -W], [-L * 0.3, W]]), 0.8),
             ("line", np.array([[L * 0.2, -W], [L * 0.2, W]]), 0.8),
+        ]
+    if shape == "leaf":
+        lobes = rng.integers(3, 8)
+        x = np.linspace(-L, L, 48)
+        half = W * np.sqrt(np.clip(1 - (x / L) ** 2, 0, 1)) ** 0.8
+        half *= 1 - rng.uniform(0.0, 0.4) * np.abs(np.sin(lobes * np.pi * (x / L + 1) / 2))
+        outline = np.r_[np.c_[x, half], np.c_[x[::-1], -half[::-1] * rng.uniform(0.8, 1.1)]]
+        return [
+            ("poly", outline, 1.0),
+            ("line", np.array([[-L * 1.15, 0], [L * 0.9, 0]]), 0.8),  # stalk and midrib
         ]
     if shape == "stone":
         n = rng.integers(6, 11)
@@ -253,6 +278,8 @@ def render_item(
     centre = size / 2
     base = np.array(item.colours[rng.integers(len(item.colours))], np.float32)
     base *= rng.uniform(0.8, 1.15)
+    if item.label is not None:  # weathering and dust take colour out of plastic and paint
+        base += (base.mean() - base) * rng.uniform(0.0, 0.5)
     colour = np.zeros((size, size, 3), np.float32)
     alpha = np.zeros((size, size), np.float32)
     thickness = max(1, round(width * scale))

@@ -28,8 +28,15 @@ ROWS = {
     "synth_real_f03_gpu": "the same recipe with its GPU preset (configs/trainer/gpu.yaml), on the clock of one GPU",
     "photo_synth_real": "photographic synthetic, then real",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
-    "photo_synth": "photographic synthetic only (real grass, no real item pixel)",
+    "photo_synth": (
+        "photographic synthetic only (real grass, no real item pixel; notched PFM-1 outline, weathered colours,"
+        " pasted look-alikes)"
+    ),
     "photo_synth_flat": "photographic synthetic only, the first PFM-1 drawing (flat polygons, dark edges)",
+    "photo_synth_lobes": (
+        "photographic synthetic only, PFM-1 redrawn as two rounded lobes, clean edges, no pasted look-alikes"
+        " (commit a86aceb)"
+    ),
 }
 GSD_ROWS = ("synth_real", "synth_real_5mm", "synth_real_1cm")
 RECIPE_GSD_M = 0.00294

@@ -95,3 +95,21 @@ def test_drawn_pfm1_has_its_physical_size_and_no_dark_fringe(seed):
     edge = luma[(stamp.alpha > 0.05) & (stamp.alpha < 0.6)]
     assert len(edge) > 20 and len(interior) > 100
     assert np.percentile(edge, 5) >= 0.8 * np.percentile(interior, 5)
+
+
+def test_pasted_lookalikes_change_the_image_but_add_no_box():
+    image = np.full((300, 300, 3), 100, np.float32)
+    boxes, labels = [(10.0, 10.0, 40.0, 30.0)], [0]
+    cfg = CopyPaste(p=1.0, real_items=0, lookalike_items=3)
+    paste_drawn(image, boxes, labels, cfg, {"ap_mine": 0}, 0.003, np.random.default_rng(2), 3, ("leaf",))
+    assert boxes == [(10.0, 10.0, 40.0, 30.0)] and labels == [0]
+    changed = np.abs(image - 100).max(axis=2) > 10
+    assert changed.sum() > 3 * 200  # three leaves of 60-160 x 30-80 mm at 3 mm: hundreds of pixels each
+    assert not changed[10:30, 10:40].any()  # the existing item's box is left alone
+
+
+def test_composite_pastes_lookalikes_before_items():
+    sample = Sample(np.full((256, 256, 3), 100, np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64), "g")
+    cfg = CopyPaste(p=1.0, real_items=0, synthetic_items=2, synthetic_names=("pfm1",), lookalike_items=4)
+    out = composite(sample, [], cfg, {"ap_mine": 0}, 0.003, np.random.default_rng(0))
+    assert set(out.labels.tolist()) == {0} and 1 <= len(out.boxes) <= 2

@@ -180,3 +180,31 @@ def test_opencv_threads_per_loader_worker():
     finally:
         cv2.setNumThreads(before)
     assert cv2.getNumThreads() == before
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ({"synthetic_names": ("pfm1", "unicorn")}, "does not draw"),
+        ({"synthetic_names": ("leaf",)}, "must be labelled items"),
+        ({"lookalike_names": ("pfm1",), "lookalike_items": 2}, "must be unlabelled look-alikes"),
+    ],
+)
+def test_copy_paste_refuses_names_of_the_wrong_kind(names, message):
+    from ordnance.datasets.composite import CopyPaste
+    from ordnance.datasets.datamodule import DetectionDataModule
+
+    cfg = CopyPaste(**{"p": 1.0, "real_items": 0, "synthetic_items": 2, **names})
+    module = DetectionDataModule(
+        str(PFM1 / "data.yaml"),
+        class_names=CLASSES,
+        class_map=MAP,
+        group_pattern=FLIGHT,
+        num_workers=0,
+        source_gsd_m=0.00294,
+        gsd_m=0.00294,
+        copy_paste=cfg,
+    )
+    module.setup()
+    with pytest.raises(DatasetError, match=message):
+        module.train_dataloader()
