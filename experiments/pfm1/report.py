@@ -26,7 +26,12 @@ ROWS = {
         " flight of the test flight's day and ground)"
     ),
     "synth_real_f03_gpu": "the same recipe with its GPU preset (configs/trainer/gpu.yaml), on the clock of one GPU",
+    "synth_real_lookalikes": (
+        "synthetic checkpoint, then real (the recipe with drawn look-alikes pasted unlabelled, up to 3 per image)"
+    ),
+    "photo_synth_flat_real": "photographic synthetic (the first PFM-1 drawing), then real",
     "photo_synth_real": "photographic synthetic, then real",
+    "photo_synth_real_lookalikes": "photographic synthetic, then real with drawn look-alikes pasted unlabelled",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
     "photo_synth": (
         "photographic synthetic only (real grass, no real item pixel; notched PFM-1 outline, weathered colours,"

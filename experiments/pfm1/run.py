@@ -15,6 +15,8 @@ experiment resumes after a stop). Stages:
 | synth_real_1cm | the same at a 1 cm working GSD |
 | photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
 | photo_synth_real | configs/pfm1.yaml from the photo_synth checkpoint |
+| synth_real_lookalikes | the recipe with drawn look-alikes pasted unlabelled (copy_paste.lookalike_items 3) |
+| photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -56,6 +58,7 @@ LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--mo
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
 F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
 GPU_RUN = HERE / "data" / "gpu"  # gpu_fit.py's output folder: gpu_fit.json and best.ckpt (or its parts)
+LOOKALIKES = ["--data.copy_paste.lookalike_items", "3"]  # drawn dead leaves, stones, ... pasted unlabelled
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
@@ -83,6 +86,8 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM},
         "photo_synth": {"config": PHOTO, "init": synthetic},
         "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
+        "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
+        "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
@@ -255,7 +260,7 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
     entry["test"] = test(PFM1, ckpt, args)
     entry["mosaic"] = mosaic_eval(name, ckpt, PFM1, int8)
     results[name] = entry
-    _save(results)
+    _save({**_load(), name: entry})  # other stages as they are on disk now (another run may have written since)
 
 
 def main(argv: list[str] | None = None) -> int:
