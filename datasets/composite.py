@@ -97,8 +97,16 @@ def _orient(colour: np.ndarray, alpha: np.ndarray, box, rng: np.random.Generator
     return np.ascontiguousarray(colour), np.ascontiguousarray(alpha), (x0, y0, x1, y1)
 
 
-def _free_spot(shape, size, boxes: list, rng: np.random.Generator, tries: int = 20):
-    """Top-left corner where a ``size`` (h, w) patch fits inside the image and away from ``boxes``."""
+def _fill_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels of an orthophoto's fill outside its footprint: flat white or black in every channel (the tiles of an
+    export carry no alpha). Nothing lies there to be photographed."""
+    low, high = image.min(axis=2), image.max(axis=2)
+    return (low >= 250) | (high <= 3)
+
+
+def _free_spot(shape, size, boxes: list, rng: np.random.Generator, tries: int = 20, fill=None):
+    """Top-left corner where a ``size`` (h, w) patch fits inside the image, away from ``boxes`` and, given the
+    image's ``fill`` mask, off the fill (at most 2% of the patch on it)."""
     H, W = shape[:2]
     h, w = size
     if h >= H or w >= W:
@@ -106,7 +114,7 @@ def _free_spot(shape, size, boxes: list, rng: np.random.Generator, tries: int = 
     for _ in range(tries):
         top, left = int(rng.integers(0, H - h)), int(rng.integers(0, W - w))
         clear = all(left + w <= b[0] or b[2] <= left or top + h <= b[1] or b[3] <= top for b in boxes)
-        if clear:
+        if clear and (fill is None or fill[top : top + h, left : left + w].mean() <= 0.02):
             return top, left
     return None
 
@@ -126,6 +134,7 @@ def _noise_sigma(image: np.ndarray) -> float:
 
 def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: CopyPaste, rng, n: int) -> None:
     """Paste ``n`` random real patches; each is matched to the local light, then jittered."""
+    fill = _fill_mask(image)
     for _ in range(n):
         patch = patches[int(rng.integers(len(patches)))]
         factor = rng.uniform(*cfg.scale)
@@ -133,7 +142,7 @@ def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: Copy
         alpha = cv2.resize(patch.alpha, (colour.shape[1], colour.shape[0]), interpolation=cv2.INTER_LINEAR)
         box = tuple(v * colour.shape[1 - i % 2] / patch.alpha.shape[1 - i % 2] for i, v in enumerate(patch.box))
         colour, alpha, box = _orient(colour, alpha, box, rng)
-        spot = _free_spot(image.shape, alpha.shape, boxes, rng)
+        spot = _free_spot(image.shape, alpha.shape, boxes, rng, fill=fill)
         if spot is None:
             continue
         top, left = spot
@@ -161,11 +170,12 @@ def paste_drawn(
     sun = rng.normal(size=2)
     sun = tuple(sun / (np.linalg.norm(sun) + 1e-9))
     sigma_noise = _noise_sigma(image)
+    fill = _fill_mask(image)
     for _ in range(n):
         item = CATALOG[names[int(rng.integers(len(names)))]]
         stamp = render_item(item, gsd_m / rng.uniform(*cfg.scale), rng.uniform(0, 2 * np.pi), sun, rng)
         h, w = stamp.alpha.shape
-        spot = _free_spot(image.shape, (h, w), boxes, rng)
+        spot = _free_spot(image.shape, (h, w), boxes, rng, fill=fill)
         if spot is None:
             continue
         top, left = spot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ordnance.datasets.composite import CopyPaste, composite, cut_patches, paste_drawn
+from ordnance.datasets.composite import CopyPaste, composite, cut_patches, paste_drawn, paste_real
 from ordnance.datasets.gsd import gsd_from_boxes, resample_sample
 from ordnance.datasets.records import Sample
 
@@ -113,3 +113,22 @@ def test_composite_pastes_lookalikes_before_items():
     cfg = CopyPaste(p=1.0, real_items=0, synthetic_items=2, synthetic_names=("pfm1",), lookalike_items=4)
     out = composite(sample, [], cfg, {"ap_mine": 0}, 0.003, np.random.default_rng(0))
     assert set(out.labels.tolist()) == {0} and 1 <= len(out.boxes) <= 2
+
+
+def test_items_are_never_pasted_onto_the_orthophotos_fill():
+    """A tile whose left two thirds are the export's white fill: every pasted item, drawn or real, lands on the
+    photographed third."""
+    image = np.full((200, 600, 3), 255, np.float32)
+    image[:, 400:] = np.random.default_rng(0).normal(110, 12, (200, 200, 3))
+    boxes, labels = [], []
+    cfg = CopyPaste(p=1.0, real_items=0, synthetic_items=3, synthetic_names=("pfm1",), lookalike_items=3)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        paste_drawn(image, boxes, labels, cfg, {"ap_mine": 0}, 0.003, rng, 3)
+    assert len(boxes) >= 5 and min(b[0] for b in boxes) >= 398
+    patch_image = np.full((60, 60, 3), 100, np.uint8)
+    patch_image[20:40, 20:44] = (230, 200, 180)
+    patches = cut_patches([Sample(patch_image, np.array([[20, 20, 44, 40]], np.float32), np.array([0]), "p")], 0.4)
+    real = []
+    paste_real(image, real, [], patches, CopyPaste(p=1.0, real_items=3), rng, 12)
+    assert len(real) >= 5 and min(b[0] for b in real) >= 398
