@@ -1,0 +1,90 @@
+"""What a model confuses with a mine on the test mosaic: its highest-scoring false alarms beside the items it
+scores lowest, as a contact sheet, with the scores in JSON.
+
+Reads a stage's scoring of the test mosaic (run.py: data/scored_<stage>_fp32/candidates.gpkg) and the mosaic's
+point truth; a candidate is a hit within half the item's size, at least 5 cm, as in run.py's evaluation.
+Writes docs/pfm1_false_alarms_<stage>.jpg (top two rows: the 16 highest-scoring false alarms; bottom row: the 8
+items with the lowest best score, 80 px at 2.94 mm, shown 2x) and false_alarms_<stage>.json beside this script.
+
+    .venv/bin/python experiments/pfm1/false_alarms.py synth_real_f03 photo_synth
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import cv2
+import numpy as np
+import pyogrio
+import rasterio
+import shapely
+from common import HERE, REPO
+from ordnance.inference.metrics import match_points
+
+DATA = HERE / "data"
+FLOOR_M, SIZE_FACTOR, SIDE = 0.05, 0.5, 80
+
+
+def _points(path, layer=None):
+    meta, table = pyogrio.read_arrow(path, layer=layer)
+    geoms = shapely.from_wkb(np.asarray(table[meta["geometry_name"] or "geom"]))
+    return np.c_[shapely.get_x(geoms), shapely.get_y(geoms)], table
+
+
+def _crop(src, x: float, y: float) -> np.ndarray:
+    row, col = src.index(x, y)
+    window = rasterio.windows.Window(col - SIDE // 2, row - SIDE // 2, SIDE, SIDE)
+    rgb = src.read([1, 2, 3], window=window, boundless=True).transpose(1, 2, 0)[..., ::-1]
+    return cv2.resize(np.ascontiguousarray(rgb), (2 * SIDE, 2 * SIDE), interpolation=cv2.INTER_NEAREST)
+
+
+def sheet(stage: str) -> dict:
+    scored = DATA / f"scored_{stage}_fp32" / "candidates.gpkg"
+    if not scored.exists():
+        raise SystemExit(f"{scored}: no scoring of stage {stage} (run.py {stage} first)")
+    p_xy, p_table = _points(scored, "candidates")
+    t_xy, t_table = _points(DATA / "pfm1_test_truth.gpkg")
+    scores = np.asarray(p_table["score"], float)
+    tolerance = np.maximum(FLOOR_M, SIZE_FACTOR * np.asarray(t_table["size_m"], float))
+    matches = match_points(p_xy, scores, t_xy, tolerance)
+    dist = np.sqrt(((p_xy[:, None] - t_xy[None]) ** 2).sum(-1))
+    near_item = (dist <= tolerance[None]).any(axis=1)
+    false = np.flatnonzero(~near_item)  # neither a hit nor a second peak on an item
+    false = false[np.argsort(-scores[false])][:16]
+    best = np.array([scores[dist[:, j] <= tolerance[j]].max(initial=0.0) for j in range(len(t_xy))])
+    lowest = np.argsort(best)[:8]
+    with rasterio.open(DATA / "pfm1_test.tif") as src:
+        crops = [_crop(src, *p_xy[i]) for i in false] + [_crop(src, *t_xy[j]) for j in lowest]
+    blank = np.zeros_like(crops[0])
+    crops += [blank] * (24 - len(crops))
+    image = np.vstack([np.hstack(crops[0:8]), np.hstack(crops[8:16]), np.hstack(crops[16:24])])
+    out = REPO / "docs" / f"pfm1_false_alarms_{stage}.jpg"
+    cv2.imwrite(str(out), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    record = {
+        "stage": stage,
+        "candidates": len(scores),
+        "hits": int((matches.matched_truth >= 0).sum()),
+        "items": len(t_xy),
+        "top_false_alarm_scores": [round(float(scores[i]), 4) for i in false],
+        "top_false_alarm_xy": [[round(float(v), 3) for v in p_xy[i]] for i in false],
+        "item_best_scores": sorted(round(float(v), 4) for v in best),
+        "items_above_the_top_false_alarm": int((best > scores[false[0]]).sum()) if len(false) else len(t_xy),
+        "sheet": str(out.relative_to(REPO)),
+    }
+    (HERE / f"false_alarms_{stage}.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"{stage}: {record['items_above_the_top_false_alarm']} of {len(t_xy)} items above the top false alarm; {out}")
+    return record
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stages", nargs="+")
+    for stage in parser.parse_args(argv).stages:
+        sheet(stage)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
