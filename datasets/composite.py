@@ -33,6 +33,10 @@ class CopyPaste:
         lookalike_items: At most this many drawn look-alikes (``lookalike_names``: dead leaves, stones, ...) per
             image, pasted the same way as drawn items but unlabelled, before them: pasting itself is then no
             clue to an item, only the item's own shape and colour are.
+        shade: Probability that a pasted item lies partly in the soft shadow of nearby vegetation (30-60%
+            darker under a blurred random edge).
+        hide: Probability that a random part of a pasted item (at most half its box) is hidden under the
+            ground it lands on (grass over a mine); its box stays that of the whole item.
     """
 
     p: float = 0.5
@@ -45,6 +49,8 @@ class CopyPaste:
     backgrounds_only: bool = False
     lookalike_items: int = 0
     lookalike_names: tuple[str, ...] = ("leaf", "leaf", "leaf", "stone", "branch", "can", "bottle")
+    shade: float = 0.0
+    hide: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -132,6 +138,32 @@ def _noise_sigma(image: np.ndarray) -> float:
     return float(np.median(np.abs(lap)) / 0.6745 / np.sqrt(20.0))
 
 
+def _shade_and_hide(colour: np.ndarray, alpha: np.ndarray, box, cfg: CopyPaste, rng) -> tuple[np.ndarray, np.ndarray]:
+    """A patch (straight colour, alpha) partly shadowed and partly hidden, as ``cfg.shade`` and ``cfg.hide`` draw."""
+    h, w = alpha.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    size = max(x1 - x0, y1 - y0, 1.0)
+    if rng.random() < cfg.shade:  # a soft shadow edge at a random angle through or near the item
+        angle = rng.uniform(0, 2 * np.pi)
+        side = (xx - cx) * np.cos(angle) + (yy - cy) * np.sin(angle) - rng.uniform(-0.4, 0.4) * size
+        mask = 1 / (1 + np.exp(-side / max(0.08 * size, 0.5)))
+        colour = colour * (1 - rng.uniform(0.3, 0.6) * mask)[..., None]
+    if rng.random() < cfg.hide:  # a blob of the ground over part of the item, never more than half its box
+        inside = np.zeros((h, w), bool)
+        inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+        for _ in range(4):
+            px, py = rng.uniform(x0, x1), rng.uniform(y0, y1)
+            radius = rng.uniform(0.2, 0.45) * size
+            blob = ((xx - px) ** 2 + (yy - py) ** 2) <= radius**2
+            if (blob & inside).sum() <= 0.5 * inside.sum():
+                soft = cv2.GaussianBlur(blob.astype(np.float32), (0, 0), max(0.06 * size, 0.5))
+                alpha = alpha * (1 - soft)
+                break
+    return colour, alpha
+
+
 def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: CopyPaste, rng, n: int) -> None:
     """Paste ``n`` random real patches; each is matched to the local light, then jittered."""
     fill = _fill_mask(image)
@@ -155,6 +187,8 @@ def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: Copy
         gain = 1 + rng.uniform(-cfg.colour, cfg.colour)
         mean = colour.mean((0, 1))
         colour = (colour - mean) * (1 + rng.uniform(-cfg.colour, cfg.colour)) + mean * gain
+        if cfg.shade or cfg.hide:
+            colour, alpha = _shade_and_hide(colour, alpha, box, cfg, rng)
         _blend(image, colour, alpha, top, left)
         boxes.append((left + box[0], top + box[1], left + box[2], top + box[3]))
         labels.append(patch.label)
@@ -187,6 +221,8 @@ def paste_drawn(
         region *= (1 - rng.uniform(0.0, 0.5) * shadow)[..., None]
         colour = stamp.colour * (region.mean((0, 1)).mean() / 110.0) ** 0.5  # follow the scene's exposure
         alpha = stamp.alpha
+        if cfg.shade or cfg.hide:
+            colour, alpha = _shade_and_hide(colour, alpha, stamp.box, cfg, rng)
         colour = colour * alpha[..., None]  # blur premultiplied, so that edges do not darken towards black
         if rng.random() < 0.6:  # orthophotos are soft: resampling and blending add to the lens's defocus
             sigma = rng.uniform(0.5, 1.8)

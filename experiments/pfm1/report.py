@@ -29,6 +29,9 @@ ROWS = {
     "synth_real_lookalikes": (
         "synthetic checkpoint, then real (the recipe with drawn look-alikes pasted unlabelled, up to 3 per image)"
     ),
+    "synth_real_shade_hide": (
+        "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
+    ),
     "photo_synth_flat_real": "photographic synthetic (the first PFM-1 drawing), then real",
     "photo_synth_real": "photographic synthetic, then real",
     "photo_synth_real_lookalikes": "photographic synthetic, then real with drawn look-alikes pasted unlabelled",

@@ -17,6 +17,7 @@ experiment resumes after a stop). Stages:
 | photo_synth_real | configs/pfm1.yaml from the photo_synth checkpoint |
 | synth_real_lookalikes | the recipe with drawn look-alikes pasted unlabelled (copy_paste.lookalike_items 3) |
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
+| synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -59,6 +60,8 @@ VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interva
 F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
 GPU_RUN = HERE / "data" / "gpu"  # gpu_fit.py's output folder: gpu_fit.json and best.ckpt (or its parts)
 LOOKALIKES = ["--data.copy_paste.lookalike_items", "3"]  # drawn dead leaves, stones, ... pasted unlabelled
+# Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
+SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
@@ -88,6 +91,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
         "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
         "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
+        "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
