@@ -21,6 +21,14 @@ Defaults, from how items lie (../shared/domain/ORDNANCE.md and IMAS practice):
   item lies, so an area's edge is not drawn through the middle of a pattern;
 - minimum evidence: one candidate at or above the model's operating threshold. Recall comes first: a single
   unconfirmed mine is a suspected hazard until someone looks.
+
+Where a model's false alarms lie closer together than the linking distance (hundreds per hectare), unreviewed
+candidates chain into one area over the whole survey. ``density_alpha`` (off by default) keeps, among unreviewed
+candidates, only those where they cluster beyond chance: the number of unreviewed candidates within a candidate's
+linking distance is tested against a uniform scatter at the run's own rate (unreviewed candidates per scanned
+hectare, a Poisson count), at ``density_alpha`` over the whole run (Bonferroni over its candidates). Candidates
+within linking distance of such a dense one join it (the cluster's edge); the rest stay points to review.
+Confirmed items are evidence whatever the density.
 """
 
 from __future__ import annotations
@@ -74,6 +82,8 @@ class AreaRules:
             card's operating threshold.
         min_count: An area without a confirmed item needs at least this many candidates.
         densify_m: Longest polygon edge before it is reprojected into the candidates' CRS.
+        density_alpha: When set, unreviewed candidates are evidence only where they cluster beyond chance at this
+            run-wide significance (see the module's notes); None: every unreviewed candidate at the threshold.
     """
 
     link_m: dict[str, float] = field(default_factory=lambda: {"ap_mine": 20.0, "at_mine": 25.0, "uxo": 30.0})
@@ -81,6 +91,7 @@ class AreaRules:
     min_score: float | None = None
     min_count: int = 1
     densify_m: float = 2.0
+    density_alpha: float | None = None
 
     def __post_init__(self) -> None:
         for name, table in (("link_m", self.link_m), ("buffer_m", self.buffer_m)):
@@ -91,6 +102,8 @@ class AreaRules:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
         if self.min_count < 1:
             raise ValueError(f"min_count must be at least 1, got {self.min_count}")
+        if self.density_alpha is not None and not 0 < self.density_alpha < 1:
+            raise ValueError(f"density_alpha must be in (0, 1), got {self.density_alpha}")
 
     def distance(self, table: dict[str, float], name: str) -> float:
         return float(table.get(name, max(table.values(), default=0.0)))
@@ -129,7 +142,47 @@ def _clusters(xy: np.ndarray, link: np.ndarray) -> np.ndarray:
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
-def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict, source: Path) -> dict:
+def poisson_tail(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """P(N >= k) for N ~ Poisson(mu), elementwise (k >= 0 integers, mu > 0), summed in log space term by term."""
+    from math import lgamma
+
+    k, mu = np.broadcast_arrays(np.asarray(k, np.int64), np.asarray(mu, np.float64))
+    out = np.ones(k.shape)
+    for i in np.ndindex(k.shape):
+        if k[i] <= 0:
+            continue
+        j = np.arange(k[i], k[i] + int(mu[i] + 12 * np.sqrt(mu[i]) + 60))
+        log_terms = -mu[i] + j * np.log(mu[i]) - np.array([lgamma(v + 1.0) for v in j])
+        top = log_terms.max()
+        out[i] = min(1.0, float(np.exp(top) * np.exp(log_terms - top).sum()))
+    return out
+
+
+def _dense(xy: np.ndarray, link: np.ndarray, scanned_m2: float, alpha: float) -> tuple[np.ndarray, dict]:
+    """Which of these (unreviewed) candidates cluster beyond chance, and their edge: a candidate is dense when the
+    others within its linking distance are more than a uniform scatter at their own rate puts there with
+    probability alpha / n; one within linking distance of a dense candidate joins it."""
+    n = len(xy)
+    rate = n / scanned_m2
+    tree = shapely.STRtree(shapely.points(xy))
+    left, right = tree.query(shapely.points(xy), predicate="dwithin", distance=float(link.max()))
+    pair = left != right
+    left, right = left[pair], right[pair]
+    near = np.hypot(*(xy[left] - xy[right]).T)
+    counts = np.bincount(left[near <= link[left]], minlength=n)
+    p = poisson_tail(counts, rate * np.pi * link**2)
+    core = p <= alpha / n
+    joined = core.copy()
+    edge = core[right] & (near <= np.maximum(link[left], link[right]))
+    joined[left[edge]] = True
+    stats = {"alpha": alpha, "rate_per_ha": rate * 10_000, "tested": n, "dense": int(core.sum()),
+             "edge": int((joined & ~core).sum()), "left_as_points": int((~joined).sum())}  # fmt: skip
+    return joined, stats
+
+
+def derive_areas(
+    table: dict, crs_wkt: str | None, rules: AreaRules, model: dict, source: Path, scanned_m2: float | None = None
+) -> dict:
     """Areas of one run's candidates.
 
     Args:
@@ -138,6 +191,7 @@ def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict
         rules: Linking, buffer and evidence rules.
         model: {"name", "sha256", "score_threshold"} of the model that scored the run.
         source: The GeoPackage, named in errors.
+        scanned_m2: Ground the run scanned (its manifest's hectares); needed by ``rules.density_alpha``.
 
     Returns:
         {"geometry": WKB polygons in ``crs_wkt``, "fields": {name: values}, "rules": the rules used, "summary"}.
@@ -161,6 +215,17 @@ def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict
     utm = local_utm(lon[evidence], lat[evidence])
     to_utm = Transformer.from_crs(CRS.from_epsg(4326), utm, always_xy=True)
     every_xy = np.c_[to_utm.transform(lon, lat)]
+    if rules.density_alpha is not None:
+        if not (scanned_m2 and scanned_m2 > 0):
+            raise InputError("the density rule needs the scanned area (the run's manifest records it)", source)
+        unreviewed = np.flatnonzero(evidence & ~confirmed)
+        if len(unreviewed):
+            u_link = np.array([rules.distance(rules.link_m, c) for c in cls[unreviewed]])
+            keep, stats = _dense(every_xy[unreviewed], u_link, scanned_m2, rules.density_alpha)
+            evidence[unreviewed[~keep]] = False
+            used["density"] = stats
+            if not evidence.any():
+                return empty | {"rules": used, "summary": {"areas": 0, "evidence": 0}}
     idx = np.flatnonzero(evidence)
     xy = every_xy[idx]
     link = np.array([rules.distance(rules.link_m, c) for c in cls[idx]])
@@ -224,6 +289,8 @@ def derive_areas(table: dict, crs_wkt: str | None, rules: AreaRules, model: dict
         "area_ha": float(sum(r["area_ha"] for r in rows)),
         "evidence": int(evidence.sum()),
     }
+    if "density" in used:
+        summary["density"] = used["density"]
     return {"geometry": geometry, "fields": fields, "rules": used, "summary": summary, "crs_wkt": crs_wkt}
 
 
@@ -254,7 +321,8 @@ def derive_run_areas(out_dir: Path, rules: AreaRules | None = None, survey_date:
     if survey_date is None:
         survey_date = saved[1] if saved else survey_date_of(manifest)
     model = model_of(manifest)
-    areas = derive_areas(table, meta["crs"], rules, model, gpkg)
+    scanned = manifest.get("area_scanned_ha")
+    areas = derive_areas(table, meta["crs"], rules, model, gpkg, scanned * 10_000 if scanned else None)
     with atomic_path(gpkg) as tmp:
         shutil.copyfile(gpkg, tmp)
         write_area_layer(tmp, areas, meta["crs"])
@@ -405,7 +473,8 @@ def read_settings(out_dir: Path) -> tuple[AreaRules, str] | None:
         saved = json.loads(path.read_text())
         rules = saved["rules"]
         return AreaRules(**{k: rules[k] for k in ("link_m", "buffer_m", "min_count", "densify_m")},
-                         min_score=rules["min_score"]), str(saved["survey_date"])  # fmt: skip
+                         min_score=rules["min_score"], density_alpha=rules.get("density_alpha")
+                         ), str(saved["survey_date"])  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):
         raise InputError("not the rules file 'ordnance areas' writes (corrupt or edited)", path) from None
 

@@ -12,6 +12,7 @@ from common import write_readme_block  # noqa: E402
 
 ARMS = {
     "unreviewed": "unreviewed, at the card's threshold",
+    "dense": "unreviewed, only where they cluster beyond chance (density rule, alpha 0.01)",
     "reviewed": "after review of every candidate at the threshold",
 }
 
@@ -28,6 +29,8 @@ def table(results: dict) -> str:
     ]
     for seed, entry in sorted(results["surveys"].items()):
         for arm, label in ARMS.items():
+            if arm not in entry:
+                continue
             r = entry[arm]
             lines.append(
                 f"| {seed} | {label} | {r['minefields']} | {r['minefields_one_area']} | {r['minefields_no_area']} | "

@@ -5,6 +5,7 @@ submunition footprints, isolated UXO); every truth item records its pattern, its
 with `ordnance score`, then areas are derived with the default rules in two arms:
 
 - unreviewed: every candidate at or above the model card's operating threshold is evidence;
+- dense: the same candidates, kept only where they cluster beyond chance (``--density-alpha 0.01``);
 - reviewed: a simulated reviewer decides every candidate at or above the threshold from the truth (a hit within
   half the item's size, at least 5 cm, is confirmed, anything else rejected), imported with `ordnance review
   import`, so only confirmed items make areas.
@@ -37,6 +38,7 @@ DATA = HERE / "data"
 BIN = Path(sys.executable).absolute().parent
 FLOOR_M = 0.05
 TRUE_BUFFER_M = 1.0
+DENSITY_ALPHA = 0.01  # the dense arm: unreviewed candidates only where they cluster beyond chance
 
 
 def _read(path: Path, layer: str | None = None) -> tuple[list, dict, str]:
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.model.exists():
         parser.error(f"{args.model}: no such model; export the synthetic recipe's checkpoint there (see README)")
-    from ordnance.inference.areas import derive_run_areas
+    from ordnance.inference.areas import AreaRules, derive_run_areas
 
     DATA.mkdir(parents=True, exist_ok=True)
     results = {"model": str(args.model), "size_px": args.size_px, "patterns": args.patterns, "surveys": {}}
@@ -155,13 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         minefields = true_minefields(truth_points, truth_fields)
         scanned = json.loads((scored / "manifest.json").read_text())["area_scanned_ha"]
         entry = {}
-        for arm in ("unreviewed", "reviewed"):
+        for arm in ("unreviewed", "dense", "reviewed"):
             run = DATA / f"areas_{seed}_{arm}"
             shutil.rmtree(run, ignore_errors=True)
             run.mkdir()
             for name in ("candidates.gpkg", "manifest.json"):
                 shutil.copy2(scored / name, run / name)
-            derive_run_areas(run)
+            derive_run_areas(run, AreaRules(density_alpha=DENSITY_ALPHA) if arm == "dense" else None)
             decisions = simulated_review(run, truth_points, truth_fields) if arm == "reviewed" else None
             entry[arm] = measure(run, minefields, truth_points, scanned) | (
                 {"decisions": decisions} if decisions else {}

@@ -40,13 +40,26 @@ def _per_class(values: tuple[str, ...], option: str) -> dict[str, float]:
 @click.option("--min-count", type=click.IntRange(1), default=1, show_default=True,
               help="Candidates an area without a confirmed item needs.")  # fmt: skip
 @click.option(
+    "--density-alpha",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Unreviewed candidates make areas only where they cluster beyond chance at this run-wide significance "
+    "(e.g. 0.01); confirmed items always do. Default: every unreviewed candidate at the threshold.",
+)
+@click.option(
     "--survey-date",
     type=click.DateTime(["%Y-%m-%d"]),
     default=None,
     help="Date of the flight, for the mine-action export (default: the mosaic's TIFF date, if it has one).",
 )
 def areas(
-    out_dir: Path, link_m: tuple[str, ...], buffer_m: tuple[str, ...], min_score, min_count: int, survey_date
+    out_dir: Path,
+    link_m: tuple[str, ...],
+    buffer_m: tuple[str, ...],
+    min_score,
+    min_count: int,
+    density_alpha,
+    survey_date,
 ) -> None:
     """Cluster the candidates of the run in OUT_DIR into proposed hazard areas.
 
@@ -63,6 +76,7 @@ def areas(
         buffer_m=defaults.buffer_m | _per_class(buffer_m, "--buffer-m"),
         min_score=min_score,
         min_count=min_count,
+        density_alpha=density_alpha,
     )
     summary = derive_run_areas(out_dir, rules, survey_date.strftime("%Y-%m-%d") if survey_date else None)
     click.echo(
@@ -70,3 +84,10 @@ def areas(
         f"{summary.get('area_ha', 0.0):.3f} ha, from {summary['evidence']} candidates at score >= "
         f"{summary['rules']['min_score']:.3f} or confirmed"
     )
+    density = summary["rules"].get("density")
+    if density:
+        click.echo(
+            f"density rule (alpha {density['alpha']:g}): {density['dense']} unreviewed candidates cluster beyond "
+            f"chance at {density['rate_per_ha']:.0f} per ha, {density['edge']} join them at their edge, "
+            f"{density['left_as_points']} stay points to review"
+        )

@@ -22,7 +22,7 @@ THRESHOLD = 0.4
 POLYGON_SHARE = 32 / (2 * math.pi) * math.sin(2 * math.pi / 32)
 
 
-def make_run(folder, offsets_m, classes, scores, statuses, crs=UTM):
+def make_run(folder, offsets_m, classes, scores, statuses, crs=UTM, scanned_ha=None):
     """A scoring run's folder, written with the scorer's own writer: candidates at ``offsets_m`` (east, north
     metres from ORIGIN, converted into ``crs``) and a manifest whose model card has operating threshold 0.4."""
     from ordnance.inference.writers import FIELDS, write_gpkg
@@ -58,6 +58,8 @@ def make_run(folder, offsets_m, classes, scores, statuses, crs=UTM):
         "model": {"card": json.dumps(card), "sha256": "cd" * 32, "path": "model.onnx"},
         "started_utc": "2026-11-29T00:00:00Z",
     }
+    if scanned_ha is not None:
+        manifest["area_scanned_ha"] = scanned_ha
     (folder / "manifest.json").write_text(json.dumps(manifest))
     return folder
 
@@ -287,3 +289,66 @@ def test_mine_action_export_rows_coordinates_and_mgrs(tmp_path):
         assert got.contains(shapely.Point(float(row["lon"]), float(row["lat"])))
         assert float(row["area_ha"]) == pytest.approx(area_ha, abs=1e-4)
     assert areas[0]["status"] == "CHA" and areas[0]["class"] == "ap_mine" and areas[0]["n_items"] == "3"
+
+
+def test_poisson_tail_equals_its_closed_forms():
+    from ordnance.inference.areas import poisson_tail
+
+    mu = np.array([0.3, 2.0, 18.8, 150.0])
+    assert np.allclose(poisson_tail(np.zeros(4, int), mu), 1.0)
+    assert np.allclose(poisson_tail(np.ones(4, int), mu), 1 - np.exp(-mu), rtol=1e-9)
+    assert np.allclose(poisson_tail(np.full(4, 2), mu), 1 - np.exp(-mu) * (1 + mu), rtol=1e-9)
+    far = poisson_tail(np.array([60]), np.array([18.8]))[0]  # a term ratio bound: the first term times 1/(1-q)
+    first = math.exp(-18.8 + 60 * math.log(18.8) - math.lgamma(61))
+    assert first <= far <= first / (1 - 18.8 / 61)
+
+
+def _scatter_scene(seed, cluster):
+    """A 200 x 200 m survey (4 ha) with 600 unreviewed false alarms scattered uniformly (150 per ha: closer than
+    the 20 m linking distance, so they chain), optionally 40 unreviewed AP mines within 8 m of (50, 50), and one
+    confirmed UXO at (150, 150)."""
+    rng = np.random.default_rng(seed)
+    offsets = list(rng.uniform(0, 200, (600, 2)))
+    if cluster:
+        angle, radius = rng.uniform(0, 2 * np.pi, 40), 8 * np.sqrt(rng.uniform(0, 1, 40))
+        offsets += list(np.c_[50 + radius * np.cos(angle), 50 + radius * np.sin(angle)])
+    offsets.append((150.0, 150.0))
+    n = len(offsets)
+    return offsets, ["ap_mine"] * (n - 1) + ["uxo"], [0.8] * n, ["unreviewed"] * (n - 1) + ["confirmed"]
+
+
+def test_density_rule_keeps_the_dense_cluster_and_the_confirmed_item_out_of_a_chained_scatter(tmp_path):
+    run = make_run(tmp_path / "run", *_scatter_scene(0, cluster=True), scanned_ha=4.0)
+    assert areas_cli(run).exit_code == 0
+    chained, fields, _ = read_areas(run)
+    assert len(chained) <= 2 and float(np.sum(fields["area_ha"])) > 3.0  # the scatter chains over most of 4 ha
+    result = areas_cli(run, "--density-alpha", "0.01")
+    assert result.exit_code == 0, result.output
+    assert "cluster beyond chance" in result.output
+    polygons, fields, crs = read_areas(run)
+    assert sorted(fields["status"]) == ["CHA", "SHA"]
+    to_crs = Transformer.from_crs(UTM, crs, always_xy=True)
+    centre = shapely.Point(to_crs.transform(ORIGIN[0] + 50, ORIGIN[1] + 50))
+    uxo = shapely.Point(to_crs.transform(ORIGIN[0] + 150, ORIGIN[1] + 150))
+    sha = polygons[list(fields["status"]).index("SHA")]
+    cha = polygons[list(fields["status"]).index("CHA")]
+    assert sha.contains(centre) and not sha.contains(uxo) and cha.contains(uxo)
+    # cluster (8 m) + its edge (within 20 m of a dense candidate) + 10 m buffer: well under a disc of 40 m
+    assert fields["area_ha"][list(fields["status"]).index("SHA")] < math.pi * 40**2 / 10_000
+    assert fields["n_ap_mine"][list(fields["status"]).index("SHA")] >= 40
+    saved = json.loads((run / "hazard_areas.json").read_text())["rules"]
+    assert saved["density_alpha"] == 0.01 and saved["density"]["dense"] >= 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_density_rule_draws_no_area_from_a_uniform_scatter(tmp_path, seed):
+    offsets, classes, scores, statuses = _scatter_scene(seed, cluster=False)
+    run = make_run(tmp_path / "run", offsets[:-1], classes[:-1], scores[:-1], statuses[:-1], scanned_ha=4.0)
+    assert areas_cli(run, "--density-alpha", "0.01").exit_code == 0
+    assert len(read_areas(run)[0]) == 0
+
+
+def test_density_rule_needs_the_scanned_area(tmp_path):
+    run = make_run(tmp_path / "run", *_scatter_scene(0, cluster=True))
+    result = areas_cli(run, "--density-alpha", "0.01")
+    assert result.exit_code != 0 and "scanned area" in result.output
