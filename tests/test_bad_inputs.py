@@ -336,6 +336,8 @@ CASES = {
     "areas/unknown class": lambda w, d: (["areas", str(_run_copy(w, d)), "--buffer-m", "ap_mines=10"], "--buffer-m",
                                          r"unknown class"),
     "areas/min score 2": lambda w, d: (["areas", str(_run_copy(w, d)), "--min-score", "2"], "--min-score", r"range"),
+    "areas/density alpha 1": lambda w, d: (["areas", str(_run_copy(w, d)), "--density-alpha", "1"],
+                                           "--density-alpha", r"range"),
     "areas/bad survey date": lambda w, d: (["areas", str(_run_copy(w, d)), "--survey-date", "29/11/2026"],
                                            "--survey-date", r"format|date"),
     # report
