@@ -118,7 +118,7 @@ def mlflow_server(tmp_path):
     process = subprocess.Popen(command, cwd=server_dir, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # the server's start-up takes minutes on a starved CPU
         while True:
             try:
                 with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
