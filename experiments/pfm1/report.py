@@ -36,9 +36,12 @@ ROWS = {
     "photo_synth_real": "photographic synthetic, then real",
     "photo_synth_real_lookalikes": "photographic synthetic, then real with drawn look-alikes pasted unlabelled",
     "zero_shot": "synthetic only (zero-shot, no real pixel)",
+    "photo_synth_lookalikes": (
+        "photographic synthetic only, notched PFM-1 outline, weathered colours, pasted look-alikes (commit ff7b0c8)"
+    ),
     "photo_synth": (
-        "photographic synthetic only (real grass, no real item pixel; notched PFM-1 outline, weathered colours,"
-        " pasted look-alikes)"
+        "photographic synthetic only (real grass, no real item pixel; as above, items kept off the white fill, some"
+        " partly shaded or hidden)"
     ),
     "photo_synth_flat": "photographic synthetic only, the first PFM-1 drawing (flat polygons, dark edges)",
     "photo_synth_lobes": (
