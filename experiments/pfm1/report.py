@@ -27,7 +27,8 @@ ROWS = {
     ),
     "synth_real_f03_gpu": "the same recipe with its GPU preset (configs/trainer/gpu.yaml), on the clock of one GPU",
     "synth_real_lookalikes": (
-        "synthetic checkpoint, then real (the recipe with drawn look-alikes pasted unlabelled, up to 3 per image)"
+        "synthetic checkpoint, then real (the same recipe with drawn look-alikes pasted unlabelled, up to 3 per"
+        " image: the recipe since)"
     ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"

@@ -6,7 +6,7 @@ experiment resumes after a stop). Stages:
 | stage | what |
 | --- | --- |
 | zero_shot | the synthetic recipe's checkpoint, never trained on a real pixel, at its own 1 cm GSD |
-| real_only | configs/pfm1.yaml from random init (the recipe as it is now) |
+| real_only | configs/pfm1.yaml from random init (the recipe before it pasted look-alikes) |
 | synth_real | configs/pfm1.yaml from the synthetic checkpoint, on the earlier 16-epoch schedule (native 2.94 mm) |
 | synth_real_long | configs/pfm1.yaml from the synthetic checkpoint (the recipe: up to 44 epochs in 58 minutes) |
 | synth_real_recipe | the same recipe after its pipeline changes (augmentation on the crop, last epoch validated) |
@@ -15,7 +15,7 @@ experiment resumes after a stop). Stages:
 | synth_real_1cm | the same at a 1 cm working GSD |
 | photo_synth | configs/pfm1_photosynth.yaml: drawn items on real training-flight grass, from the synthetic checkpoint |
 | photo_synth_real | configs/pfm1.yaml from the photo_synth checkpoint |
-| synth_real_lookalikes | the recipe with drawn look-alikes pasted unlabelled (copy_paste.lookalike_items 3) |
+| synth_real_lookalikes | drawn look-alikes pasted unlabelled (copy_paste.lookalike_items 3): the recipe since |
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
@@ -60,6 +60,7 @@ VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interva
 F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares: the other three flights 1 each
 GPU_RUN = HERE / "data" / "gpu"  # gpu_fit.py's output folder: gpu_fit.json and best.ckpt (or its parts)
 LOOKALIKES = ["--data.copy_paste.lookalike_items", "3"]  # drawn dead leaves, stones, ... pasted unlabelled
+NO_LOOKALIKES = ["--data.copy_paste.lookalike_items", "0"]  # the recipe before it pasted look-alikes
 # Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
 SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
@@ -79,17 +80,17 @@ def stages(synthetic: str) -> dict[str, dict]:
     photo_ckpt = "@photo_synth"
     return {
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
-        "real_only": {"config": PFM1, "init": None},
-        "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT + UNIFORM},
-        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4, *UNIFORM]},
-        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG + UNIFORM},
+        "real_only": {"config": PFM1, "init": None, "args": NO_LOOKALIKES},
+        "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT + UNIFORM + NO_LOOKALIKES},
+        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4, *UNIFORM, *NO_LOOKALIKES]},
+        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG + UNIFORM + NO_LOOKALIKES},
         # Half of each epoch from the training flight of the test flight's day and ground (grass and oak leaves).
-        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF]},  # the recipe since
-        "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"] + UNIFORM},
-        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM},
+        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF, *NO_LOOKALIKES]},
+        "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"] + UNIFORM + NO_LOOKALIKES},
+        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM + NO_LOOKALIKES},
         "photo_synth": {"config": PHOTO, "init": synthetic},
-        "photo_synth_real": {"config": PFM1, "init": photo_ckpt},
-        "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
+        "photo_synth_real": {"config": PFM1, "init": photo_ckpt, "args": NO_LOOKALIKES},
+        "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},  # the recipe since
         "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
         "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
