@@ -75,14 +75,14 @@ CATALOG: dict[str, ItemType] = {
         ),
         ItemType("tyre", None, "arc", (250, 600), (60, 110), (BLACK, (50, 48, 46)), 60),
         ItemType("branch", None, "branch", (300, 1200), (20, 50), ((92, 70, 50), (120, 96, 70)), 40),
-        # dead leaves (oak and the like): the size and paleness of a PFM-1, strewn by the thousand under trees
+        # dead leaves (oak and the like): the size and colour of a PFM-1, strewn by the thousand under trees
         ItemType(
             "leaf",
             None,
             "leaf",
-            (80, 180),
-            (60, 120),
-            ((196, 178, 150), (172, 142, 106), (160, 150, 135), (124, 92, 62), (152, 104, 64)),
+            (60, 160),
+            (30, 80),
+            ((150, 108, 66), (182, 148, 102), (120, 82, 52), (200, 176, 140)),
             8,
         ),
     ]
@@ -196,22 +196,13 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
             ("line", np.array([[L * 0.2, -W], [L * 0.2, W]]), 0.8),
         ]
     if shape == "leaf":
-        # A dead oak leaf: deep sinuses between pointed lobes along the midrib, widest past the middle; curled, so
-        # one half catches more light than the other.
-        x = np.linspace(-L, L, 96)
-        envelope = W * np.clip(np.sin(np.pi * (x + L) / (2 * L)), 0, 1) ** rng.uniform(0.5, 0.9)
-        lobes = rng.uniform(2.5, 4.5)
-        depth, sharp = rng.uniform(0.25, 0.55), rng.uniform(0.7, 1.6)
-
-        def side(phase: float) -> np.ndarray:
-            t = lobes * (x + L) / (2 * L) + phase
-            tri = 1 - 2 * np.abs(t % 1 - 0.5)  # 0 in a sinus, 1 at a lobe's tip
-            return envelope * (depth + (1 - depth) * tri**sharp)
-
-        upper, lower = side(rng.uniform(0, 1)), side(rng.uniform(0, 1)) * rng.uniform(0.8, 1.1)
+        lobes = rng.integers(3, 8)
+        x = np.linspace(-L, L, 48)
+        half = W * np.sqrt(np.clip(1 - (x / L) ** 2, 0, 1)) ** 0.8
+        half *= 1 - rng.uniform(0.0, 0.4) * np.abs(np.sin(lobes * np.pi * (x / L + 1) / 2))
+        outline = np.r_[np.c_[x, half], np.c_[x[::-1], -half[::-1] * rng.uniform(0.8, 1.1)]]
         return [
-            ("poly", np.r_[np.c_[x, upper], np.c_[x[::-1], np.zeros_like(x)]], rng.uniform(1.0, 1.2)),
-            ("poly", np.r_[np.c_[x, np.zeros_like(x)], np.c_[x[::-1], -lower[::-1]]], rng.uniform(0.85, 1.0)),
+            ("poly", outline, 1.0),
             ("line", np.array([[-L * 1.15, 0], [L * 0.9, 0]]), 0.8),  # stalk and midrib
         ]
     if shape == "stone":
@@ -287,7 +278,8 @@ def render_item(
     centre = size / 2
     base = np.array(item.colours[rng.integers(len(item.colours))], np.float32)
     base *= rng.uniform(0.8, 1.15)
-    base += (base.mean() - base) * rng.uniform(0.0, 0.5)  # weathering and dust take colour out
+    if item.label is not None:  # weathering and dust take colour out of plastic and paint
+        base += (base.mean() - base) * rng.uniform(0.0, 0.5)
     colour = np.zeros((size, size, 3), np.float32)
     alpha = np.zeros((size, size), np.float32)
     thickness = max(1, round(width * scale))
