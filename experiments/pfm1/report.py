@@ -42,7 +42,7 @@ ROWS = {
     ),
     "photo_synth": (
         "photographic synthetic only (real grass, no real item pixel; as above, items kept off the white fill, some"
-        " partly shaded or hidden)"
+        " partly shaded or hidden; oak-leaf look-alike of commit b236e24)"
     ),
     "photo_synth_flat": "photographic synthetic only, the first PFM-1 drawing (flat polygons, dark edges)",
     "photo_synth_lobes": (
