@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import cv2
@@ -61,7 +62,9 @@ def sheet(stage: str) -> dict:
     crops += [blank] * (24 - len(crops))
     image = np.vstack([np.hstack(crops[0:8]), np.hstack(crops[8:16]), np.hstack(crops[16:24])])
     out = REPO / "docs" / f"pfm1_false_alarms_{stage}.jpg"
-    cv2.imwrite(str(out), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    tmp = out.with_suffix(".tmp.jpg")  # a stopped run leaves no half-written sheet under the final name
+    cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    os.replace(tmp, out)
     record = {
         "stage": stage,
         "candidates": len(scores),
@@ -73,7 +76,9 @@ def sheet(stage: str) -> dict:
         "items_above_the_top_false_alarm": int((best > scores[false[0]]).sum()) if len(false) else len(t_xy),
         "sheet": str(out.relative_to(REPO)),
     }
-    (HERE / f"false_alarms_{stage}.json").write_text(json.dumps(record, indent=1) + "\n")
+    path = HERE / f"false_alarms_{stage}.json"
+    path.with_suffix(".json.tmp").write_text(json.dumps(record, indent=1) + "\n")
+    os.replace(path.with_suffix(".json.tmp"), path)
     print(f"{stage}: {record['items_above_the_top_false_alarm']} of {len(t_xy)} items above the top false alarm; {out}")
     return record
 

@@ -134,19 +134,22 @@ def test_items_are_never_pasted_onto_the_orthophotos_fill():
     assert len(real) >= 5 and min(b[0] for b in real) >= 398
 
 
-def _bright_item_patch():
-    image = np.full((60, 60, 3), 100, np.uint8)
-    image[20:40, 18:42] = 200
-    return cut_patches([Sample(image, np.array([[18, 20, 42, 40]], np.float32), np.array([0]), "p")], 0.4)
+def _paste_bright_item(seed, **effects):
+    """One bright 24 x 20 px real item (200) pasted onto an even ground (100) with ``effects``: the image and the
+    item's box in whole pixels."""
+    source = np.full((60, 60, 3), 100, np.uint8)
+    source[20:40, 18:42] = 200
+    patches = cut_patches([Sample(source, np.array([[18, 20, 42, 40]], np.float32), np.array([0]), "p")], 0.4)
+    image = np.full((120, 120, 3), 100, np.float32)
+    boxes = []
+    cfg = CopyPaste(p=1.0, real_items=1, colour=0.0, scale=(1.0, 1.0), **effects)
+    paste_real(image, boxes, [], patches, cfg, np.random.default_rng(seed), 1)
+    return image, tuple(int(round(v)) for v in boxes[0])
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_shaded_items_are_darker_in_part_and_never_brighter(seed):
-    image = np.full((120, 120, 3), 100, np.float32)
-    boxes = []
-    cfg = CopyPaste(p=1.0, real_items=1, colour=0.0, scale=(1.0, 1.0), shade=1.0)
-    paste_real(image, boxes, [], _bright_item_patch(), cfg, np.random.default_rng(seed), 1)
-    x0, y0, x1, y1 = (int(round(v)) for v in boxes[0])
+    image, (x0, y0, x1, y1) = _paste_bright_item(seed, shade=1.0)
     item = image[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2, 0]
     assert item.max() <= 201  # light matching on an even ground changes nothing; a shadow only darkens
     assert item.min() <= 200 * 0.8  # some of the item lies at least 20% darker
@@ -154,11 +157,7 @@ def test_shaded_items_are_darker_in_part_and_never_brighter(seed):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_hidden_items_show_the_ground_over_at_most_half_their_box(seed):
-    image = np.full((120, 120, 3), 100, np.float32)
-    boxes = []
-    cfg = CopyPaste(p=1.0, real_items=1, colour=0.0, scale=(1.0, 1.0), hide=1.0)
-    paste_real(image, boxes, [], _bright_item_patch(), cfg, np.random.default_rng(seed), 1)
-    x0, y0, x1, y1 = (int(round(v)) for v in boxes[0])
+    image, (x0, y0, x1, y1) = _paste_bright_item(seed, hide=1.0)
     assert (x1 - x0, y1 - y0) in {(24, 20), (20, 24)}  # the box is the whole item's
     item = image[y0:y1, x0:x1, 0]
     ground = (item < 110).mean()  # item pixels where the ground shows through
