@@ -36,6 +36,7 @@ class ItemType:
     width_mm: tuple[float, float]
     colours: tuple[tuple[int, int, int], ...]
     height_mm: float
+    in_scenes: bool = True
 
 
 CATALOG: dict[str, ItemType] = {
@@ -85,9 +86,23 @@ CATALOG: dict[str, ItemType] = {
             ((150, 108, 66), (182, 148, 102), (120, 82, 52), (200, 176, 140)),
             8,
         ),
+        # Pale dead oak and maple leaves, curled and sun-bleached to beige and grey-white: pointed lobes between
+        # deep sinuses, along the midrib (oak) or fanned from the stalk (maple). Where they lie under deciduous
+        # trees they are the brightest objects of a PFM-1's size on the ground. Drawn only where a recipe names
+        # them (copy-paste look-alikes); the scene generator's look-alikes stay the general set.
+        ItemType(
+            "oak_leaf",
+            None,
+            "oak_leaf",
+            (80, 170),
+            (55, 120),
+            ((222, 212, 196), (206, 192, 170), (190, 180, 168), (196, 174, 140), (170, 140, 104), (140, 104, 70)),
+            8,
+            in_scenes=False,
+        ),
     ]
 }
-LOOKALIKES = tuple(name for name, t in CATALOG.items() if t.label is None)
+LOOKALIKES = tuple(name for name, t in CATALOG.items() if t.label is None and t.in_scenes)
 
 
 def _rot(points: np.ndarray, angle: float) -> np.ndarray:
@@ -205,6 +220,8 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
             ("poly", outline, 1.0),
             ("line", np.array([[-L * 1.15, 0], [L * 0.9, 0]]), 0.8),  # stalk and midrib
         ]
+    if shape == "oak_leaf":
+        return _dead_leaf(L, W, rng)
     if shape == "stone":
         n = rng.integers(6, 11)
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
@@ -248,6 +265,47 @@ def _outline(shape: str, length: float, width: float, rng: np.random.Generator) 
             parts.append(("line", np.array([start, tip]), 0.9))
         return parts
     raise ValueError(f"unknown shape {shape}")
+
+
+def _lobed(t: np.ndarray, lobes: float, phase: float, depth: float, sharp: float) -> np.ndarray:
+    """1 at a lobe's tip, ``depth`` in a sinus: ``lobes`` pointed lobes over ``t`` in [0, 1]."""
+    tri = 1 - 2 * np.abs((lobes * t + phase) % 1 - 0.5)
+    return depth + (1 - depth) * tri**sharp
+
+
+def _dead_leaf(L: float, W: float, rng: np.random.Generator) -> list[tuple[str, object, float]]:
+    """A dead leaf of half-length ``L`` and half-width ``W`` (mm): oak (lobes along the midrib, widest past the
+    middle) or maple (lobes fanned from the stalk). Curled, so one half catches more light than the other."""
+    lit, shaded = rng.uniform(1.0, 1.2), rng.uniform(0.8, 1.0)
+    stalk = ("line", np.array([[-L * 1.15, 0], [-L * 0.6, 0]]), 0.8)
+    depth, sharp = rng.uniform(0.25, 0.6), rng.uniform(0.7, 1.6)
+    if rng.random() < 0.6:  # oak
+        x = np.linspace(-L, L, 96)
+        envelope = W * np.clip(np.sin(np.pi * (x + L) / (2 * L)), 0, 1) ** rng.uniform(0.5, 0.9)
+        lobes, t = rng.uniform(2.5, 4.5), (x + L) / (2 * L)
+        upper = envelope * _lobed(t, lobes, rng.uniform(0, 1), depth, sharp)
+        lower = envelope * _lobed(t, lobes, rng.uniform(0, 1), depth, sharp) * rng.uniform(0.8, 1.1)
+        zero = np.zeros_like(x)
+        return [
+            ("poly", np.r_[np.c_[x, upper], np.c_[x[::-1], zero]], lit),
+            ("poly", np.r_[np.c_[x, zero], np.c_[x[::-1], -lower[::-1]]], shaded),
+            ("line", np.array([[-L * 0.6, 0], [L * 0.9, 0]]), 0.85),  # midrib
+            stalk,
+        ]
+    # maple: 3 to 5 lobes over the circle but the stalk's side, around a point behind the middle
+    theta = np.linspace(-np.pi, np.pi, 120)
+    lobes = int(rng.integers(3, 6))
+    depth, sharp = rng.uniform(0.45, 0.75), rng.uniform(0.6, 1.2)
+    stalk = ("line", np.array([[-L * 1.1, 0], [L * 0.1, 0]]), 0.8)
+    t = (theta + np.pi * 0.8) / (2 * np.pi * 0.8)  # the lobes span 0.8 of the circle, opposite the stalk
+    radius = np.where(np.abs(theta) > np.pi * 0.8, depth * 0.6, _lobed(np.clip(t, 0, 1), lobes, 0.5, depth, sharp))
+    x, y = L * radius * np.cos(theta) * 0.9 + L * 0.1, W * radius * np.sin(theta)
+    upper = y >= 0
+    return [
+        ("poly", np.r_[np.c_[x[upper], y[upper]], [[L * 0.1, 0]]], lit),
+        ("poly", np.r_[np.c_[x[~upper], y[~upper]], [[L * 0.1, 0]]], shaded),
+        stalk,
+    ]
 
 
 @dataclass

@@ -30,6 +30,10 @@ ROWS = {
         "synthetic checkpoint, then real (the same recipe with drawn look-alikes pasted unlabelled, up to 3 per"
         " image: the recipe since)"
     ),
+    "synth_real_oak": (
+        "synthetic checkpoint (retrained with the generator of commit 15a4938), then real (look-alikes as above, two"
+        " in seven pale dead oak or maple leaves)"
+    ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),

@@ -18,6 +18,7 @@ experiment resumes after a stop). Stages:
 | synth_real_lookalikes | drawn look-alikes pasted unlabelled (copy_paste.lookalike_items 3): the recipe since |
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
+| synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -39,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import report
 from common import HERE, REPO
 
 BIN = Path(sys.executable).absolute().parent
@@ -61,6 +63,9 @@ F03_HALF = ["--data.group_weights", '{"Phan4_200316_F03": 3}']  # 3 of 6 shares:
 GPU_RUN = HERE / "data" / "gpu"  # gpu_fit.py's output folder: gpu_fit.json and best.ckpt (or its parts)
 LOOKALIKES = ["--data.copy_paste.lookalike_items", "3"]  # drawn dead leaves, stones, ... pasted unlabelled
 NO_LOOKALIKES = ["--data.copy_paste.lookalike_items", "0"]  # the recipe before it pasted look-alikes
+# Two of every seven pasted look-alikes pale dead oak or maple leaves (pointed lobes, sun-bleached), the test flight's
+# top false alarms under the recipe with the oval leaf only.
+OAK = ["--data.copy_paste.lookalike_names", '["oak_leaf", "oak_leaf", "leaf", "stone", "branch", "can", "bottle"]']
 # Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
 SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
@@ -93,6 +98,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},  # the recipe since
         "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
         "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
+        "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
@@ -262,6 +268,8 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
             init = results[init[1:]]["checkpoint"]
         ckpt, run_id, minutes = fit(Path(spec["config"]), init, args, root)
         entry.update(init=init, checkpoint=ckpt, mlflow_run=run_id, train_minutes=minutes)
+        # kept with the results: the MLflow store (mlruns/) does not travel with a clone
+        entry["valid_curve"] = [list(point) for point in report.valid_curve(run_id)]
     entry["test"] = test(PFM1, ckpt, args)
     entry["mosaic"] = mosaic_eval(name, ckpt, PFM1, int8)
     results[name] = entry

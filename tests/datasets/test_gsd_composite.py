@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 from ordnance.datasets.composite import CopyPaste, composite, cut_patches, paste_drawn, paste_real
@@ -95,6 +96,31 @@ def test_drawn_pfm1_has_its_physical_size_and_no_dark_fringe(seed):
     edge = luma[(stamp.alpha > 0.05) & (stamp.alpha < 0.6)]
     assert len(edge) > 20 and len(interior) > 100
     assert np.percentile(edge, 5) >= 0.8 * np.percentile(interior, 5)
+
+
+def _solidity(alpha: np.ndarray) -> float:
+    """Drawn area over its convex hull's: near 1 for a convex outline, lower the deeper its notches."""
+    mask = (alpha > 0.5).astype(np.uint8)
+    points = cv2.findNonZero(mask)
+    return float(mask.sum()) / max(cv2.contourArea(cv2.convexHull(points)), 1.0)
+
+
+def test_drawn_oak_leaves_are_pale_lobed_and_mine_sized_but_not_in_generated_scenes():
+    """The look-alike the PFM-1 model confused most on grass under oaks: a pale dead leaf of a mine's size with
+    pointed lobes. Its outline is notched far deeper than a PFM-1's; the scene generator does not draw it."""
+    from ordnance.datasets.synth.items import CATALOG, LOOKALIKES, render_item
+
+    gsd, rng = 0.003, np.random.default_rng(0)
+    leaves = [render_item(CATALOG["oak_leaf"], gsd, rng.uniform(0, 2 * np.pi), (0.6, 0.8), rng) for _ in range(40)]
+    mines = [render_item(CATALOG["pfm1"], gsd, rng.uniform(0, 2 * np.pi), (0.6, 0.8), rng) for _ in range(40)]
+    leaf_solidity = np.array([_solidity(s.alpha) for s in leaves])
+    mine_solidity = np.array([_solidity(s.alpha) for s in mines])
+    assert np.median(leaf_solidity) < 0.85 < np.percentile(mine_solidity, 10), (leaf_solidity, mine_solidity)
+    extent = np.array([max(s.box[2] - s.box[0], s.box[3] - s.box[1]) * gsd for s in leaves])
+    assert 0.06 <= extent.min() and extent.max() <= 0.22  # 80-170 mm with its stalk, at any angle
+    luma = np.array([np.median(s.colour[s.alpha > 0.9] @ [0.299, 0.587, 0.114]) for s in leaves])
+    assert np.mean(luma > 170) > 0.4  # most are sun-bleached, paler than the grass around them
+    assert "oak_leaf" not in LOOKALIKES and "leaf" in LOOKALIKES
 
 
 def test_pasted_lookalikes_change_the_image_but_add_no_box():
