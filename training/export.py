@@ -264,6 +264,7 @@ def compare(
     tie = min(tie, max(NOISE_FACTOR * noise, NOISE_FLOOR))
     matched = total = ties = 0
     max_diff = noise
+    matched_diff = 0.0
     for i, (rb, rs, rl, cb, cs, cl) in enumerate(zip(*reference, *candidate)):
         # Compare detections above the floor, or the top 20 when fewer clear it (an early model).
         cut = min(floor, float(np.sort(rs)[::-1][: min(20, len(rs))][-1])) if len(rs) else floor
@@ -287,7 +288,8 @@ def compare(
             ok = score[np.arange(len(rb_)), best] > 0.5
             matched += int(ok.sum())
             if ok.any():
-                max_diff = max(max_diff, float(np.abs(rs_[ok] - cs_[best[ok]]).max()))
+                matched_diff = max(matched_diff, float(np.abs(rs_[ok] - cs_[best[ok]]).max()))
+                max_diff = max(max_diff, matched_diff)
     return {
         "tiles": len(reference[0]),
         "detections_compared": total,
@@ -295,6 +297,8 @@ def compare(
         "near_tie_margin": tie if margins is not None else 0.0,
         "matched_share": matched / total if total else 0.0,
         "max_score_diff": max_diff,
+        "score_noise": noise,
+        "matched_score_diff": matched_diff,
         "recall_reference": _recall(reference, truth, threshold),
         "recall_candidate": _recall(candidate, truth, threshold),
         "threshold": threshold,
@@ -424,7 +428,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         raise ExportError(
             f"parity gate failed: {parity['matched_share']:.4f} of {parity['detections_compared']} detections "
             f"matched (need {settings.min_matched} of at least 1; {parity['near_ties']} near-ties left out), "
-            f"max score difference {parity['max_score_diff']:.2e} (allowed {settings.max_score_diff:g})",
+            f"max score difference {parity['max_score_diff']:.2e} (allowed {settings.max_score_diff:g}; matched"
+            f" detections {parity['matched_score_diff']:.2e}, ranked top-50 scores {parity['score_noise']:.2e})",
             output,
         )
     _save_atomic(_with_card(model, card), output)

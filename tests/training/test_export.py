@@ -242,6 +242,19 @@ def test_comparison_tells_real_differences_from_near_ties_and_float_noise():
     noisy_tie = compare(reference, shaky, truth, 0.5, 0.05, np.asarray([[0.5, 2e-4, 0.5, 0.0]]), tie=1e-3)
     assert noisy_tie["near_tie_margin"] == pytest.approx(1e-3) and noisy_tie["near_ties"] == 2
     assert noisy_tie["max_score_diff"] == pytest.approx(5e-5, rel=1e-2)
+    # The report says where a difference was seen: between matched detections, or between the ranked scores. A
+    # detection that only the exported graph makes (here at 0.75, where the reference's fifth is below the floor)
+    # matches nothing of the reference's, so only the ranks show it, and it fails the gate like a changed score.
+    assert noisy_tie["matched_score_diff"] == 0.0 and noisy_tie["score_noise"] == pytest.approx(5e-5, rel=1e-2)
+    grid = [[20.0 * k, 0, 20.0 * k + 8, 8] for k in range(20)]
+    ranked = [0.9 - 0.01 * k for k in range(20)]  # 0.90 down to 0.71, all above the floor
+    many = _outputs([*grid, [500, 500, 508, 508]], [*ranked, 0.03], [0] * 21)
+    extra = _outputs([*grid, [600, 600, 608, 608]], [*ranked, 0.755], [0] * 21)
+    shifted = compare(many, extra, truth, 0.5, 0.05)
+    assert shifted["matched_share"] == 1.0 and shifted["detections_compared"] == 20
+    assert shifted["matched_score_diff"] == 0.0
+    # ranked, every score below 0.755 moves down one place: the last, 0.71 against the reference's 0.03
+    assert shifted["max_score_diff"] == shifted["score_noise"] == pytest.approx(0.68)
 
 
 def test_export_that_cannot_be_checked_is_refused(tiny_checkpoint, tmp_path):
