@@ -22,6 +22,7 @@ import csv
 import json
 import os
 import platform
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,6 +51,9 @@ def _free_port() -> int:
 
 def start_head(cpus: int) -> tuple[str, dict]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
+    home_token = Path.home() / ".ray" / "auth_token"
+    if not (env.get("RAY_AUTH_TOKEN") or env.get("RAY_AUTH_TOKEN_PATH") or home_token.exists()):
+        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # a token for this local cluster only, passed to its drivers
     port = _free_port()
     done = subprocess.run([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
                            str(port), "--num-cpus", str(cpus), "--include-dashboard", "false",

@@ -8,6 +8,7 @@ import csv
 import glob
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -40,13 +41,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
-    """A Ray head node on 127.0.0.1 with 2 CPUs and token authentication (the token in this user's
-    ~/.ray/auth_token, as a deployment shares it with every node and driver); yields its address and its
-    Ray Client address."""
+    """A Ray head node on 127.0.0.1 with 2 CPUs and token authentication (a fresh token in RAY_AUTH_TOKEN, as a
+    deployment shares one with every node and driver; a machine need not have ~/.ray/auth_token); yields its
+    address and its Ray Client address."""
     port, client_port = _free_port(), _free_port()
-    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     os.environ.pop("RAY_ADDRESS", None)
     os.environ["RAY_AUTH_MODE"] = "token"  # this process is the drivers' process: it must send the token too
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)  # 256 bits, as `ray get-auth-token --generate`
     env = dict(os.environ)
     started = subprocess.run(
         [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus",
