@@ -277,8 +277,7 @@ def _dead_leaf(L: float, W: float, rng: np.random.Generator) -> list[tuple[str, 
     """A dead leaf of half-length ``L`` and half-width ``W`` (mm): oak (lobes along the midrib, widest past the
     middle) or maple (lobes fanned from the stalk). Curled, so one half catches more light than the other."""
     lit, shaded = rng.uniform(1.0, 1.2), rng.uniform(0.8, 1.0)
-    stalk = ("line", np.array([[-L * 1.15, 0], [-L * 0.6, 0]]), 0.8)
-    depth, sharp = rng.uniform(0.25, 0.6), rng.uniform(0.7, 1.6)
+    depth, sharp = rng.uniform(0.25, 0.6), rng.uniform(0.7, 1.6)  # an oak's; a maple draws its own, shallower
     if rng.random() < 0.6:  # oak
         x = np.linspace(-L, L, 96)
         envelope = W * np.clip(np.sin(np.pi * (x + L) / (2 * L)), 0, 1) ** rng.uniform(0.5, 0.9)
@@ -290,13 +289,12 @@ def _dead_leaf(L: float, W: float, rng: np.random.Generator) -> list[tuple[str, 
             ("poly", np.r_[np.c_[x, upper], np.c_[x[::-1], zero]], lit),
             ("poly", np.r_[np.c_[x, zero], np.c_[x[::-1], -lower[::-1]]], shaded),
             ("line", np.array([[-L * 0.6, 0], [L * 0.9, 0]]), 0.85),  # midrib
-            stalk,
+            ("line", np.array([[-L * 1.15, 0], [-L * 0.6, 0]]), 0.8),  # stalk
         ]
     # maple: 3 to 5 lobes over the circle but the stalk's side, around a point behind the middle
     theta = np.linspace(-np.pi, np.pi, 120)
     lobes = int(rng.integers(3, 6))
     depth, sharp = rng.uniform(0.45, 0.75), rng.uniform(0.6, 1.2)
-    stalk = ("line", np.array([[-L * 1.1, 0], [L * 0.1, 0]]), 0.8)
     t = (theta + np.pi * 0.8) / (2 * np.pi * 0.8)  # the lobes span 0.8 of the circle, opposite the stalk
     radius = np.where(np.abs(theta) > np.pi * 0.8, depth * 0.6, _lobed(np.clip(t, 0, 1), lobes, 0.5, depth, sharp))
     x, y = L * radius * np.cos(theta) * 0.9 + L * 0.1, W * radius * np.sin(theta)
@@ -304,7 +302,7 @@ def _dead_leaf(L: float, W: float, rng: np.random.Generator) -> list[tuple[str, 
     return [
         ("poly", np.r_[np.c_[x[upper], y[upper]], [[L * 0.1, 0]]], lit),
         ("poly", np.r_[np.c_[x[~upper], y[~upper]], [[L * 0.1, 0]]], shaded),
-        stalk,
+        ("line", np.array([[-L * 1.1, 0], [L * 0.1, 0]]), 0.8),  # stalk, into the leaf's centre
     ]
 
 
