@@ -34,6 +34,10 @@ ROWS = {
         "synthetic checkpoint (retrained with the generator of commit 15a4938), then real (look-alikes as above, two"
         " in seven pale dead oak or maple leaves)"
     ),
+    "synth_real_lookalikes_rerun": (
+        "the same look-alike recipe again, from the oak stage's synthetic checkpoint, on the faster loader (fill mask"
+        " per channel)"
+    ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),
@@ -106,6 +110,8 @@ def ablation_table(results: dict) -> str:
         curve_points = entry.get("valid_curve") or valid_curve(entry.get("mlflow_run", ""))
         valid = ", ".join(_f(v, 2) for _, v in curve_points)
         minutes = _f(entry.get("train_minutes"), 1)
+        if entry.get("trained"):  # how far the time budget got: epochs and optimizer steps
+            minutes += f" ({entry['trained']['epochs']} epochs, {entry['trained']['steps']} steps)"
         if entry.get("train_device"):  # trained elsewhere (gpu_fit.py): the device, epochs and batch say how much
             record = entry.get("train_record", {})
             minutes += (

@@ -19,6 +19,7 @@ experiment resumes after a stop). Stages:
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
+| synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint (faster loader) |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -99,6 +100,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
         "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
         "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
+        "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
@@ -114,8 +116,8 @@ def _save(results: dict) -> None:
     os.replace(tmp, RESULTS)
 
 
-def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float]:
-    """Train; returns (best checkpoint, MLflow run id, minutes)."""
+def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float, dict]:
+    """Train; returns (best checkpoint, MLflow run id, minutes, {"epochs", "steps"} trained)."""
     from ordnance.training.cli import main
 
     start = time.perf_counter()
@@ -134,7 +136,8 @@ def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[st
     minutes = (time.perf_counter() - start) / 60
     best = cli.trainer.checkpoint_callback.best_model_path
     run_id = getattr(cli.trainer.logger, "run_id", "") or ""
-    return best, run_id, minutes
+    trained = {"epochs": cli.trainer.current_epoch, "steps": cli.trainer.global_step}
+    return best, run_id, minutes, trained
 
 
 def test(config: Path, ckpt: str, args: list[str]) -> dict:
@@ -266,8 +269,8 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
         init = spec.get("init")
         if isinstance(init, str) and init.startswith("@"):
             init = results[init[1:]]["checkpoint"]
-        ckpt, run_id, minutes = fit(Path(spec["config"]), init, args, root)
-        entry.update(init=init, checkpoint=ckpt, mlflow_run=run_id, train_minutes=minutes)
+        ckpt, run_id, minutes, trained = fit(Path(spec["config"]), init, args, root)
+        entry.update(init=init, checkpoint=ckpt, mlflow_run=run_id, train_minutes=minutes, trained=trained)
         # kept with the results: the MLflow store (mlruns/) does not travel with a clone
         entry["valid_curve"] = [list(point) for point in report.valid_curve(run_id)]
     entry["test"] = test(PFM1, ckpt, args)
