@@ -19,7 +19,7 @@ experiment resumes after a stop). Stages:
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
-| synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint (faster loader) |
+| synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint, faster loader |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
