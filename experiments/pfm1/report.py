@@ -38,6 +38,9 @@ ROWS = {
         "the same look-alike recipe again, from the oak stage's synthetic checkpoint, on the faster loader (fill mask"
         " per channel)"
     ),
+    "synth_real_oak_rerun": (
+        "the oak-leaf look-alikes again, from the same synthetic checkpoint on the same loader as the row above"
+    ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),

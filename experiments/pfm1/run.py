@@ -19,6 +19,7 @@ experiment resumes after a stop). Stages:
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
+| synth_real_oak_rerun | synth_real_oak again beside synth_real_lookalikes_rerun: the same checkpoint and loader |
 | synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint, faster loader |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
@@ -101,6 +102,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
         "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
         "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
+        "synth_real_oak_rerun": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
