@@ -38,6 +38,9 @@ ROWS = {
         "the same look-alike recipe again, from the oak stage's synthetic checkpoint, on the faster loader (fill mask"
         " per channel)"
     ),
+    "synth_real_lookalikes_seed1": (
+        "the row above with another seed (seed_everything 1): how far one run lies from the next"
+    ),
     "synth_real_oak_rerun": (
         "the oak-leaf look-alikes again, from the same synthetic checkpoint on the same loader as the row above"
     ),

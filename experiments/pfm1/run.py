@@ -20,6 +20,7 @@ experiment resumes after a stop). Stages:
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
 | synth_real_oak_rerun | synth_real_oak again beside synth_real_lookalikes_rerun: the same checkpoint and loader |
+| synth_real_lookalikes_seed1 | synth_real_lookalikes_rerun with seed_everything 1: the spread between runs |
 | synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint, faster loader |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
@@ -70,6 +71,7 @@ NO_LOOKALIKES = ["--data.copy_paste.lookalike_items", "0"]  # the recipe before 
 OAK = ["--data.copy_paste.lookalike_names", '["oak_leaf", "oak_leaf", "leaf", "stone", "branch", "can", "bottle"]']
 # Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
 SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
+SEED1 = ["--seed_everything", "1"]  # crops, pastes and their order drawn anew: how far one run is from the next
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
@@ -102,6 +104,7 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
         "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
         "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
+        "synth_real_lookalikes_seed1": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SEED1]},
         "synth_real_oak_rerun": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
