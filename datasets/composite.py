@@ -165,9 +165,10 @@ def _shade_and_hide(colour: np.ndarray, alpha: np.ndarray, box, cfg: CopyPaste, 
     return colour, alpha
 
 
-def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: CopyPaste, rng, n: int) -> None:
-    """Paste ``n`` random real patches; each is matched to the local light, then jittered."""
-    fill = _fill_mask(image)
+def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: CopyPaste, rng, n: int, fill=None) -> None:
+    """Paste ``n`` random real patches; each is matched to the local light, then jittered. ``fill``: the image's
+    fill mask (:func:`_fill_mask`), when the caller has it."""
+    fill = _fill_mask(image) if fill is None else fill
     for _ in range(n):
         patch = patches[int(rng.integers(len(patches)))]
         factor = rng.uniform(*cfg.scale)
@@ -196,16 +197,25 @@ def paste_real(image, boxes: list, labels: list, patches: list[Patch], cfg: Copy
 
 
 def paste_drawn(
-    image, boxes: list, labels: list, cfg: CopyPaste, class_ids: dict, gsd_m: float, rng, n: int, names=None
+    image,
+    boxes: list,
+    labels: list,
+    cfg: CopyPaste,
+    class_ids: dict,
+    gsd_m: float,
+    rng,
+    n: int,
+    names=None,
+    fill=None,
 ):
     """Paste ``n`` catalogue items drawn at ``gsd_m`` (from ``names``, default ``cfg.synthetic_names``), with a
     soft sun shadow, defocus or motion blur and the background's own noise level, so that they look taken by the
-    same camera. Look-alikes (no label) get no box."""
+    same camera. Look-alikes (no label) get no box. ``fill``: the image's fill mask, when the caller has it."""
     names = names or cfg.synthetic_names
     sun = rng.normal(size=2)
     sun = tuple(sun / (np.linalg.norm(sun) + 1e-9))
     sigma_noise = _noise_sigma(image)
-    fill = _fill_mask(image)
+    fill = _fill_mask(image) if fill is None else fill
     for _ in range(n):
         item = CATALOG[names[int(rng.integers(len(names)))]]
         stamp = render_item(item, gsd_m / rng.uniform(*cfg.scale), rng.uniform(0, 2 * np.pi), sun, rng)
@@ -255,14 +265,15 @@ def composite(
     image = sample.image.astype(np.float32)
     boxes = [tuple(b) for b in sample.boxes]
     labels = list(sample.labels)
+    fill = _fill_mask(image)  # the orthophoto's own fill, before anything is pasted
     if cfg.real_items and patches:
-        paste_real(image, boxes, labels, patches, cfg, rng, int(rng.integers(1, cfg.real_items + 1)))
+        paste_real(image, boxes, labels, patches, cfg, rng, int(rng.integers(1, cfg.real_items + 1)), fill)
     if cfg.lookalike_items:
         n = int(rng.integers(0, cfg.lookalike_items + 1))
-        paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n, cfg.lookalike_names)
+        paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n, cfg.lookalike_names, fill)
     if cfg.synthetic_items:
         n = int(rng.integers(1, cfg.synthetic_items + 1))
-        paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n)
+        paste_drawn(image, boxes, labels, cfg, class_ids, gsd_m, rng, n, fill=fill)
     out = np.clip(image, 0, 255).astype(np.uint8)
     quality = int(rng.integers(75, 96))
     _, encoded = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])

@@ -12,6 +12,10 @@ import cv2
 import numpy as np
 
 SS = 4  # supersampling factor
+# Largest supersampled canvas side: an item whose canvas would be larger is drawn with less supersampling (2x at
+# least). Only long items at fine GSD reach it (a metre-long branch is 500 px at 3 mm, 2,000 px at 4x), where
+# every layer of the drawing costs the canvas's pixels and 2x keeps their edges as smooth.
+MAX_SS_PX = 1024
 
 OLIVE = (84, 92, 52)
 DARK_OLIVE = (58, 64, 38)
@@ -326,11 +330,12 @@ def render_item(
     width = rng.uniform(*item.width_mm) if item.shape != "stone" else rng.uniform(0.6, 1.0) * length
     if item.shape in ("round", "round_cross", "round_star", "round_well", "sphere"):
         width = length
-    scale = SS / (gsd_m * 1000)  # supersampled px per mm
     reach = 1.2 * np.hypot(length, max(width, length * 0.4 if item.shape == "branch" else width)) / 2
     if item.shape == "cylinder_ribbon":
         reach *= 2.2
-    size = int(np.ceil(2 * reach * scale / SS)) * SS + 2 * SS
+    ss = max(2, min(SS, MAX_SS_PX // (int(np.ceil(2 * reach / (gsd_m * 1000))) + 2)))
+    scale = ss / (gsd_m * 1000)  # supersampled px per mm
+    size = int(np.ceil(2 * reach * scale / ss)) * ss + 2 * ss
     centre = size / 2
     base = np.array(item.colours[rng.integers(len(item.colours))], np.float32)
     base *= rng.uniform(0.8, 1.15)
@@ -354,10 +359,10 @@ def render_item(
             _poly(layer, geometry, angle, scale, centre, 1.0)
         elif kind in ("ellipse", "ring"):
             (c, axes) = geometry
-            _ellipse(layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, SS))
+            _ellipse(layer, c, axes, angle, scale, centre, 1.0, thickness=-1 if kind == "ellipse" else max(1, ss))
         else:
             pts = _rot(np.asarray(geometry, np.float64), angle) * scale + centre
-            w = thickness if tone == 1.0 or item.shape == "branch" else max(1, SS // 2)
+            w = thickness if tone == 1.0 or item.shape == "branch" else max(1, ss // 2)
             cv2.polylines(layer, [np.round(pts).astype(np.int32)], False, 1.0, w, cv2.LINE_AA)
         rows, cols = np.nonzero(layer.any(axis=1))[0], np.nonzero(layer.any(axis=0))[0]
         if len(rows):  # blend where the layer is drawn (elsewhere the blend leaves colour as it is)
@@ -370,12 +375,12 @@ def render_item(
     # Lighting: brighter on the sun side of the item, darker opposite; fine weathering noise.
     axis = (np.arange(size, dtype=np.float64) - centre) / max(reach * scale, 1)
     light = 1.0 + 0.35 * (axis[None, :] * sun_xy[0] + axis[:, None] * sun_xy[1])
-    grain = cv2.GaussianBlur(rng.normal(1.0, 0.12, (size, size)).astype(np.float32), (0, 0), SS * 0.7)
+    grain = cv2.GaussianBlur(rng.normal(1.0, 0.12, (size, size)).astype(np.float32), (0, 0), ss * 0.7)
     colour *= (light * grain)[..., None]
     if item.label is not None and rng.random() < 0.5:  # dust and corrosion blotches
-        dirt = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), SS * 2) > 0.52
+        dirt = cv2.GaussianBlur(rng.random((size, size)).astype(np.float32), (0, 0), ss * 2) > 0.52
         colour[dirt] = colour[dirt] * 0.6 + np.array(BROWN, np.float32) * 0.4
-    small = size // SS  # reduce premultiplied colour, so that edge pixels average the item, not the black around it
+    small = size // ss  # reduce premultiplied colour, so that edge pixels average the item, not the black around it
     colour = cv2.resize(colour * alpha[..., None], (small, small), interpolation=cv2.INTER_AREA)
     alpha = cv2.resize(alpha, (small, small), interpolation=cv2.INTER_AREA)
     colour /= np.maximum(alpha, 1e-3)[..., None]
