@@ -141,11 +141,11 @@ def test_composite_pastes_lookalikes_before_items():
     assert set(out.labels.tolist()) == {0} and 1 <= len(out.boxes) <= 2
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", [1, 4, 5, 7, 8])  # branches of 340-525 px at 3 mm: 4x would be 1,350-2,100 px
 def test_long_lookalikes_at_fine_gsd_keep_their_shape_with_less_supersampling(monkeypatch, seed):
-    """A metre-long branch at 3 mm is drawn on a 2x canvas instead of 4x (a sixteenth of the pixels at 4x would be
-    2,000 px a side): against the same branch drawn at full supersampling, the stamp has the same size, its solid
-    part the same area within 6% and the same box within 2 px."""
+    """A long branch at 3 mm is drawn on a 2x or 3x canvas instead of 4x: against the same branch drawn at full
+    supersampling, the stamp has the same size, its solid part the same area within 8% (the antialiased edge
+    spans half a final pixel instead of a quarter) and the same box within 2 px."""
     from ordnance.datasets.synth import items
 
     def draw():
@@ -153,11 +153,12 @@ def test_long_lookalikes_at_fine_gsd_keep_their_shape_with_less_supersampling(mo
         return items.render_item(items.CATALOG["branch"], 0.00294, rng.uniform(0, 2 * np.pi), (0.6, 0.8), rng)
 
     capped = draw()
+    assert capped.alpha.shape[0] * items.SS > items.MAX_SS_PX  # the cap is what this branch is drawn under
     monkeypatch.setattr(items, "MAX_SS_PX", 10**6)
     full = draw()
     assert capped.alpha.shape == full.alpha.shape
     solid_capped, solid_full = (capped.alpha > 0.5).sum(), (full.alpha > 0.5).sum()
-    assert abs(solid_capped / solid_full - 1) < 0.06, (solid_capped, solid_full)
+    assert abs(solid_capped / solid_full - 1) < 0.08, (solid_capped, solid_full)
     assert np.abs(np.subtract(capped.box, full.box)).max() <= 2, (capped.box, full.box)
 
 
