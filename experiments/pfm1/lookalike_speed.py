@@ -19,6 +19,7 @@ import platform
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from common import HERE, REPO, write_readme_block
@@ -30,32 +31,37 @@ UNCAPPED = 10**9
 BEGIN, END = "<!-- pfm1-lookalikes:begin -->", "<!-- pfm1-lookalikes:end -->"
 
 
-def stamp_ms(names: list[str], cap: int, stamps: int) -> dict[str, float]:
-    """CPU milliseconds per drawn stamp of each look-alike at the recipe's GSD under ``MAX_SS_PX = cap``."""
+@contextmanager
+def supersampling_cap(cap: int):
+    """``MAX_SS_PX`` set to ``cap`` inside the block (loader workers forked there inherit it), restored after."""
     from ordnance.datasets.synth import items
 
     saved, items.MAX_SS_PX = items.MAX_SS_PX, cap
     try:
-        out = {}
+        yield
+    finally:
+        items.MAX_SS_PX = saved
+
+
+def stamp_ms(names: list[str], cap: int, stamps: int) -> dict[str, float]:
+    """CPU milliseconds per drawn stamp of each look-alike at the recipe's GSD under ``MAX_SS_PX = cap``."""
+    from ordnance.datasets.synth import items
+
+    out = {}
+    with supersampling_cap(cap):
         for name in names:
             rng = np.random.default_rng(0)
             start = time.process_time()
             for _ in range(stamps):
                 items.render_item(items.CATALOG[name], GSD_M, rng.uniform(0, 2 * np.pi), (0.6, 0.8), rng)
             out[name] = (time.process_time() - start) / stamps * 1000
-        return out
-    finally:
-        items.MAX_SS_PX = saved
+    return out
 
 
 def loader_rate(cap: int, workers: int, batches: int, batch_size: int) -> float:
-    from ordnance.datasets.synth import items
-
-    saved, items.MAX_SS_PX = items.MAX_SS_PX, cap
-    try:
+    """The recipe's DataLoader samples per second under ``MAX_SS_PX = cap``."""
+    with supersampling_cap(cap):
         return _arm(workers, batches, batch_size, False, [])
-    finally:
-        items.MAX_SS_PX = saved
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="only rewrite the tables from lookalike_speed.json")
     args = parser.parse_args(argv)
     if args.report:
+        if not RESULTS.exists():
+            parser.error(f"{RESULTS}: no results to report; run without --report first")
         report(json.loads(RESULTS.read_text()))
         return 0
     os.chdir(REPO)

@@ -41,7 +41,7 @@ ROWS = {
     "synth_real_lookalikes_seed1": (
         "the row above with another seed (seed_everything 1): how far one run lies from the next"
     ),
-    "synth_real_oak_rerun": ("the oak-leaf look-alikes again, from the rerun's synthetic checkpoint and loader"),
+    "synth_real_oak_rerun": "the oak-leaf look-alikes again, from the rerun's synthetic checkpoint and loader",
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),

@@ -19,9 +19,9 @@ experiment resumes after a stop). Stages:
 | photo_synth_real_lookalikes | the same from the photo_synth checkpoint |
 | synth_real_shade_hide | synth_real_lookalikes with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | synth_real_oak | synth_real_lookalikes with pale dead oak and maple leaves among the pasted look-alikes |
-| synth_real_oak_rerun | synth_real_oak again beside synth_real_lookalikes_rerun: the same checkpoint and loader |
-| synth_real_lookalikes_seed1 | synth_real_lookalikes_rerun with seed_everything 1: the spread between runs |
 | synth_real_lookalikes_rerun | synth_real_lookalikes again, from synth_real_oak's synthetic checkpoint, faster loader |
+| synth_real_lookalikes_seed1 | synth_real_lookalikes_rerun with seed_everything 1: the spread between runs |
+| synth_real_oak_rerun | synth_real_oak again beside synth_real_lookalikes_rerun: the same checkpoint and loader |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -122,7 +122,8 @@ def _save(results: dict) -> None:
 
 
 def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float, dict]:
-    """Train; returns (best checkpoint, MLflow run id, minutes, {"epochs", "steps"} trained)."""
+    """Train; returns (best checkpoint, MLflow run id, minutes, {"epochs", "steps"} trained): epochs begun, the last
+    possibly cut short by the time budget, and optimizer steps taken."""
     from ordnance.training.cli import main
 
     start = time.perf_counter()
