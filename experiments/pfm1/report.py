@@ -42,6 +42,11 @@ ROWS = {
         "the row above with another seed (seed_everything 1): how far one run lies from the next"
     ),
     "synth_real_oak_rerun": "the oak-leaf look-alikes again, from the rerun's synthetic checkpoint and loader",
+    "soup_lookalikes": (
+        "the two seeds' weights averaged (a soup, training/soup.py), its operating point validated on the valid flight"
+    ),
+    "soup_lookalikes_bn": "the same soup, BatchNorm statistics re-estimated on 100 training batches of the recipe",
+    "soup_f4dd80e0": "every run from that synthetic checkpoint averaged: both seeds and both oak-leaf runs",
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),

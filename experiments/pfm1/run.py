@@ -23,6 +23,9 @@ experiment resumes after a stop). Stages:
 | synth_real_lookalikes_seed1 | synth_real_lookalikes_rerun with seed_everything 1: the spread between runs |
 | synth_real_oak_rerun | synth_real_oak again beside synth_real_lookalikes_rerun: the same checkpoint and loader |
 | synth_real_f03_gpu | synth_real_f03 with the GPU preset (configs/trainer/gpu.yaml), trained by gpu_fit.py |
+| soup_lookalikes | the weights of synth_real_lookalikes_rerun and _seed1 averaged (training/soup.py), validated |
+| soup_lookalikes_bn | the same with BatchNorm statistics re-estimated on 100 training batches of the recipe |
+| soup_f4dd80e0 | every finished run from the synthetic checkpoint f4dd80e0 averaged: both seeds and both oak runs |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
 
@@ -72,6 +75,7 @@ OAK = ["--data.copy_paste.lookalike_names", '["oak_leaf", "oak_leaf", "leaf", "s
 # Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
 SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
 SEED1 = ["--seed_everything", "1"]  # crops, pastes and their order drawn anew: how far one run is from the next
+SEEDS = ("synth_real_lookalikes_rerun", "synth_real_lookalikes_seed1")  # one recipe, two seeds
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
 SHORT = [
     "--trainer.max_epochs",
@@ -106,6 +110,10 @@ def stages(synthetic: str) -> dict[str, dict]:
         "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
         "synth_real_lookalikes_seed1": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SEED1]},
         "synth_real_oak_rerun": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
+        # Weight averages of finished stages' best checkpoints, all fine-tuned from one synthetic checkpoint
+        "soup_lookalikes": {"config": PFM1, "soup": [*SEEDS]},
+        "soup_lookalikes_bn": {"config": PFM1, "soup": [*SEEDS], "bn_batches": 100},
+        "soup_f4dd80e0": {"config": PFM1, "soup": [*SEEDS, "synth_real_oak", "synth_real_oak_rerun"]},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
         "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
     }
@@ -165,6 +173,33 @@ def test(config: Path, ckpt: str, args: list[str]) -> dict:
         ]
     )
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
+
+
+def make_soup(name: str, members: list[dict], bn_batches: int) -> tuple[str, dict]:
+    """Average the members' best checkpoints (training/soup.py), optionally re-estimate BatchNorm statistics on the
+    recipe's training batches, and validate the soup's own operating point on the valid flight in float32."""
+    from ordnance.training import soup
+
+    paths = [Path(m["checkpoint"]) if Path(m["checkpoint"]).is_absolute() else REPO / m["checkpoint"] for m in members]
+    ckpt = HERE / "data" / f"{name}.ckpt"
+    start = time.perf_counter()
+    soup.save(soup.average_checkpoints(paths), ckpt)
+    if bn_batches:
+        soup.save(soup.recalibrate_batchnorm(ckpt, PFM1, bn_batches), ckpt)
+    threshold, reached, metrics = soup.validate_operating_point(ckpt, PFM1, ["--trainer.precision", "32-true"])
+    return str(ckpt), {
+        "checkpoint": str(ckpt.relative_to(REPO)),
+        # the members' training time: a soup of n runs costs n runs (side by side on n machines), then minutes
+        "train_minutes": sum(m["train_minutes"] for m in members),
+        "soup_minutes": (time.perf_counter() - start) / 60,
+        **(
+            {"trained": {k: sum(m["trained"][k] for m in members) for k in ("epochs", "steps")}}
+            if all("trained" in m for m in members)
+            else {}
+        ),
+        "valid_curve": [[0, metrics["val/ap50_ap_mine"]]],
+        "validated": {"threshold": threshold, "precision_target_met": reached, "bn_batches": bn_batches},
+    }
 
 
 def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int = 1) -> dict:
@@ -271,6 +306,9 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
             overrides=meta["trainer_args"],
             valid_curve=[[v["step"], v["val/ap50_ap_mine"]] for v in meta["validations"] if "val/ap50_ap_mine" in v],
         )
+    elif "soup" in spec:
+        ckpt, record = make_soup(name, [results[s] for s in spec["soup"]], spec.get("bn_batches", 0))
+        entry.update(record, soup=list(spec["soup"]))
     else:
         init = spec.get("init")
         if isinstance(init, str) and init.startswith("@"):
