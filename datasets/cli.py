@@ -9,6 +9,9 @@ from pathlib import Path
 
 import click
 
+# datasets.synth.layout.PATTERNS, named here so that the command line loads without the generator
+LAYOUTS = ("at_row", "ap_cluster", "pfm_ellipse", "submunitions", "isolated_uxo")
+
 
 @click.group("synth")
 def synth() -> None:
@@ -73,7 +76,14 @@ def tiles(out_dir, n_train, n_valid, tile_px, gsd_cm, seed, empty_ratio, train_l
     default=None,
     help="Terrain mix (default: drawn from the seed).",
 )
-def mosaic(output, width, height, gsd_cm, seed, epsg, workers, biome) -> None:
+@click.option("--patterns", type=click.IntRange(min=1), default=None, help="Layout patterns (default: one per 0.1 ha).")
+@click.option(
+    "--layouts",
+    type=click.Choice(list(LAYOUTS)),
+    multiple=True,
+    help="Layout patterns to draw from, repeatable (default: all).",
+)
+def mosaic(output, width, height, gsd_cm, seed, epsg, workers, biome, patterns, layouts) -> None:
     """Write a survey mosaic OUTPUT (tiled, compressed GeoTIFF with a nodata collar) and its truth points
     (OUTPUT_truth.gpkg, OUTPUT_truth.geojson)."""
     from ordnance.datasets.synth.writers import write_mosaic
@@ -88,6 +98,8 @@ def mosaic(output, width, height, gsd_cm, seed, epsg, workers, biome) -> None:
         epsg=epsg,
         workers=workers,
         biome=biome,
+        patterns=patterns,
+        layouts=tuple(layouts) or None,
     )
     peak = max(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss

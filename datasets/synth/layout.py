@@ -77,15 +77,21 @@ def make_scene(
     patterns: int | None = None,
     biome: str | None = None,
     empty: bool = False,
+    layouts: tuple[str, ...] | None = None,
 ) -> SceneSpec:
-    """A random scene. ``patterns`` layouts are drawn (default: about one per 0.2 ha, at least 2)."""
+    """A random scene. ``patterns`` layouts are drawn (default: one per 0.1 ha, at least 3), each from
+    ``layouts`` (names in ``PATTERNS``; default: all of them)."""
+    names = list(PATTERNS) if layouts is None else list(layouts)
+    unknown = sorted(set(names) - set(PATTERNS))
+    if unknown or not names:
+        raise ValueError(f"layouts must be names in {list(PATTERNS)}, got {names}")
     rng = np.random.default_rng(seed)
     w_m, h_m = width_px * gsd_m, height_px * gsd_m
     biome = biome or list(BIOMES)[rng.integers(len(BIOMES))]
     n_patterns = 0 if empty else (patterns or max(3, int(w_m * h_m / 1000)))
     candidates = []
     for k in range(n_patterns):
-        name = list(PATTERNS)[rng.integers(len(PATTERNS))]
+        name = names[rng.integers(len(names))]
         placed = PATTERNS[name](rng, w_m, h_m)
         # each item keeps the pattern it belongs to: an isolated UXO is a pattern of its own
         ids = [k * 1000 + j for j in range(len(placed))] if name == "isolated_uxo" else [k * 1000] * len(placed)

@@ -112,12 +112,19 @@ def write_tile_dataset(
 
 
 def survey_scene(
-    seed: int, width_px: int, height_px: int, gsd_m: float, patterns: int | None = None, biome: str | None = None
+    seed: int,
+    width_px: int,
+    height_px: int,
+    gsd_m: float,
+    patterns: int | None = None,
+    biome: str | None = None,
+    layouts: tuple[str, ...] | None = None,
 ) -> tuple[SceneSpec, shapely.Polygon]:
     """A survey scene and its flown footprint (pixels): an irregular polygon leaving a nodata collar.
-    ``biome`` picks the terrain mix (``BIOMES``; default: drawn from the seed)."""
+    ``biome`` picks the terrain mix (``BIOMES``; default: drawn from the seed); ``layouts`` the layout patterns
+    drawn from (``layout.PATTERNS``; default: all)."""
     rng = np.random.default_rng(seed + 12345)
-    spec = make_scene(seed, gsd_m, width_px, height_px, patterns=patterns, biome=biome)
+    spec = make_scene(seed, gsd_m, width_px, height_px, patterns=patterns, biome=biome, layouts=layouts)
     angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
     radius = 0.5 * (0.88 + rng.uniform(-0.05, 0.1, len(angles)))
     ring = np.c_[0.5 + radius * np.cos(angles) * 1.0, 0.5 + radius * np.sin(angles)]
@@ -148,6 +155,7 @@ def write_mosaic(
     workers: int = 0,
     patterns: int | None = None,
     biome: str | None = None,
+    layouts: tuple[str, ...] | None = None,
 ) -> dict[str, Path]:
     """Write a survey mosaic block by block (memory does not grow with size) and its truth points.
 
@@ -160,7 +168,7 @@ def write_mosaic(
     from rasterio.windows import Window
 
     path = Path(path)
-    spec, footprint = survey_scene(seed, width_px, height_px, gsd_m, patterns, biome)
+    spec, footprint = survey_scene(seed, width_px, height_px, gsd_m, patterns, biome, layouts)
     transform = from_origin(origin_xy[0], origin_xy[1], gsd_m, gsd_m)
     profile = dict(
         driver="GTiff",

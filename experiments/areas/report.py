@@ -17,26 +17,38 @@ ARMS = {
 }
 
 
+def _survey(results: dict, entry: dict) -> dict:
+    """How a survey was drawn and scored (surveys measured before this was kept per survey share the top level's)."""
+    return {k: entry.get(k, results.get(k)) for k in ("size_px", "patterns", "layouts", "model")}
+
+
 def table(results: dict) -> str:
     lines = [
-        f"Synthetic surveys of {results['size_px']:,}² px at 1 cm ({results['size_px'] ** 2 / 1e8:.2f} ha each), "
-        f"{results['patterns']} layout patterns each, scored by `{Path(results['model']).name}`; default area rules.",
+        "Synthetic surveys at 1 cm, scored by the synthetic recipe's exported model; default area rules. Layouts:"
+        " the layout patterns a survey's patterns were drawn from (all: isolated UXO included).",
         "",
-        "| survey seed | arm | true minefields | covered by exactly one area | by none | by several | areas over "
-        "several minefields | true items inside an area | area proposed / true minefields' area | false areas per "
-        "100 ha | areas |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| survey seed | survey | arm | true minefields | covered by exactly one area | by none | by several | areas"
+        " over several minefields | true items inside an area | area proposed / true minefields' area | false areas"
+        " per 100 ha | areas |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for seed, entry in sorted(results["surveys"].items()):
+        how = _survey(results, entry)
+        layouts = ", ".join(how["layouts"] or []) or "all"
+        survey = (
+            f"{how['size_px']:,}² px ({how['size_px'] ** 2 / 1e8:.2f} ha), {how['patterns']} patterns; layouts:"
+            f" {layouts}; `{Path(how['model']).name}`"
+        )
         for arm, label in ARMS.items():
             if arm not in entry:
                 continue
             r = entry[arm]
             lines.append(
-                f"| {seed} | {label} | {r['minefields']} | {r['minefields_one_area']} | {r['minefields_no_area']} | "
-                f"{r['minefields_several_areas']} | {r['areas_over_several_minefields']} | {r['items_inside']:.3f} | "
-                f"{r['proposed_ha']:.2f} / {r['true_ha']:.2f} ha ({r['proposed_over_true']:.1f}x) | "
-                f"{r['false_areas_per_100ha']:.0f} ({r['false_areas']} in {r['scanned_ha']:.2f} ha) | {r['areas']} |"
+                f"| {seed} | {survey} | {label} | {r['minefields']} | {r['minefields_one_area']} | "
+                f"{r['minefields_no_area']} | {r['minefields_several_areas']} | {r['areas_over_several_minefields']} | "
+                f"{r['items_inside']:.3f} | {r['proposed_ha']:.2f} / {r['true_ha']:.2f} ha "
+                f"({r['proposed_over_true']:.1f}x) | {r['false_areas_per_100ha']:.0f} ({r['false_areas']} in "
+                f"{r['scanned_ha']:.2f} ha) | {r['areas']} |"
             )
     return "\n".join(lines)
 

@@ -46,14 +46,16 @@ def _read(path: Path, layer: str | None = None) -> tuple[list, dict, str]:
     return [shapely.from_wkb(g) for g in geometry], dict(zip(meta["fields"], fields)), meta["crs"]
 
 
-def survey(seed: int, size_px: int, patterns: int) -> dict[str, Path]:
+def survey(seed: int, size_px: int, patterns: int, layouts: tuple[str, ...] | None) -> dict[str, Path]:
     """The seeded survey mosaic and its truth (generated once)."""
     from ordnance.datasets.synth.writers import write_mosaic
 
     path = DATA / f"survey_{seed}.tif"
     truth = DATA / f"survey_{seed}_truth.gpkg"
     if not (path.exists() and truth.exists()):
-        write_mosaic(path, width_px=size_px, height_px=size_px, gsd_m=0.01, seed=seed, patterns=patterns)
+        write_mosaic(
+            path, width_px=size_px, height_px=size_px, gsd_m=0.01, seed=seed, patterns=patterns, layouts=layouts
+        )
     return {"mosaic": path, "truth": truth}
 
 
@@ -103,7 +105,7 @@ def simulated_review(run: Path, truth_points: list, truth_fields: dict) -> dict[
     return merge_decisions(run, decisions)
 
 
-def measure(run: Path, minefields: list[dict], truth_points: list, scanned_ha: float) -> dict:
+def measure(run: Path, minefields: list[dict], truth_points: list, truth_fields: dict, scanned_ha: float) -> dict:
     polygons, fields, _ = _read(run / "candidates.gpkg", "hazard_areas")
     xy = shapely.points(np.array([[p.x, p.y] for p in truth_points]))
     inside_area = np.full(len(truth_points), -1)
@@ -119,7 +121,18 @@ def measure(run: Path, minefields: list[dict], truth_points: list, scanned_ha: f
     true_ha = sum(m["polygon"].area for m in minefields) / 10_000
     proposed_ha = float(np.sum(fields.get("area_ha", []))) if polygons else 0.0
     false_areas = sum(1 for n in fields_per_area if n == 0)
+    kinds = np.asarray(truth_fields["item"]).astype(str)
     return {
+        # each true minefield: its item types, items, items inside an area, and the areas it lies in
+        "per_minefield": [
+            {
+                "items_types": sorted(set(kinds[m["items"]])),
+                "items": len(m["items"]),
+                "inside": int(np.sum(inside_area[m["items"]] >= 0)),
+                "areas": n,
+            }
+            for m, n in zip(minefields, per_field)
+        ],
         "areas": len(polygons),
         "items_inside": float(np.mean(inside_area >= 0)) if len(truth_points) else float("nan"),
         "minefields": len(minefields),
@@ -142,21 +155,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[31, 32])
     parser.add_argument("--size-px", type=int, default=12000, help="survey side at 1 cm (12,000 px: 1.44 ha)")
     parser.add_argument("--patterns", type=int, default=4, help="layout patterns per survey")
+    parser.add_argument(
+        "--layouts", nargs="+", default=None, help="layout patterns drawn from (default: all, isolated UXO included)"
+    )
     args = parser.parse_args(argv)
     if not args.model.exists():
         parser.error(f"{args.model}: no such model; export the synthetic recipe's checkpoint there (see README)")
     from ordnance.inference.areas import AreaRules, derive_run_areas
 
     DATA.mkdir(parents=True, exist_ok=True)
-    results = {"model": str(args.model), "size_px": args.size_px, "patterns": args.patterns, "surveys": {}}
+    layouts = tuple(args.layouts) if args.layouts else None
+    # other surveys already measured stay (each survey records how it was drawn and scored)
+    results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    results.setdefault("surveys", {})
     for seed in args.seeds:
-        files = survey(seed, args.size_px, args.patterns)
+        files = survey(seed, args.size_px, args.patterns, layouts)
         scored = DATA / f"scored_{seed}"
         score(files["mosaic"], args.model, scored)
         truth_points, truth_fields, _ = _read(files["truth"])
         minefields = true_minefields(truth_points, truth_fields)
         scanned = json.loads((scored / "manifest.json").read_text())["area_scanned_ha"]
-        entry = {}
+        entry = {"size_px": args.size_px, "patterns": args.patterns, "layouts": list(layouts or []),
+                 "model": str(args.model)}  # fmt: skip
         for arm in ("unreviewed", "dense", "reviewed"):
             run = DATA / f"areas_{seed}_{arm}"
             shutil.rmtree(run, ignore_errors=True)
@@ -165,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copy2(scored / name, run / name)
             derive_run_areas(run, AreaRules(density_alpha=DENSITY_ALPHA) if arm == "dense" else None)
             decisions = simulated_review(run, truth_points, truth_fields) if arm == "reviewed" else None
-            entry[arm] = measure(run, minefields, truth_points, scanned) | (
+            entry[arm] = measure(run, minefields, truth_points, truth_fields, scanned) | (
                 {"decisions": decisions} if decisions else {}
             )
             print(seed, arm, json.dumps(entry[arm]), flush=True)

@@ -72,3 +72,19 @@ def test_items_know_their_minefield():
             ):
                 assert len(members) == 1  # an isolated UXO stands alone
     assert seen_rows >= 2
+
+
+def test_layouts_choose_which_patterns_a_scene_draws():
+    """Restricting the layouts keeps only their items; naming all of them draws what the default draws (the same
+    random stream), and the command line offers the generator's names."""
+    from ordnance.datasets.cli import LAYOUTS
+    from ordnance.datasets.synth.layout import PATTERNS, make_scene
+
+    assert set(LAYOUTS) == set(PATTERNS)
+    for seed in range(4):
+        rows = make_scene(seed, 0.01, 12000, 12000, patterns=5, layouts=("at_row",))
+        assert rows.items and {p.name for p in rows.items} <= {"tm62", "tm57"}
+        assert len({p.pattern for p in rows.items}) >= 2
+        assert make_scene(seed, 0.01, 12000, 12000, layouts=tuple(PATTERNS)) == make_scene(seed, 0.01, 12000, 12000)
+    with pytest.raises(ValueError, match="layouts must be names"):
+        make_scene(0, 0.01, 1000, 1000, layouts=("minefield",))
