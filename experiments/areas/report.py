@@ -38,6 +38,7 @@ def table(results: dict) -> str:
         survey = (
             f"{how['size_px']:,}² px ({how['size_px'] ** 2 / 1e8:.2f} ha), {how['patterns']} patterns; layouts:"
             f" {layouts}; `{Path(how['model']).name}`"
+            + (f" (run {entry['model_run'][:8]}, {entry.get('model_quantization')})" if entry.get("model_run") else "")
         )
         for arm, label in ARMS.items():
             if arm not in entry:

@@ -174,9 +174,12 @@ def main(argv: list[str] | None = None) -> int:
         score(files["mosaic"], args.model, scored)
         truth_points, truth_fields, _ = _read(files["truth"])
         minefields = true_minefields(truth_points, truth_fields)
-        scanned = json.loads((scored / "manifest.json").read_text())["area_scanned_ha"]
+        manifest = json.loads((scored / "manifest.json").read_text())
+        scanned = manifest["area_scanned_ha"]
+        card = json.loads(manifest["model"]["card"])
         entry = {"size_px": args.size_px, "patterns": args.patterns, "layouts": list(layouts or []),
-                 "model": str(args.model)}  # fmt: skip
+                 "model": str(args.model), "model_run": card.get("mlflow_run_id"),
+                 "model_quantization": card.get("quantization")}  # fmt: skip
         for arm in ("unreviewed", "dense", "reviewed"):
             run = DATA / f"areas_{seed}_{arm}"
             shutil.rmtree(run, ignore_errors=True)
@@ -190,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(seed, arm, json.dumps(entry[arm]), flush=True)
         results["surveys"][str(seed)] = entry
-    tmp = HERE / "results.json.tmp"
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, HERE / "results.json")
+        tmp = HERE / "results.json.tmp"  # after each survey: a stopped run keeps the surveys it finished
+        tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, HERE / "results.json")
     return 0
 
 
