@@ -146,3 +146,67 @@ def validate_operating_point(checkpoint: Path, config: Path, extra: list[str] = 
     log.info("%s: operating threshold %.4f validated on %s (precision target met: %s)", checkpoint, threshold,
              config, validated == 1.0)  # fmt: skip
     return threshold, validated == 1.0, metrics
+
+
+def make(checkpoints: list[Path], output: Path, config: Path, bn_batches: int = 0, extra: list[str] = ()) -> dict:
+    """Average ``checkpoints`` into ``output``, optionally re-estimate BatchNorm statistics on ``bn_batches`` of
+    the recipe's training batches, and validate the soup's operating point on the recipe's validation split.
+    The file appears only when it is complete and validated."""
+    output = Path(output)
+    work = output.with_name(f".{output.name}.soup")
+    save(average_checkpoints(list(checkpoints)), work)
+    try:
+        if bn_batches:
+            save(recalibrate_batchnorm(work, config, bn_batches, extra), work)
+        # in float32, as the exported file runs
+        threshold, reached, metrics = validate_operating_point(work, config, ["--trainer.precision", "32-true", *extra])
+        work.replace(output)
+    finally:
+        work.unlink(missing_ok=True)
+    return {
+        "checkpoint": str(output),
+        "members": [str(p) for p in checkpoints],
+        "bn_batches": bn_batches,
+        "operating_threshold": threshold,
+        "precision_target_met": reached,
+        "validation": metrics,
+    }
+
+
+def _soup_command():
+    import json
+
+    import click
+
+    @click.command("soup")
+    @click.argument("checkpoints", nargs=-1, required=True, type=click.Path(path_type=Path))
+    @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The .ckpt to write.")
+    @click.option(
+        "--config",
+        required=True,
+        type=click.Path(path_type=Path),
+        help="The recipe (LightningCLI YAML) the runs were trained with: its validation split chooses the soup's"
+        " operating point, its training batches re-estimate BatchNorm statistics.",
+    )
+    @click.option(
+        "--bn-batches",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        help="Training batches to re-estimate BatchNorm statistics on (0: the runs' statistics averaged).",
+    )
+    def soup(checkpoints, output, config, bn_batches) -> None:
+        """Average the weights of CHECKPOINTS (runs fine-tuned from one checkpoint) into one checkpoint, validated
+        on the recipe's validation split; export it like any checkpoint."""
+        if not config.is_file():
+            raise click.ClickException(f"{config}: recipe does not exist")
+        try:
+            summary = make(list(checkpoints), output, config, bn_batches)
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
+        click.echo(json.dumps(summary, indent=1))
+
+    return soup
+
+
+soup_command = _soup_command()

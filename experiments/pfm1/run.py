@@ -183,10 +183,8 @@ def make_soup(name: str, members: list[dict], bn_batches: int) -> tuple[str, dic
     paths = [Path(m["checkpoint"]) if Path(m["checkpoint"]).is_absolute() else REPO / m["checkpoint"] for m in members]
     ckpt = HERE / "data" / f"{name}.ckpt"
     start = time.perf_counter()
-    soup.save(soup.average_checkpoints(paths), ckpt)
-    if bn_batches:
-        soup.save(soup.recalibrate_batchnorm(ckpt, PFM1, bn_batches), ckpt)
-    threshold, reached, metrics = soup.validate_operating_point(ckpt, PFM1, ["--trainer.precision", "32-true"])
+    made = soup.make(paths, ckpt, PFM1, bn_batches)
+    threshold, reached, metrics = made["operating_threshold"], made["precision_target_met"], made["validation"]
     return str(ckpt), {
         "checkpoint": str(ckpt.relative_to(REPO)),
         # the members' training time: a soup of n runs costs n runs (side by side on n machines), then minutes

@@ -129,3 +129,32 @@ def test_soup_refuses_runs_from_other_parents(runs, tmp_path):
         soup.average_checkpoints([first_path, a])
     with pytest.raises(ValueError, match="at least two"):
         soup.average_checkpoints([a])
+
+
+def test_soup_command_writes_a_validated_checkpoint_and_refuses_bad_input_in_one_line(runs, tmp_path, tiny_data):
+    import json
+
+    import yaml
+    from click.testing import CliRunner
+    from ordnance.training.soup import soup_command
+
+    parent, a, b = runs
+    recipe = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    recipe["data"]["data_yaml"] = str(tiny_data)
+    recipe["trainer"]["default_root_dir"] = str(tmp_path / "validate")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "soup.ckpt"
+    result = CliRunner().invoke(soup_command, [str(a), str(b), "-o", str(out), "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output[result.output.index("{") :])
+    saved = torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+    assert float(saved["operating_threshold"]) == pytest.approx(summary["operating_threshold"])
+    assert float(saved["operating_validated"]) in (0.0, 1.0)
+    assert not list(tmp_path.glob(".soup.ckpt*"))  # no work file left
+
+    refused = CliRunner().invoke(soup_command, [str(parent), str(a), "-o", str(tmp_path / "x.ckpt"), "--config",
+                                                str(config)])  # fmt: skip
+    assert refused.exit_code != 0
+    assert f"{parent}: its lineage names no parent checkpoint" in refused.output
+    assert not (tmp_path / "x.ckpt").exists()
