@@ -54,9 +54,28 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def minefield_table(results: dict, arm: str = "reviewed") -> str:
+    """Each true minefield of the surveys that record them: its item types, items, items inside an area, areas."""
+    lines = [
+        f"Each true minefield, {ARMS[arm]}:",
+        "",
+        "| survey seed | minefield | item types | true items | inside an area | areas covering it |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = 0
+    for seed, entry in sorted(results["surveys"].items()):
+        for k, field in enumerate(entry.get(arm, {}).get("per_minefield", []), 1):
+            rows += 1
+            lines.append(
+                f"| {seed} | {k} | {', '.join(field['items_types'])} | {field['items']} | {field['inside']} | "
+                f"{field['areas']} |"
+            )
+    return "\n".join(lines) if rows else ""
+
+
 def main() -> int:
     results = json.loads((HERE / "results.json").read_text())
-    text = table(results)
+    text = "\n\n".join(t for t in (table(results), minefield_table(results)) if t)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block("<!-- areas:begin -->", "<!-- areas:end -->", text)
     print(text)

@@ -16,6 +16,12 @@ covered by exactly one area, by none or by several; areas holding items of more 
 proposed against the true minefields' area; false areas (holding no true item) per 100 ha scanned.
 
     .venv/bin/python experiments/areas/run.py --model experiments/models/synthetic.onnx
+    .venv/bin/python experiments/areas/run.py --model experiments/models/synthetic.int8.onnx --seeds 41 42 43 \
+        --size-px 20000 --patterns 5 --layouts at_row ap_cluster pfm_ellipse submunitions
+
+The second draws 4 ha surveys from the minefield patterns only. Isolated UXO (one per 400 m² wherever the pattern
+is drawn) lie about 20 m apart over the whole survey, within the UXO linking distance: a battle area whose
+hazardous area is the whole survey, which the rules propose as one area, not a minefield to tell apart.
 """
 
 from __future__ import annotations
