@@ -35,9 +35,10 @@ def table(results: dict) -> str:
     for seed, entry in sorted(results["surveys"].items()):
         how = _survey(results, entry)
         layouts = ", ".join(how["layouts"] or []) or "all"
+        uxo_link = entry.get("rules", {}).get("link_m", {}).get("uxo", 30.0)  # 30 m: the default before gaps.py
         survey = (
             f"{how['size_px']:,}² px ({how['size_px'] ** 2 / 1e8:.2f} ha), {how['patterns']} patterns; layouts:"
-            f" {layouts}; `{Path(how['model']).name}`"
+            f" {layouts}; UXO linking {uxo_link:.0f} m; `{Path(how['model']).name}`"
             + (f" (run {entry['model_run'][:8]}, {entry.get('model_quantization')})" if entry.get("model_run") else "")
         )
         for arm, label in ARMS.items():

@@ -183,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         manifest = json.loads((scored / "manifest.json").read_text())
         scanned = manifest["area_scanned_ha"]
         card = json.loads(manifest["model"]["card"])
-        entry = {"size_px": args.size_px, "patterns": args.patterns, "layouts": list(layouts or []),
+        defaults = AreaRules()
+        entry = {"rules": {"link_m": defaults.link_m, "buffer_m": defaults.buffer_m},
+                 "size_px": args.size_px, "patterns": args.patterns, "layouts": list(layouts or []),
                  "model": str(args.model), "model_run": card.get("mlflow_run_id"),
                  "model_quantization": card.get("quantization")}  # fmt: skip
         for arm in ("unreviewed", "dense", "reviewed"):

@@ -161,6 +161,16 @@ def test_linking_distance_and_min_count(tmp_path):
     assert bad.exit_code != 0 and "--link-m" in bad.output and "metres >= 0" in bad.output
 
 
+def test_uxo_link_keeps_a_submunition_footprint_with_thin_edges_in_one_area(tmp_path):
+    """The UXO default (45 m, README): a footprint whose edge items lie 40 m from the rest stays one area, two UXO
+    46 m apart (beyond the link and twice the 15 m buffer) are two."""
+    footprint = [(0, 0), (8, 3), (15, -4), (22, 2), (62, 0), (-40, 5)]  # core items, two edge items 40 m out
+    one = make_run(tmp_path / "one", footprint, ["uxo"] * 6, [0.9] * 6, ["confirmed"] * 6)
+    two = make_run(tmp_path / "two", [(0, 0), (46, 0)], ["uxo"] * 2, [0.9] * 2, ["confirmed"] * 2)
+    assert areas_cli(one).exit_code == 0 and areas_cli(two).exit_code == 0
+    assert len(read_areas(one)[0]) == 1 and len(read_areas(two)[0]) == 2
+
+
 @pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:2263", "EPSG:3857"])  # degrees, US survey feet, Web Mercator
 def test_areas_are_in_ground_metres_whatever_the_crs(tmp_path, crs):
     """The same scene in degrees, feet or Web Mercator (whose metres are stretched by 1/cos(lat), 1.8x here) gives
