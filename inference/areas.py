@@ -144,6 +144,37 @@ def _clusters(xy: np.ndarray, link: np.ndarray) -> np.ndarray:
     return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
+def _join_hulls(xy: np.ndarray, group: np.ndarray, link: np.ndarray) -> np.ndarray:
+    """Clusters whose convex hulls lie within the larger of their linking distances join, until none do: the hull is
+    ground a cluster's evidence already claims, so a cluster beside it whose items are each beyond the linking
+    distance of every item (a gap left by an item not found) still belongs to the same hazard."""
+    while True:
+        labels = np.unique(group)
+        if len(labels) < 2:
+            return group
+        hulls = [shapely.convex_hull(shapely.multipoints(xy[group == g])) for g in labels]
+        reach = np.array([link[group == g].max() for g in labels])
+        tree = shapely.STRtree(hulls)
+        left, right = tree.query(hulls, predicate="dwithin", distance=float(reach.max()))
+        keep = left < right
+        left, right = left[keep], right[keep]
+        close = shapely.distance(np.take(hulls, left), np.take(hulls, right)) <= np.maximum(reach[left], reach[right])
+        if not close.any():
+            return group
+        parent = {int(g): int(g) for g in labels}
+        for i, j in zip(left[close], right[close]):
+            a, b = _root(parent, int(labels[i])), _root(parent, int(labels[j]))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        group = np.array([_root(parent, int(g)) for g in group], dtype=np.int64)
+
+
+def _root(parent: dict[int, int], g: int) -> int:
+    while parent[g] != g:
+        g = parent[g]
+    return g
+
+
 def poisson_tail(k: np.ndarray, mu: np.ndarray) -> np.ndarray:
     """P(N >= k) for N ~ Poisson(mu), elementwise (k >= 0 integers, mu > 0), summed in log space term by term."""
     from math import lgamma
@@ -232,7 +263,7 @@ def derive_areas(
     xy = every_xy[idx]
     link = np.array([rules.distance(rules.link_m, c) for c in cls[idx]])
     buffer = np.array([rules.distance(rules.buffer_m, c) for c in cls[idx]])
-    group = _clusters(xy, link)
+    group = _join_hulls(xy, _clusters(xy, link), link)
     shapes = []
     for g in np.unique(group):
         members = group == g

@@ -38,7 +38,9 @@ def table(results: dict) -> str:
         uxo_link = entry.get("rules", {}).get("link_m", {}).get("uxo", 30.0)  # 30 m: the default before gaps.py
         survey = (
             f"{how['size_px']:,}² px ({how['size_px'] ** 2 / 1e8:.2f} ha), {how['patterns']} patterns; layouts:"
-            f" {layouts}; UXO linking {uxo_link:.0f} m; `{Path(how['model']).name}`"
+            f" {layouts}; UXO linking {uxo_link:.0f} m"
+            + ("; clusters joined by hull distance" if entry.get("rules", {}).get("hulls_joined") else "")
+            + f"; `{Path(how['model']).name}`"
             + (f" (run {entry['model_run'][:8]}, {entry.get('model_quantization')})" if entry.get("model_run") else "")
         )
         for arm, label in ARMS.items():

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         scanned = manifest["area_scanned_ha"]
         card = json.loads(manifest["model"]["card"])
         defaults = AreaRules()
-        entry = {"rules": {"link_m": defaults.link_m, "buffer_m": defaults.buffer_m},
+        entry = {"rules": {"link_m": defaults.link_m, "buffer_m": defaults.buffer_m, "hulls_joined": True},
                  "size_px": args.size_px, "patterns": args.patterns, "layouts": list(layouts or []),
                  "model": str(args.model), "model_run": card.get("mlflow_run_id"),
                  "model_quantization": card.get("quantization")}  # fmt: skip

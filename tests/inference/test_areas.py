@@ -171,6 +171,15 @@ def test_uxo_link_keeps_a_submunition_footprint_with_thin_edges_in_one_area(tmp_
     assert len(read_areas(one)[0]) == 1 and len(read_areas(two)[0]) == 2
 
 
+def test_a_cluster_within_linking_distance_of_another_clusters_hull_joins_it(tmp_path):
+    """Two UXO 40 m apart (linked) and a third 48 m from both but 44 m from the ground between them: the gap an
+    unfound item leaves. Within the 45 m link of the hull it joins (one area); 47 m from the hull it does not."""
+    near = make_run(tmp_path / "near", [(0, 0), (40, 0), (20, 44)], ["uxo"] * 3, [0.9] * 3, ["confirmed"] * 3)
+    far = make_run(tmp_path / "far", [(0, 0), (40, 0), (20, 47)], ["uxo"] * 3, [0.9] * 3, ["confirmed"] * 3)
+    assert areas_cli(near).exit_code == 0 and areas_cli(far).exit_code == 0
+    assert len(read_areas(near)[0]) == 1 and len(read_areas(far)[0]) == 2
+
+
 @pytest.mark.parametrize("crs", ["EPSG:4326", "EPSG:2263", "EPSG:3857"])  # degrees, US survey feet, Web Mercator
 def test_areas_are_in_ground_metres_whatever_the_crs(tmp_path, crs):
     """The same scene in degrees, feet or Web Mercator (whose metres are stretched by 1/cos(lat), 1.8x here) gives
