@@ -87,7 +87,7 @@ class AreaRules:
     """
 
     # uxo: submunition footprints of 100-200 m holding tens of items thin out at their edges, where neighbours lie
-    # 40-60 m apart: 45 m keeps most footprints in one area when every item is found (experiments/areas/gaps.py).
+    # far apart: 45 m keeps most footprints in one area when every item is found (experiments/areas/gaps.py).
     link_m: dict[str, float] = field(default_factory=lambda: {"ap_mine": 20.0, "at_mine": 25.0, "uxo": 45.0})
     buffer_m: dict[str, float] = field(default_factory=lambda: {"ap_mine": 10.0, "at_mine": 10.0, "uxo": 15.0})
     min_score: float | None = None
