@@ -16,22 +16,42 @@ from torchvision.ops import FeaturePyramidNetwork
 STRIDE = 4
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 BACKBONES = {
-    "resnet18": ("resnet18", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
+    # one basic block per stage instead of resnet18's two (torchvision's ResNet, BasicBlock, [1, 1, 1, 1])
+    "resnet10": ("resnet10", RESNET_LAYERS),
+    "resnet18": ("resnet18", RESNET_LAYERS),
     "resnet34": ("resnet34", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
     "mobilenet_v3_large": ("mobilenet_v3_large", {"3": "0", "6": "1", "12": "2", "16": "3"}),
 }
 
 
-def _backbone(name: str, weights: str | None, stages: int = 4) -> nn.Module:
+def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv7") -> nn.Module:
     """The backbone's first ``stages`` feature stages (strides 4, 8, 16, 32); the modules after the last one
-    are not kept."""
+    are not kept.
+
+    ``stem``: "conv7" keeps the ResNet stem (7 x 7 convolution at stride 2, then max pooling); "patch4" replaces
+    both by one 4 x 4 convolution at stride 4 (a patchify stem: the same stride-4 output, a twelfth of the
+    stem's multiply-adds, and no full-resolution feature map; each 4 x 4 x 3 patch maps linearly onto 64
+    channels, so no pixel is dropped)."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
     if not 2 <= stages <= 4:
         raise ValueError(f"stages must be 2, 3 or 4 (deepest stride 8, 16 or 32), got {stages}")
+    if stem not in ("conv7", "patch4"):
+        raise ValueError(f"stem must be 'conv7' or 'patch4', got {stem!r}")
     builder, layers = BACKBONES[name]
-    model = torchvision.models.get_model(builder, weights=weights)
+    if builder == "resnet10":
+        if weights is not None:
+            raise ValueError("resnet10 has no published weights; use weights=None or another backbone")
+        model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [1, 1, 1, 1])
+    else:
+        model = torchvision.models.get_model(builder, weights=weights)
+    if stem == "patch4":
+        if not builder.startswith("resnet"):
+            raise ValueError(f"the patch4 stem is for ResNet backbones, not {name!r}")
+        model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 4, stride=4, bias=False)
+        model.maxpool = nn.Identity()
     body = model.features if name.startswith("mobilenet") else model
     return IntermediateLayerGetter(body, return_layers=dict(list(layers.items())[:stages]))
 
@@ -48,7 +68,7 @@ class CenterNet(nn.Module):
 
     Shape: ``stages`` backbone stages feed the FPN (4: down to stride 32; 3: stride 16), ``fpn_channels`` wide;
     each head is a 3 x 3 convolution of ``head_channels`` and a 1 x 1 output, or with ``shared_head`` one 3 x 3
-    trunk feeds the three 1 x 1 outputs.
+    trunk feeds the three 1 x 1 outputs; ``stem`` chooses the ResNet stem (see :func:`_backbone`).
     """
 
     def __init__(
@@ -62,6 +82,7 @@ class CenterNet(nn.Module):
         input_scale: float = 1.0,
         stages: int = 4,
         shared_head: bool = False,
+        stem: str = "conv7",
     ) -> None:
         super().__init__()
         if not 0.1 <= input_scale <= 1.0:
@@ -72,7 +93,7 @@ class CenterNet(nn.Module):
         # and both): test-time augmentation at that many times the compute. Not a weight: set per evaluation.
         self.test_flips = 1
         self.stride = STRIDE / self.input_scale
-        self.body = _backbone(backbone, backbone_weights, stages)
+        self.body = _backbone(backbone, backbone_weights, stages, stem)
         self.shared_head = shared_head
         with torch.no_grad():
             channels = [f.shape[1] for f in self.body(torch.zeros(1, 3, 64, 64)).values()]

@@ -131,16 +131,20 @@ def test_ignore_regions_get_no_target_and_no_background_loss():
     assert centernet_loss(maps, targets)["heatmap"].item() > loss.item() + 1.0
 
 
-def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path):
-    """centernet_resnet18_lite: no stride-32 stage, one 3 x 3 trunk for the three heads, about half the default's
-    FLOPs (PyTorch's own counter), the same map shapes, and an ONNX graph that ONNX Runtime runs to PyTorch's
-    boxes, with three 1 x 1 output convolutions the int8 export keeps in float32."""
+@pytest.mark.parametrize(
+    "name, flops_share", [("centernet_resnet18_lite", (0.4, 0.6)), ("centernet_resnet10_lite", (0.2, 0.35))]
+)
+def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path, name, flops_share):
+    """The lite variants: no stride-32 stage, one 3 x 3 trunk for the three heads, about half (resnet18) or a
+    quarter (resnet10, patchify stem) of the default's FLOPs (PyTorch's own counter), the same map shapes, and an
+    ONNX graph that ONNX Runtime runs to PyTorch's boxes, with three 1 x 1 output convolutions the int8 export
+    keeps in float32."""
     import numpy as np
     import onnxruntime as ort
     from ordnance.training.export import output_convolutions
     from torch.utils.flop_counter import FlopCounterMode
 
-    lite = build_detector("centernet_resnet18_lite", num_classes=3).eval()
+    lite = build_detector(name, num_classes=3).eval()
     default = build_detector("centernet_resnet18", num_classes=3).eval()
     assert "layer4" not in dict(lite.net.body.named_children()) and hasattr(lite.net, "trunk")
     x = torch.rand(1, 3, 256, 256)
@@ -152,7 +156,7 @@ def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path):
         flops[name] = counter.get_total_flops()
         assert {k: tuple(v.shape) for k, v in maps.items()} == {
             "heatmap": (1, 3, 64, 64), "size": (1, 2, 64, 64), "offset": (1, 2, 64, 64)}  # fmt: skip
-    assert 0.4 < flops["lite"] / flops["default"] < 0.6
+    assert flops_share[0] < flops["lite"] / flops["default"] < flops_share[1]
     assert lite.head_prefixes() == ("net.heatmap.0.",) and "net.heatmap.0.weight" in dict(lite.named_parameters())
     with torch.no_grad():
         torch.nn.init.normal_(lite.net.heatmap[0].weight, std=0.05)  # peaks that stand out of an untrained map
@@ -168,6 +172,32 @@ def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path):
     assert np.abs(got[1][0][top] - want[1][0][top]).max() < 1e-4
     assert np.abs(got[0][0][top] - want[0][0][top]).max() < 0.25
     assert len(output_convolutions(path, 4)) == 3
+
+
+def test_resnet10_lite_has_one_block_per_stage_and_a_patchify_stem_that_sees_each_pixel_once():
+    """centernet_resnet10_lite's stem: each stride-4 cell of its first convolution depends on exactly the 4 x 4
+    pixels of its own patch (the gradient's support, measured), so the patches tile the image with no pixel left
+    out or seen twice; one basic block per ResNet stage; bad stems and published weights for resnet10 refused."""
+    from ordnance.models.centernet import CenterNet
+
+    net = build_detector("centernet_resnet10_lite", num_classes=3).net
+    assert [len(getattr(net.body, f"layer{i}")) for i in (1, 2, 3)] == [1, 1, 1]
+    image = torch.rand(1, 3, 32, 32, requires_grad=True)
+    out = net.body.conv1(image)
+    assert out.shape[-2:] == (8, 8)
+    seen = torch.zeros(32, 32)
+    for i, j in ((0, 0), (3, 5), (7, 7)):
+        (grad,) = torch.autograd.grad(out[0, :, i, j].sum(), image, retain_graph=True)
+        support = grad[0].abs().sum(0) > 0
+        want = torch.zeros(32, 32, dtype=torch.bool)
+        want[4 * i : 4 * i + 4, 4 * j : 4 * j + 4] = True
+        assert torch.equal(support, want), (i, j)
+        seen += support
+    assert seen.max() == 1
+    with pytest.raises(ValueError, match="stem"):
+        CenterNet(3, stem="patch8")
+    with pytest.raises(ValueError, match="resnet10 has no published weights"):
+        CenterNet(3, backbone="resnet10", backbone_weights="IMAGENET1K_V1")
 
 
 def _targets_by_hand(boxes, labels, num_classes, out_hw, max_objects=256, stride=STRIDE, radius=1, weight=0.5):
