@@ -76,15 +76,30 @@ def informative_order(scores: np.ndarray, threshold: float) -> np.ndarray:
     return np.argsort(distance, kind="stable")
 
 
-def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1600, order: str = "score") -> Path:
+def build_review(
+    out_dir: str | Path,
+    *,
+    chip_px: int = 96,
+    overview_px: int = 1600,
+    order: str = "score",
+    chip_floor: float | None = None,
+) -> Path:
     """Write ``review.html`` and its images for the scoring run in ``out_dir``.
 
     ``order`` is the page's first list order: ``score`` (highest first) or ``informative`` (nearest the
-    model card's operating threshold first, :func:`informative_order`); the page can switch between them."""
+    model card's operating threshold first, :func:`informative_order`); the page can switch between them.
+
+    ``chip_floor``: candidates scoring below it are listed and marked on the overview without an image chip
+    (None: half the model card's operating threshold; 0: a chip for every candidate). A run scored at a low
+    threshold for a recall curve holds tens of thousands of candidates far below the operating point; their
+    chips would cost more than the scoring. The page's header says how many candidates have chips and from
+    which score."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if not 16 <= chip_px <= 1024:
         raise ValueError(f"chip_px must be 16 to 1024 pixels, got {chip_px}")
+    if chip_floor is not None and not 0.0 <= chip_floor <= 1.0:
+        raise ValueError(f"chip_floor must be a score from 0 to 1, got {chip_floor}")
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.json"
     if not manifest_path.exists():
@@ -96,14 +111,15 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
     for name, (_, path) in sources.items():
         if isinstance(path, Path) and not path.exists():  # a URL is read where it lies
             raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
+    card = json.loads(manifest["model"]["card"])
+    floor = float(card["score_threshold"]) / 2 if chip_floor is None else float(chip_floor)
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
     try:
-        overviews, candidates = _write_images(files, sources, table, manifest, chip_px, overview_px)
+        overviews, candidates = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
     except BaseException:
         shutil.rmtree(files, ignore_errors=True)
         raise
-    card = json.loads(manifest["model"]["card"])
     payload = {
         "run": run_id(manifest),
         "model": card["model_name"],
@@ -111,6 +127,8 @@ def build_review(out_dir: str | Path, *, chip_px: int = 96, overview_px: int = 1
         "operating_threshold": card["score_threshold"],
         "order": order,
         "chip_grid": _sheet_grid(chip_px),
+        "chip_floor": floor,
+        "chipped": sum(c["sheet"] is not None for c in candidates),
         "area_ha": manifest["area_scanned_ha"],
         "overviews": overviews,
         "candidates": candidates,
@@ -164,25 +182,31 @@ class _Overview:
         self.image[:, rows[:, None], cols[None, :]] = total / len(self.offsets) ** 2
 
 
-def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int):
+def _write_images(
+    files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int, floor: float = 0.0
+):
     """Overviews (one PNG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
     page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
     files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into an
     array (on disk beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
-    Returns (overviews, candidates) for the page's data."""
+    Candidates scoring below ``floor`` get no chip (their ``sheet`` and ``cell`` are None): being the last in
+    score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidates) for the
+    page's data."""
     card = json.loads(manifest["model"]["card"])
-    n = len(table["score"])
+    scores = np.asarray(table["score"], float)
+    n = len(scores)
     rank = np.empty(n, np.int64)
     rank[informative_order(table["score"], card["score_threshold"])] = np.arange(n)
-    by_score = np.argsort(-np.asarray(table["score"], float), kind="stable")
+    by_score = np.argsort(-scores, kind="stable")
     slot = np.empty(n, np.int64)
     slot[by_score] = np.arange(n)
+    chipped = int((scores >= floor).sum())
     boxes = np.array([[float(v) for v in str(b).split(",")] for b in table["bbox_px"]], float).reshape(-1, 4)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     side = np.maximum(chip_px, 2.5 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])).astype(int)
     names = np.asarray(table["source"]).astype(str)
     scratch = files / ".chips.npy"
-    shape = (max(n, 1), chip_px, chip_px, 3)
+    shape = (max(chipped, 1), chip_px, chip_px, 3)
     if np.prod(shape) <= STORE_IN_MEMORY_BYTES:
         store = np.empty(shape, np.uint8)
     else:  # a scratch array on disk beside the page
@@ -193,7 +217,7 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
             bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
             scale = min(1.0, overview_px / max(src.width, src.height))
             overview = _Overview(src.width, src.height, scale, src.dtypes[0])
-            mine = np.flatnonzero(names == name)
+            mine = np.flatnonzero((names == name) & (slot < chipped))
             # A box centred on the tile padding beyond the raster's edge is cut at the edge.
             px, py = np.clip(cx, 0, src.width - 1), np.clip(cy, 0, src.height - 1)
             col, row = (px[mine] // CELL_PX).astype(np.int64), (py[mine] // CELL_PX).astype(np.int64)
@@ -220,9 +244,9 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
                         k_px = int(side[i])
                         if k_px == chip_px:
                             chip = block[:, y0 : y0 + k_px, x0 : x0 + k_px]
-                        else:  # nearest-neighbour sampling of the larger square
+                        else:  # nearest-neighbour sampling of the larger square, one axis at a time
                             steps = np.floor((np.arange(chip_px) + 0.5) * k_px / chip_px).astype(np.int64)
-                            chip = block[:, (y0 + steps)[:, None], (x0 + steps)[None, :]]
+                            chip = block[:, y0 + steps][:, :, x0 + steps]
                         store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
             _write_png(files / f"overview_{k}.png", _to_uint8(overview.image))
             overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
@@ -230,26 +254,27 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
     grid = _sheet_grid(chip_px)
     per_sheet = grid * grid
     candidates = []
-    for first in range(0, n, per_sheet):
+    for first in range(0, chipped, per_sheet):
         sheet_index = first // per_sheet
-        count = min(per_sheet, n - first)
+        count = min(per_sheet, chipped - first)
         rows = -(-count // grid)
         cells = np.zeros((rows * grid, chip_px, chip_px, 3), np.uint8)
         cells[:count] = store[first : first + count]
         sheet = cells.reshape(rows, grid, chip_px, chip_px, 3).transpose(0, 2, 1, 3, 4)
         sheet = sheet.reshape(rows * chip_px, grid * chip_px, 3)[:, : min(grid, count) * chip_px]
         _write_jpeg(files / f"chips_{sheet_index}.jpg", sheet)
-        for cell, i in enumerate(by_score[first : first + count]):
-            ov = sources[names[i]][0]
-            candidates.append({
-                "id": int(table["id"][i]), "class": str(table["class"][i]),
-                "score": round(float(table["score"][i]), 4), "lon": _num(table["lon"][i]),
-                "lat": _num(table["lat"][i]), "x": _num(table["x"][i]), "y": _num(table["y"][i]),
-                "crs": str(table["crs"][i]), "source": str(names[i]), "bbox_px": str(table["bbox_px"][i]),
-                "sheet": sheet_index, "cell": cell, "overview": ov,
-                "ox": cx[i] / overviews[ov]["width"], "oy": cy[i] / overviews[ov]["height"],
-                "informative": int(rank[i]),
-            })  # fmt: skip
+    for position, i in enumerate(by_score):
+        sheet_index, cell = divmod(position, per_sheet) if position < chipped else (None, None)
+        ov = sources[names[i]][0]
+        candidates.append({
+            "id": int(table["id"][i]), "class": str(table["class"][i]),
+            "score": round(float(table["score"][i]), 4), "lon": _num(table["lon"][i]),
+            "lat": _num(table["lat"][i]), "x": _num(table["x"][i]), "y": _num(table["y"][i]),
+            "crs": str(table["crs"][i]), "source": str(names[i]), "bbox_px": str(table["bbox_px"][i]),
+            "sheet": sheet_index, "cell": cell, "overview": ov,
+            "ox": cx[i] / overviews[ov]["width"], "oy": cy[i] / overviews[ov]["height"],
+            "informative": int(rank[i]),
+        })  # fmt: skip
     del store
     scratch.unlink(missing_ok=True)
     return overviews, candidates

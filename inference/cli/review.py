@@ -23,11 +23,18 @@ def review() -> None:
     help="First list order: by score, or the decisions that teach a fine-tune most first (scores nearest the "
     "model's operating threshold). The page can switch.",
 )
-def build(out_dir: Path, chip_px: int, order: str) -> None:
+@click.option(
+    "--chip-floor",
+    type=click.FloatRange(0.0, 1.0),
+    default=None,
+    help="Candidates scoring below this get no image chip (listed and marked on the overview). "
+    "Default: half the model card's operating threshold; 0: a chip for every candidate.",
+)
+def build(out_dir: Path, chip_px: int, order: str, chip_floor: float | None) -> None:
     """Write OUT_DIR/review.html (self-contained, opens offline) for the scoring run in OUT_DIR."""
     from ordnance.inference.review import build_review
 
-    click.echo(build_review(out_dir, chip_px=chip_px, order=order))
+    click.echo(build_review(out_dir, chip_px=chip_px, order=order, chip_floor=chip_floor))
 
 
 @review.command("import")

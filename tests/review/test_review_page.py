@@ -182,3 +182,49 @@ def test_overview_pixels_average_their_footprint():
             overview.add(block, left, top, (left, top, left + 64, top + 48))
     expected = source.reshape(3, 24, 4, 40, 4).astype(float).mean(axis=(2, 4))
     assert np.abs(overview.image - expected).max() <= 1  # truncated to uint8
+
+
+def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blob_model, write_geotiff):
+    """A run scored low for a recall curve: only candidates at or above the chip floor get chips (by default half
+    the card's operating threshold, read from the model file), the others are listed and drawn as "no chip", and
+    the header says how many have one."""
+    import re
+
+    import rasterio
+    from ordnance.inference.card import read_card
+    from playwright.sync_api import sync_playwright
+
+    peaks = (250, 200, 150, 110, 80, 60, 45, 30)
+    image = np.zeros((3, 200, 200 * len(peaks)), np.uint8)
+    for k, peak in enumerate(peaks):
+        image = np.maximum(image, gaussian_blobs(200, 200 * len(peaks), [(100 + 200 * k, 100)], peak=float(peak)))
+    mosaic = write_geotiff(image, name="faint.tif")
+    model = blob_model(256)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["score", str(mosaic), "--model", str(model), "-o", str(out), "--no-progress",
+                                      "--score-threshold", "0.02"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = np.asarray(pyogrio.raw.read_arrow(out / "candidates.gpkg", columns=["score"])[1]["score"], float)
+    floor = read_card(model).score_threshold / 2
+    assert 0 < (scores >= floor).sum() < len(scores)  # the run has candidates on both sides of the default floor
+    html = (out / "review.html").read_text()
+    data = json.loads(re.search(r"const DATA = (.*);\n", html).group(1))
+    assert data["chip_floor"] == pytest.approx(floor)
+    chipped = [c for c in data["candidates"] if c["sheet"] is not None]
+    assert data["chipped"] == len(chipped) == (scores >= floor).sum()
+    assert min(c["score"] for c in chipped) >= floor > max(c["score"] for c in data["candidates"] if c["sheet"] is None)
+    with rasterio.open(out / "review_files" / "chips_0.jpg") as src:
+        assert src.width == len(chipped) * 96  # one sheet row, a chip per candidate above the floor
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1280, "height": 1200})
+        page.goto((out / "review.html").as_uri())
+        page.wait_for_selector(".cand")
+        assert page.locator(".chip.nochip").count() == len(scores) - len(chipped)
+        assert f"chips for {len(chipped)} of {len(scores)} candidates" in page.locator("#meta").inner_text()
+        browser.close()
+    # --chip-floor 0: every candidate gets its chip again
+    result = CliRunner().invoke(cli, ["review", "build", str(out), "--chip-floor", "0"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(re.search(r"const DATA = (.*);\n", (out / "review.html").read_text()).group(1))
+    assert data["chipped"] == len(scores) and all(c["sheet"] == 0 for c in data["candidates"])
