@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 BENCH := .venv-bench
+PEERS := .venv-peers
 
-.PHONY: demo test test-slow lint setup bench-setup bench-throughput bench-accuracy
+.PHONY: demo test test-slow lint setup bench-setup bench-throughput bench-accuracy peers-setup
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +51,14 @@ bench-throughput: bench-setup
 
 bench-accuracy: $(VENV)/.installed
 	$(BIN)/python experiments/accuracy/run.py
+
+# The peer system a user would pick instead (experiments/peers): Ultralytics YOLO11 and SAHI, in their own venv,
+# never a dependency of the package (both pull opencv-python, which shares cv2 with the train extra's headless build).
+$(PEERS)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/pip install --quiet --upgrade pip
+	$(PEERS)/bin/pip install --quiet $(TORCH)
+	$(PEERS)/bin/pip install --quiet ultralytics sahi psutil onnx onnxslim -e .
+	touch $@
+
+peers-setup: $(PEERS)/.installed
