@@ -60,3 +60,34 @@ def write_readme_block(begin: str, end: str, text: str, readme: Path | None = No
         head, rest = body.split(begin, 1)
         _, tail = rest.split(end, 1)
         readme.write_text(f"{head}{begin}\n{text.rstrip(chr(10))}\n{end}{tail}")
+
+
+def curve_events(report: dict):
+    """(scores, true positive) of every candidate of one ``evaluate_mosaic`` report, from its recall curve."""
+    import numpy as np
+
+    thresholds, recall, _ = (np.asarray(a, float) for a in report["pr_curve"])
+    n_truth = report["overall"]["n_truth"]
+    tp = np.diff(np.r_[0.0, np.round(recall * n_truth)]) > 0
+    return thresholds, tp
+
+
+def pooled_curve(reports: list[dict]):
+    """Every candidate of several evaluations together, best score first: (scores, recall, false alarms per ha)
+    after each, over all their items and hectares."""
+    import numpy as np
+
+    events = [curve_events(r) for r in reports]
+    scores = np.concatenate([e[0] for e in events]) if events else np.zeros(0)
+    tp = np.concatenate([e[1] for e in events]) if events else np.zeros(0, bool)
+    items = sum(r["overall"]["n_truth"] for r in reports)
+    area = sum(r["area_ha"] for r in reports)
+    order = np.argsort(-scores, kind="stable")
+    scores, tp = scores[order], tp[order]
+    return scores, np.cumsum(tp) / max(items, 1), np.cumsum(~tp) / area
+
+
+def recall_within(recall, false_alarms_per_ha, budget: float) -> float:
+    """The highest recall of a pooled curve whose false alarms per ha stay within ``budget``."""
+    ok = false_alarms_per_ha <= budget + 1e-9
+    return float(recall[ok].max()) if ok.any() else 0.0

@@ -95,45 +95,26 @@ def peer_score(mosaic: Path, model: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def events(report: dict) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, true positive) of every candidate of one evaluation, from its recall curve."""
-    thresholds, recall, _ = (np.asarray(a, float) for a in report["pr_curve"])
-    n_truth = report["overall"]["n_truth"]
-    tp = np.diff(np.r_[0.0, np.round(recall * n_truth)]) > 0
-    return thresholds, tp
-
-
-def pooled(rows: list[dict], own_threshold: float) -> dict:
+def pooled(reports: list[dict], own_threshold: float) -> dict:
     """Recall, false alarms per ha and AP over every mosaic's candidates together."""
-    scores = np.concatenate([r["scores"] for r in rows])
-    tp = np.concatenate([r["tp"] for r in rows])
-    items = sum(r["items"] for r in rows)
-    area = sum(r["area_ha"] for r in rows)
-    order = np.argsort(-scores, kind="stable")
-    scores, tp = scores[order], tp[order]
-    tp_c, fp_c = np.cumsum(tp), np.cumsum(~tp)
-    recall, fa = tp_c / items, fp_c / area
-    precision = tp_c / np.arange(1, len(tp) + 1)
+    from common import pooled_curve, recall_within
+
+    scores, recall, fa = pooled_curve(reports)
+    tp_c = recall * sum(r["overall"]["n_truth"] for r in reports)
+    precision = tp_c / np.arange(1, len(recall) + 1)
     # AP: area under the precision envelope over recall (all-point interpolation)
     envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * envelope)) if len(recall) else 0.0
     at = scores >= own_threshold
-    out = {
-        "items": items,
-        "area_ha": area,
+    return {
+        "items": sum(r["overall"]["n_truth"] for r in reports),
+        "area_ha": sum(r["area_ha"] for r in reports),
         "threshold": own_threshold,
         "recall": float(recall[at][-1]) if at.any() else 0.0,
         "false_alarms_per_ha": float(fa[at][-1]) if at.any() else 0.0,
-        "ap": ap,
+        "ap": float(np.sum(np.diff(np.r_[0.0, recall]) * envelope)) if len(recall) else 0.0,
+        "recall_at": {f"{b:g}": recall_within(recall, fa, b) for b in BUDGETS},
+        "_curve": (recall, fa),
     }
-
-    def recall_at(budget: float) -> float:
-        ok = fa <= budget
-        return float(recall[ok].max()) if ok.any() else 0.0
-
-    out["recall_at"] = {f"{b:g}": recall_at(b) for b in BUDGETS}
-    out["_curve"] = (recall, fa)
-    return out
 
 
 def run(args) -> dict:
@@ -170,8 +151,7 @@ def run(args) -> dict:
             truth = m["path"].with_name(f"{m['path'].stem}_truth.gpkg")
             report = evaluate_mosaic(out / "candidates.gpkg", truth, manifest=out / "manifest.json")
             areas[m["path"].stem] = report["area_ha"]
-            s, tp = events(report)
-            rows.append({"items": report["overall"]["n_truth"], "area_ha": report["area_ha"], "scores": s, "tp": tp})
+            rows.append(report)
         entry = {"tag": tag, "kind": "ours", "model": str(model), "detector": card.model_name,
                  "accuracy": pooled(rows, card.score_threshold),
                  "throughput": detectors.score_mosaic(big, model, DATA / f"scored_{tag}_big", args.size)}  # fmt: skip
@@ -184,9 +164,7 @@ def run(args) -> dict:
             csv = DATA / f"{tag}_{m['path'].stem}.csv"
             peer_score(at_1cm(m["path"]), model, csv)
             truth = m["path"].with_name(f"{m['path'].stem}_truth.gpkg")
-            report = evaluate_mosaic(csv, truth, area_ha=areas[m["path"].stem])  # the scanned area ours measured
-            s, tp = events(report)
-            rows.append({"items": report["overall"]["n_truth"], "area_ha": report["area_ha"], "scores": s, "tp": tp})
+            rows.append(evaluate_mosaic(csv, truth, area_ha=areas[m["path"].stem]))  # the area ours scanned
         timing = peer_score(big, model, DATA / f"{tag}_big.csv")
         timing["ha_per_h"] = args.size**2 * 1e-8 / (timing["seconds"] / 3600)
         train = json.loads((folder / "train.json").read_text()) if (folder / "train.json").exists() else {}
@@ -194,10 +172,11 @@ def run(args) -> dict:
                                    "train": train, "accuracy": pooled(rows, PEER_THRESHOLD),
                                    "throughput": timing})  # fmt: skip
     ours_rate = next(s for s in results["systems"] if s["kind"] == "ours")["accuracy"]["false_alarms_per_ha"]
+    from common import recall_within
+
     for s in results["systems"]:
         recall, fa = s["accuracy"].pop("_curve")
-        ok = fa <= ours_rate
-        s["accuracy"]["recall_at_ours_rate"] = float(recall[ok].max()) if ok.any() else 0.0
+        s["accuracy"]["recall_at_ours_rate"] = recall_within(recall, fa, ours_rate)
     results["ours_rate"] = ours_rate
     save(results)
     return results
