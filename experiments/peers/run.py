@@ -161,11 +161,11 @@ def run(args) -> dict:
         model = folder / "best.onnx"
         rows = []
         for m in mosaics:
-            csv = DATA / f"{tag}_{m['path'].stem}.csv"
-            peer_score(at_1cm(m["path"]), model, csv)
+            found = DATA / f"{tag}_{m['path'].stem}.gpkg"
+            peer_score(at_1cm(m["path"]), model, found)
             truth = m["path"].with_name(f"{m['path'].stem}_truth.gpkg")
-            rows.append(evaluate_mosaic(csv, truth, area_ha=areas[m["path"].stem]))  # the area ours scanned
-        timing = peer_score(big, model, DATA / f"{tag}_big.csv")
+            rows.append(evaluate_mosaic(found, truth, area_ha=areas[m["path"].stem]))  # the area ours scanned
+        timing = peer_score(big, model, DATA / f"{tag}_big.gpkg")
         timing["ha_per_h"] = args.size**2 * 1e-8 / (timing["seconds"] / 3600)
         train = json.loads((folder / "train.json").read_text()) if (folder / "train.json").exists() else {}
         results["systems"].append({"tag": tag, "kind": "peer", "model": str(model), "detector": train.get("model", tag),
@@ -208,14 +208,15 @@ def markdown(r: dict) -> str:
         a, t = s["accuracy"], s["throughput"]
         train = s.get("train", {})
         trained = f"{train['minutes']:.0f} min, {train['epochs']} epochs" if train else "its recipe"
-        recall_x = ours["accuracy"]["recall_at_ours_rate"] / a["recall_at_ours_rate"] if a["recall_at_ours_rate"] else 0
+        mine, theirs = ours["accuracy"]["recall_at_ours_rate"], a["recall_at_ours_rate"]
+        recall_x = f"{mine / theirs:.2f}" if theirs else "-"
         speed_x = ours["throughput"]["ha_per_h"] / t["ha_per_h"]
         lines.append(
             f"| {s['tag']} ({'ours' if s['kind'] == 'ours' else 'SAHI'}) | `{s['detector']}` | {trained} | "
             f"{a['threshold']:.3f} | {a['recall']:.3f} | {a['false_alarms_per_ha']:.0f} | "
             f"{a['recall_at_ours_rate']:.3f} | "
             + " | ".join(f"{a['recall_at'][b]:.3f}" for b in budgets)
-            + f" | {a['ap']:.3f} | {t['ha_per_h']:.1f} | {t['peak_rss_mb']:.0f} | {recall_x:.2f} | {speed_x:.2f} |"
+            + f" | {a['ap']:.3f} | {t['ha_per_h']:.1f} | {t['peak_rss_mb']:.0f} | {recall_x} | {speed_x:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -1,28 +1,46 @@
 """Run a peer detector's ONNX file over one mosaic with SAHI's sliced prediction, as a user of Ultralytics and
 SAHI would, and write its detections as map points. Runs in the peers' environment (torch, ultralytics, SAHI).
 
-    .venv-peers/bin/python experiments/peers/score.py MOSAIC MODEL.onnx OUT.csv [--slice 512 --overlap 0.25]
+    .venv-peers/bin/python experiments/peers/score.py MOSAIC MODEL.onnx OUT.gpkg [--slice 512 --overlap 0.25]
 
 SAHI reads the image, cuts ``--slice`` px slices with ``--overlap`` of each side shared (the same 512 px and
 quarter-tile overlap as our 512 px card), runs Ultralytics' ONNX backend on each, shifts the boxes back and merges
-them (GREEDYNMM on IOS, SAHI's default); no extra full-image pass. Each box's centre becomes a point in the
-mosaic's CRS (x, y, crs, score, class: the columns of the scorer's candidates.csv, which ``ordnance evaluate``
-reads). Prints one JSON line: seconds, megapixels, detections, peak RSS (MB), SAHI's own time split.
+them (GREEDYNMM on IOS, SAHI's default, which SAHI itself switches to NMS on IoU at thresholds as low as the
+0.02 kept for the recall curve); no extra full-image pass. Each box's centre becomes a point in the
+mosaic's CRS, with its score and class, in the layer ``candidates`` of a GeoPackage (as the scorer's, which
+``ordnance evaluate`` reads). Prints one JSON line: seconds, megapixels, detections, peak RSS (MB), SAHI's own
+time split.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("YOLO_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import peak_rss_mb
+
+
+def write_points(path: Path, xs, ys, scores, classes, crs_wkt: str) -> None:
+    """The detections as the layer ``candidates`` of a GeoPackage (map points with score and class, the CRS kept
+    even when there is no detection), written under a temporary name and renamed."""
+    import pyogrio.raw
+    import shapely
+
+    tmp = path.with_name(f".{path.stem}.partial.gpkg")
+    tmp.unlink(missing_ok=True)
+    geometry = shapely.to_wkb(shapely.points(np.c_[xs, ys].reshape(-1, 2)))
+    pyogrio.raw.write(tmp, geometry=np.asarray(geometry, dtype=object), field_data=[np.asarray(scores, float),
+                      np.asarray(classes, dtype=object)], fields=["score", "class"], layer="candidates",
+                      driver="GPKG", crs=crs_wkt, geometry_type="Point")  # fmt: skip
+    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,19 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         verbose=0,
     )
     seconds = time.perf_counter() - start
-    rows = []
+    xs, ys, scores, classes = [], [], [], []
     for p in result.object_prediction_list:
         box = p.bbox.to_xyxy()
-        col, row = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-        x, y = transform * (col, row)
-        rows.append({"x": x, "y": y, "crs": crs.to_string(), "score": p.score.value, "class": p.category.name})
-    tmp = args.out.with_suffix(".partial.csv")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["x", "y", "crs", "score", "class"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, args.out)
-    print(json.dumps({"seconds": seconds, "megapixels": megapixels, "detections": len(rows),
+        x, y = transform * ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
+        xs.append(x)
+        ys.append(y)
+        scores.append(p.score.value)
+        classes.append(p.category.name)
+    write_points(args.out, np.asarray(xs, float), np.asarray(ys, float), scores, classes, crs.to_wkt())
+    print(json.dumps({"seconds": seconds, "megapixels": megapixels, "detections": len(xs),
                       "peak_rss_mb": peak_rss_mb(),
                       "durations_s": {k: round(v, 2) for k, v in result.durations_in_seconds.items()}}))  # fmt: skip
     return 0

@@ -36,13 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.data.is_file():
         sys.exit(f"{args.data}: no such data.yaml (train configs/synthetic.yaml once to draw the tiles)")
+    import yaml
     from ultralytics import YOLO
 
     args.out.mkdir(parents=True, exist_ok=True)
+    # Ultralytics reads a relative ``path`` against the working folder; ours is relative to the data.yaml
+    spec = yaml.safe_load(args.data.read_text())
+    spec["path"] = str((args.data.parent / spec.get("path", ".")).resolve())
+    data = args.out / "data.yaml"
+    data.write_text(yaml.safe_dump(spec))
     model = YOLO(f"{args.model}.yaml")  # architecture only: random init
     start = time.perf_counter()
     model.train(
-        data=str(args.data.resolve()),
+        data=str(data.resolve()),
         imgsz=args.imgsz,
         batch=args.batch,
         epochs=1000,  # the time budget ends training

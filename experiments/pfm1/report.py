@@ -47,6 +47,10 @@ ROWS = {
     ),
     "soup_lookalikes_bn": "the same soup, BatchNorm statistics re-estimated on 100 training batches of the recipe",
     "soup_f4dd80e0": "every run from that synthetic checkpoint averaged: both seeds and both oak-leaf runs",
+    "fast_real": (
+        "the look-alike recipe with the fast detector (centernet_resnet10_lite, one basic block per stage, patchify"
+        " stem), from its own synthetic checkpoint (675eecf3); the same 58 minutes, up to 132 epochs"
+    ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),
