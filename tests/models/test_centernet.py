@@ -131,10 +131,21 @@ def test_ignore_regions_get_no_target_and_no_background_loss():
     assert centernet_loss(maps, targets)["heatmap"].item() > loss.item() + 1.0
 
 
+@pytest.fixture
+def torch_seed():
+    """Torch's global random state seeded for the test and restored after it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        yield
+
+
+# The heatmap output's weights are drawn wide enough that an untrained map has peaks clear of near-ties (the
+# patchify variant's features are flatter, so it needs a wider draw; over seeds 0-5 both give at least 6).
 @pytest.mark.parametrize(
-    "name, flops_share", [("centernet_resnet18_lite", (0.4, 0.6)), ("centernet_resnet10_lite", (0.2, 0.35))]
+    "name, flops_share, head_std",
+    [("centernet_resnet18_lite", (0.4, 0.6), 0.05), ("centernet_resnet10_lite", (0.2, 0.35), 0.2)],
 )
-def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path, name, flops_share):
+def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path, torch_seed, name, flops_share, head_std):
     """The lite variants: no stride-32 stage, one 3 x 3 trunk for the three heads, about half (resnet18) or a
     quarter (resnet10, patchify stem) of the default's FLOPs (PyTorch's own counter), the same map shapes, and an
     ONNX graph that ONNX Runtime runs to PyTorch's boxes, with three 1 x 1 output convolutions the int8 export
@@ -159,7 +170,7 @@ def test_lite_variant_ends_at_stride_16_shares_its_head_and_exports(tmp_path, na
     assert flops_share[0] < flops["lite"] / flops["default"] < flops_share[1]
     assert lite.head_prefixes() == ("net.heatmap.0.",) and "net.heatmap.0.weight" in dict(lite.named_parameters())
     with torch.no_grad():
-        torch.nn.init.normal_(lite.net.heatmap[0].weight, std=0.05)  # peaks that stand out of an untrained map
+        torch.nn.init.normal_(lite.net.heatmap[0].weight, std=head_std)  # peaks that stand out of an untrained map
     module = lite.export_module(50).eval()
     image = torch.randint(0, 255, (1, 3, 256, 256), dtype=torch.uint8)
     path = tmp_path / "lite.onnx"
