@@ -89,11 +89,12 @@ def score_mosaic(mosaic: Path, model_file: Path, out: Path, size_px: int) -> dic
     }
 
 
-def accuracy_module():
+def accuracy_module(data: Path = DATA / "accuracy"):
+    """experiments/accuracy/run.py, its mosaics and scored runs kept under ``data``."""
     spec = importlib.util.spec_from_file_location("accuracy_run", HERE.parent / "accuracy" / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.DATA = DATA / "accuracy"
+    module.DATA = data
     module.DATA.mkdir(parents=True, exist_ok=True)
     return module
 
@@ -222,14 +223,11 @@ def markdown(r: dict) -> str:
 
 
 def report(results: dict) -> None:
+    from common import write_readme_block
+
     text = markdown(results)
     (HERE / "results.md").write_text(text)
-    readme = HERE.parent / "README.md"
-    body = readme.read_text()
-    if BEGIN in body and END in body:
-        head, rest = body.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        readme.write_text(f"{head}{BEGIN}\n{text}{END}{tail}")
+    write_readme_block(BEGIN, END, text)
     print(text)
 
 

@@ -121,14 +121,13 @@ def run(args) -> dict:
     from common import tiled_mosaic
     from ordnance.inference.card import read_card
     from ordnance.inference.evaluate import evaluate_mosaic
+    from ordnance.inference.scoring import ScoringJob, score
 
     if args.peer and not PEERS_PYTHON.exists():
         sys.exit(f"{PEERS_PYTHON}: missing; make peers-setup first")
     DATA.mkdir(parents=True, exist_ok=True)
-    acc = _load("accuracy_run", HERE.parent / "accuracy" / "run.py")
-    acc.DATA = DATA / "accuracy"
-    acc.DATA.mkdir(parents=True, exist_ok=True)
     detectors = _load("detectors_run", HERE.parent / "detectors" / "run.py")
+    acc = detectors.accuracy_module(DATA / "accuracy")
     mosaics = acc.synthetic_mosaics(args.workers)
     big = tiled_mosaic(DATA / f"tiled_{args.size}.tif", args.size)
     results = {
@@ -144,8 +143,6 @@ def run(args) -> dict:
         rows = []
         for m in mosaics:
             out = acc.DATA / f"scored_{tag}_{m['path'].stem}"
-            from ordnance.inference.scoring import ScoringJob, score
-
             score(ScoringJob(inputs=(str(m["path"]),), model=model, out_dir=out, progress=False, resume=False,
                              score_threshold=CURVE_THRESHOLD))  # fmt: skip
             truth = m["path"].with_name(f"{m['path'].stem}_truth.gpkg")
