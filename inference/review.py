@@ -34,27 +34,36 @@ STATUSES = ("unreviewed", "confirmed", "rejected", "unsure")
 TEMPLATE = Path(__file__).with_name("review_template.html")
 
 
-def read_candidates(gpkg: Path) -> tuple[dict, np.ndarray, dict]:
-    """(layer metadata, point geometries, field name -> values) of a run's candidates.gpkg."""
+PAGE_FIELDS = ("id", "class", "score", "lon", "lat", "x", "y", "crs", "source", "bbox_px")
+
+
+def read_candidates(gpkg: Path, columns: tuple[str, ...] | None = None) -> tuple[dict, np.ndarray | None, dict]:
+    """(layer metadata, point geometries, field name -> values) of a run's candidates.gpkg; with ``columns``,
+    only those fields and no geometries (None), which reads a large run several times faster."""
     if not gpkg.exists():
         raise InputError("no candidates.gpkg here; run 'ordnance score' first", gpkg)
     try:
-        meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
+        if columns is None:
+            meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates")
+        else:
+            meta, _, geometry, fields = pyogrio.raw.read(gpkg, layer="candidates", columns=list(columns),
+                                                         read_geometry=False)  # fmt: skip
     except Exception as error:  # GDAL raises many kinds for a damaged or foreign file
         reason = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
         raise InputError(f"not a readable candidates GeoPackage ({reason}); score again", gpkg) from None
     table = dict(zip(meta["fields"], fields))
-    missing = sorted({"id", "score", "class", "x", "y", "bbox_px", "source", "review_status"} - set(table))
+    needed = {"id", "score", "class", "x", "y", "bbox_px", "source", "review_status"}
+    missing = sorted((needed if columns is None else set(columns)) - set(table))
     if missing:
         raise InputError(f"has no {missing} fields: not written by 'ordnance score'", gpkg)
     return meta, geometry, table
 
 
 def _write_png(path: Path, data: np.ndarray) -> None:
-    """A (3, H, W) uint8 array as a PNG (Pillow, fast compression)."""
+    """A (3, H, W) uint8 array as a PNG (Pillow, its fastest compression: an overview is written once, read once)."""
     from PIL import Image
 
-    Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0))).save(path, compress_level=3)
+    Image.fromarray(np.ascontiguousarray(data.transpose(1, 2, 0))).save(path, compress_level=1)
 
 
 def _to_uint8(data: np.ndarray) -> np.ndarray:
@@ -105,7 +114,7 @@ def build_review(
     if not manifest_path.exists():
         raise InputError("no manifest.json here; run 'ordnance score' first", out_dir)
     manifest = read_manifest(manifest_path)
-    _, _, table = read_candidates(out_dir / "candidates.gpkg")
+    _, _, table = read_candidates(out_dir / "candidates.gpkg", PAGE_FIELDS)
     paths = [source_of(entry["path"]) for entry in manifest["inputs"]]
     sources = {path.name: (k, path) for k, path in enumerate(paths)}
     for name, (_, path) in sources.items():
@@ -116,7 +125,7 @@ def build_review(
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
     try:
-        overviews, candidates = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
+        overviews, columns = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
     except BaseException:
         shutil.rmtree(files, ignore_errors=True)
         raise
@@ -128,10 +137,10 @@ def build_review(
         "order": order,
         "chip_grid": _sheet_grid(chip_px),
         "chip_floor": floor,
-        "chipped": sum(c["sheet"] is not None for c in candidates),
+        "chipped": int((np.asarray(table["score"], float) >= floor).sum()),
         "area_ha": manifest["area_scanned_ha"],
         "overviews": overviews,
-        "candidates": candidates,
+        "columns": columns,
     }
     html = _pin_script(TEMPLATE.read_text().replace("/*DATA*/null", json.dumps(payload).replace("</", "<\\/")))
     page = out_dir / "review.html"
@@ -140,7 +149,7 @@ def build_review(
     os.replace(files, final)
     with atomic_path(page) as tmp:
         tmp.write_text(html)
-    log.info("review page: %s (%d candidates)", page, len(candidates))
+    log.info("review page: %s (%d candidates)", page, len(columns["id"]))
     return page
 
 
@@ -173,13 +182,13 @@ class _Overview:
         cols = np.flatnonzero((self.xs >= core[0]) & (self.xs < core[2]))
         if not len(rows) or not len(cols):
             return
-        total = np.zeros((3, len(rows), len(cols)), np.float32)
-        for dy in self.offsets:
-            y = np.minimum(self.ys[rows] - top + dy, block.shape[1] - 1)
-            for dx in self.offsets:
-                x = np.minimum(self.xs[cols] - left + dx, block.shape[2] - 1)
-                total += block[:, y[:, None], x[None, :]]
-        self.image[:, rows[:, None], cols[None, :]] = total / len(self.offsets) ** 2
+        k = len(self.offsets)
+        # Two gathers (the sampled rows, then their sampled columns), then the mean over each k x k footprint.
+        y = np.minimum((self.ys[rows] - top)[:, None] + self.offsets, block.shape[1] - 1).ravel()
+        x = np.minimum((self.xs[cols] - left)[:, None] + self.offsets, block.shape[2] - 1).ravel()
+        down = block[:, y].reshape(3, len(rows), k, block.shape[2]).sum(axis=2, dtype=np.float32)
+        total = down[:, :, x].reshape(3, len(rows), len(cols), k).sum(axis=3)
+        self.image[:, rows[:, None], cols[None, :]] = total / (k * k)
 
 
 def _write_images(
@@ -190,8 +199,8 @@ def _write_images(
     files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into an
     array (on disk beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
     Candidates scoring below ``floor`` get no chip (their ``sheet`` and ``cell`` are None): being the last in
-    score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidates) for the
-    page's data."""
+    score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidate columns) for
+    the page's data."""
     card = json.loads(manifest["model"]["card"])
     scores = np.asarray(table["score"], float)
     n = len(scores)
@@ -201,7 +210,8 @@ def _write_images(
     slot = np.empty(n, np.int64)
     slot[by_score] = np.arange(n)
     chipped = int((scores >= floor).sum())
-    boxes = np.array([[float(v) for v in str(b).split(",")] for b in table["bbox_px"]], float).reshape(-1, 4)
+    bbox_px = np.asarray(table["bbox_px"]).astype(str)
+    boxes = np.array(",".join(bbox_px).split(",") if n else [], float).reshape(-1, 4)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
     side = np.maximum(chip_px, 2.5 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])).astype(int)
     names = np.asarray(table["source"]).astype(str)
@@ -253,7 +263,6 @@ def _write_images(
                               "height": src.height})  # fmt: skip
     grid = _sheet_grid(chip_px)
     per_sheet = grid * grid
-    candidates = []
     for first in range(0, chipped, per_sheet):
         sheet_index = first // per_sheet
         count = min(per_sheet, chipped - first)
@@ -263,21 +272,39 @@ def _write_images(
         sheet = cells.reshape(rows, grid, chip_px, chip_px, 3).transpose(0, 2, 1, 3, 4)
         sheet = sheet.reshape(rows * chip_px, grid * chip_px, 3)[:, : min(grid, count) * chip_px]
         _write_jpeg(files / f"chips_{sheet_index}.jpg", sheet)
-    for position, i in enumerate(by_score):
-        sheet_index, cell = divmod(position, per_sheet) if position < chipped else (None, None)
-        ov = sources[names[i]][0]
-        candidates.append({
-            "id": int(table["id"][i]), "class": str(table["class"][i]),
-            "score": round(float(table["score"][i]), 4), "lon": _num(table["lon"][i]),
-            "lat": _num(table["lat"][i]), "x": _num(table["x"][i]), "y": _num(table["y"][i]),
-            "crs": str(table["crs"][i]), "source": str(names[i]), "bbox_px": str(table["bbox_px"][i]),
-            "sheet": sheet_index, "cell": cell, "overview": ov,
-            "ox": cx[i] / overviews[ov]["width"], "oy": cy[i] / overviews[ov]["height"],
-            "informative": int(rank[i]),
-        })  # fmt: skip
     del store
     scratch.unlink(missing_ok=True)
-    return overviews, candidates
+    return overviews, _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank)
+
+
+def _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank) -> dict:
+    """The page's candidate data in score order, one list per field (a list of 100,000 objects would spell every
+    key 100,000 times): class and CRS as indices into their names, the source as its overview's index. A
+    candidate's chip is cell ``position % chip_grid**2`` of sheet ``position // chip_grid**2`` when its position
+    in this order is below the payload's ``chipped``; the page derives both."""
+    o = by_score
+    ov = np.array([sources[name][0] for name in names[o]], np.int64) if len(o) else np.zeros(0, np.int64)
+    width = np.array([v["width"] for v in overviews], float)[ov] if len(o) else np.zeros(0)
+    height = np.array([v["height"] for v in overviews], float)[ov] if len(o) else np.zeros(0)
+    classes, class_index = np.unique(np.asarray(table["class"]).astype(str)[o], return_inverse=True)
+    crs_names, crs_index = np.unique(np.asarray(table["crs"]).astype(str)[o], return_inverse=True)
+    return {
+        "id": np.asarray(table["id"]).astype(np.int64)[o].tolist(),
+        "classes": classes.tolist(), "class": class_index.tolist(),
+        "score": np.round(np.asarray(table["score"], float)[o], 4).tolist(),
+        **{f: _nullable(np.asarray(table[f], float)[o]) for f in ("lon", "lat", "x", "y")},
+        "crs_names": crs_names.tolist(), "crs": crs_index.tolist(),
+        "source": ov.tolist(), "bbox_px": bbox_px[o].tolist(),
+        "ox": np.round(cx[o] / np.maximum(width, 1), 6).tolist(),
+        "oy": np.round(cy[o] / np.maximum(height, 1), 6).tolist(),
+        "informative": rank[o].tolist(),
+    }  # fmt: skip
+
+
+def _nullable(values: np.ndarray) -> list:
+    """Floats as a JSON-ready list, NaN (no value) as None."""
+    out = values.tolist()
+    return [None if v != v else v for v in out] if np.isnan(values).any() else out
 
 
 def _write_jpeg(path: Path, data: np.ndarray, quality: int = 90) -> None:
@@ -294,11 +321,6 @@ def _pin_script(html: str) -> str:
     body = html[start : html.index("</script>", start)]
     digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
     return html.replace("script-src 'unsafe-inline'", f"script-src 'sha256-{digest}'", 1)
-
-
-def _num(value) -> float | None:
-    value = float(value)
-    return None if np.isnan(value) else value
 
 
 def run_id(manifest: dict) -> str:

@@ -230,3 +230,24 @@ def open_tablet(context, url: str, requests: list[str]):
     page.goto(url)
     wait_for(page, "window.ordnanceTablet && (window.ordnanceTablet.ready || window.ordnanceTablet.errors.length > 0)")
     return page
+
+
+def review_page_data(html: str) -> dict:
+    """The review page's embedded data, with its per-field columns turned back into one dict per candidate (the
+    page does the same in JavaScript): class and CRS names looked up, the source named by its overview, and the
+    chip sheet and cell of the first ``chipped`` candidates in the page's order."""
+    import json
+    import re
+
+    data = json.loads(re.search(r"const DATA = (\{.*?\});\n", html, re.S).group(1).replace("<\\/", "</"))
+    cols, per = data["columns"], data["chip_grid"] ** 2
+    data["candidates"] = [
+        {"id": cols["id"][i], "class": cols["classes"][cols["class"][i]], "score": cols["score"][i],
+         "lon": cols["lon"][i], "lat": cols["lat"][i], "x": cols["x"][i], "y": cols["y"][i],
+         "crs": cols["crs_names"][cols["crs"][i]], "source": data["overviews"][cols["source"][i]]["source"],
+         "bbox_px": cols["bbox_px"][i], "overview": cols["source"][i], "ox": cols["ox"][i], "oy": cols["oy"][i],
+         "informative": cols["informative"][i],
+         "sheet": i // per if i < data["chipped"] else None, "cell": i % per if i < data["chipped"] else None}
+        for i in range(len(cols["id"]))
+    ]  # fmt: skip
+    return data

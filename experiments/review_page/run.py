@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         page = build_review(work)  # as shipped: chips from half the card's operating threshold
         build_s = time.perf_counter() - start
         files, size = folder_size(work / "review_files")
-        data = json.loads(page.read_text().split("const DATA = ", 1)[1].split(";\n", 1)[0])
+        data = json.loads(page.read_text().split("const DATA = ", 1)[1].split(";\n", 1)[0])  # chipped, chip_floor
         row = {"candidates": n, "real": n == real, "build_s": build_s, "files": files,
                "bytes": size + page.stat().st_size, "html_bytes": page.stat().st_size,
                "share_of_scoring": build_s / score_s, "chipped": data["chipped"], "chip_floor": data["chip_floor"],

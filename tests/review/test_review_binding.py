@@ -10,7 +10,7 @@ import numpy as np
 import pyogrio.raw
 import pytest
 from click.testing import CliRunner
-from helpers import gaussian_blobs
+from helpers import gaussian_blobs, review_page_data
 from ordnance.inference.cli.main import cli
 
 
@@ -25,8 +25,7 @@ def _score(tmp_path, blob_model, write_geotiff, name, centres):
 
 def _page_data(out):
     """The data the review page exports from: its embedded JSON."""
-    html = (out / "review.html").read_text()
-    return json.loads(re.search(r"const DATA = (\{.*?\});\n", html, re.S).group(1).replace("<\\/", "</"))
+    return review_page_data((out / "review.html").read_text())
 
 
 def _decisions(out, status="rejected", **change):

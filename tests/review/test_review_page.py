@@ -9,7 +9,7 @@ import numpy as np
 import pyogrio.raw
 import pytest
 from click.testing import CliRunner
-from helpers import blob_model_bytes, gaussian_blobs
+from helpers import blob_model_bytes, gaussian_blobs, review_page_data
 from ordnance.inference.cli.main import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -100,7 +100,6 @@ def test_injected_names_cannot_run_script_in_the_page(tmp_path, blob_model, writ
 def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
     """300 candidates: two JPEG sheets of 16 x 16 chips whose cells show their own candidate, and a page that
     holds a screenful of rows, not 300, while the keyboard walks the whole list."""
-    import re
 
     import rasterio
     from playwright.sync_api import sync_playwright
@@ -120,7 +119,7 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
     files = sorted(p.name for p in (out / "review_files").iterdir())
     assert files == ["chips_0.jpg", "chips_1.jpg", "overview_0.png"]
     html = (out / "review.html").read_text()
-    data = json.loads(re.search(r"const DATA = (.*);\n", html).group(1))
+    data = review_page_data(html)
     candidates = data["candidates"]
     assert len(candidates) == 300 and data["chip_grid"] == 16
     assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
@@ -188,7 +187,6 @@ def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blo
     """A run scored low for a recall curve: only candidates at or above the chip floor get chips (by default half
     the card's operating threshold, read from the model file), the others are listed and drawn as "no chip", and
     the header says how many have one."""
-    import re
 
     import rasterio
     from ordnance.inference.card import read_card
@@ -208,7 +206,7 @@ def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blo
     floor = read_card(model).score_threshold / 2
     assert 0 < (scores >= floor).sum() < len(scores)  # the run has candidates on both sides of the default floor
     html = (out / "review.html").read_text()
-    data = json.loads(re.search(r"const DATA = (.*);\n", html).group(1))
+    data = review_page_data(html)
     assert data["chip_floor"] == pytest.approx(floor)
     chipped = [c for c in data["candidates"] if c["sheet"] is not None]
     assert data["chipped"] == len(chipped) == (scores >= floor).sum()
@@ -226,5 +224,5 @@ def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blo
     # --chip-floor 0: every candidate gets its chip again
     result = CliRunner().invoke(cli, ["review", "build", str(out), "--chip-floor", "0"])
     assert result.exit_code == 0, result.output
-    data = json.loads(re.search(r"const DATA = (.*);\n", (out / "review.html").read_text()).group(1))
+    data = review_page_data((out / "review.html").read_text())
     assert data["chipped"] == len(scores) and all(c["sheet"] == 0 for c in data["candidates"])
