@@ -11,11 +11,15 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import itertools
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from ordnance.inference.errors import InputError
 from ordnance.inference.raster import open_raster, source_of
 from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
@@ -234,30 +239,23 @@ def _write_images(
             cells: dict[tuple[int, int], list[int]] = {}
             for i, r, c in zip(mine, row, col):
                 cells.setdefault((int(r), int(c)), []).append(int(i))
-            # Every cell is read once, in raster order: its chips are sliced from it and the overview sampled.
-            for r in range(-(-src.height // CELL_PX)):
-                for c in range(-(-src.width // CELL_PX)):
-                    members = cells.get((r, c), [])
-                    margin = int(side[members].max()) // 2 + 2 if members else 0
-                    # The cell and its margin, zeros beyond the raster: every chip is a slice of it.
-                    left, top, size = c * CELL_PX - margin, r * CELL_PX - margin, CELL_PX + 2 * margin
-                    c0, r0 = max(0, left), max(0, top)
-                    c1, r1 = min(src.width, left + size), min(src.height, top + size)
-                    block = np.zeros((3, size, size), src.dtypes[0])
-                    block[:, r0 - top : r1 - top, c0 - left : c1 - left] = src.read(
-                        bands, window=Window(c0, r0, c1 - c0, r1 - r0)
-                    )
-                    core = (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX)
-                    overview.add(block, left, top, core)
-                    for i in members:
-                        x0, y0 = round(px[i] - side[i] / 2) - left, round(py[i] - side[i] / 2) - top
-                        k_px = int(side[i])
-                        if k_px == chip_px:
-                            chip = block[:, y0 : y0 + k_px, x0 : x0 + k_px]
-                        else:  # nearest-neighbour sampling of the larger square, one axis at a time
-                            steps = np.floor((np.arange(chip_px) + 0.5) * k_px / chip_px).astype(np.int64)
-                            chip = block[:, y0 + steps][:, :, x0 + steps]
-                        store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
+            # Every cell is read once, in raster order (several read and decoded at a time, each reader thread
+            # with its own handle): its chips are sliced from it and the overview sampled.
+            grid_cells = [(r, c) for r in range(-(-src.height // CELL_PX)) for c in range(-(-src.width // CELL_PX))]
+            margins = {rc: int(side[m].max()) // 2 + 2 for rc, m in cells.items()}
+            for (r, c), block, left, top in _read_cells(path, bands, src.width, src.height, src.dtypes[0],
+                                                        grid_cells, margins):  # fmt: skip
+                core = (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX)
+                overview.add(block, left, top, core)
+                for i in cells.get((r, c), []):
+                    x0, y0 = round(px[i] - side[i] / 2) - left, round(py[i] - side[i] / 2) - top
+                    k_px = int(side[i])
+                    if k_px == chip_px:
+                        chip = block[:, y0 : y0 + k_px, x0 : x0 + k_px]
+                    else:  # nearest-neighbour sampling of the larger square, one axis at a time
+                        steps = np.floor((np.arange(chip_px) + 0.5) * k_px / chip_px).astype(np.int64)
+                        chip = block[:, y0 + steps][:, :, x0 + steps]
+                    store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
             _write_png(files / f"overview_{k}.png", _to_uint8(overview.image))
             overviews.append({"image": f"review_files/overview_{k}.png", "source": name, "width": src.width,
                               "height": src.height})  # fmt: skip
@@ -305,6 +303,51 @@ def _nullable(values: np.ndarray) -> list:
     """Floats as a JSON-ready list, NaN (no value) as None."""
     out = values.tolist()
     return [None if v != v else v for v in out] if np.isnan(values).any() else out
+
+
+def _read_cells(path, bands: list[int], width: int, height: int, dtype: str, grid_cells, margins: dict):
+    """Yield ((row, col), block, left, top) for each cell in ``grid_cells``, in that order: the ``CELL_PX`` square
+    and its margin (``margins``, 0 where absent), zeros beyond the raster. One reader thread per core, each with
+    its own dataset handle (GDAL decodes without the GIL), at most two cells per thread ahead of the consumer."""
+    local = threading.local()
+    handles = []
+
+    def read(rc):
+        if not hasattr(local, "src"):
+            local.src = open_raster(path)
+            handles.append(local.src)
+        r, c = rc
+        margin = margins.get(rc, 0)
+        left, top, size = c * CELL_PX - margin, r * CELL_PX - margin, CELL_PX + 2 * margin
+        c0, r0 = max(0, left), max(0, top)
+        c1, r1 = min(width, left + size), min(height, top + size)
+        block = np.zeros((3, size, size), dtype)
+        try:
+            block[:, r0 - top : r1 - top, c0 - left : c1 - left] = local.src.read(
+                bands, window=Window(c0, r0, c1 - c0, r1 - r0)
+            )
+        except RasterioIOError as error:
+            raise InputError(f"read failed in window {(c0, r0, c1, r1)} ({str(error)[:160]})", path) from None
+        return rc, block, left, top
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    pending: deque = deque()
+    cells = iter(grid_cells)
+    with ThreadPoolExecutor(workers, thread_name_prefix="review-read") as pool:
+        try:
+            for rc in itertools.islice(cells, 2 * workers):
+                pending.append(pool.submit(read, rc))
+            while pending:
+                result = pending.popleft().result()
+                nxt = next(cells, None)
+                if nxt is not None:
+                    pending.append(pool.submit(read, nxt))
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+    for handle in handles:
+        handle.close()
 
 
 def _write_jpeg(path: Path, data: np.ndarray, quality: int = 90) -> None:
