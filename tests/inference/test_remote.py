@@ -133,6 +133,6 @@ def test_cli_scores_a_url_with_its_review_page(cog, blob_model, tmp_path):
         result = CliRunner().invoke(cli, ["score", server.url("mosaic.tif"), "--model", str(blob_model(TILE)), "-o",
                                           str(out), "--no-progress"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert (out / "review.html").exists() and list((out / "review_files").glob("overview_*.png"))
+    assert (out / "review.html").exists() and list((out / "review_files").glob("overview_*.jpg"))
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(run_id(manifest)) == 16

@@ -32,7 +32,7 @@ def test_review_page_offline_keyboard_export_import(scored, tmp_path):
 
     page_path = scored / "review.html"
     assert page_path.exists()
-    assert sorted(p.name for p in (scored / "review_files").iterdir()) == ["chips_0.jpg", "overview_0.png"]
+    assert sorted(p.name for p in (scored / "review_files").iterdir()) == ["chips_0.jpg", "overview_0.jpg"]
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
@@ -117,7 +117,7 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
                                       "--no-progress", "--score-threshold", "0.3"])  # fmt: skip
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (out / "review_files").iterdir())
-    assert files == ["chips_0.jpg", "chips_1.jpg", "overview_0.png"]
+    assert files == ["chips_0.jpg", "chips_1.jpg", "overview_0.jpg"]
     html = (out / "review.html").read_text()
     data = review_page_data(html)
     candidates = data["candidates"]
@@ -142,12 +142,13 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
         assert np.abs(cell - source).mean() < 4, c  # JPEG at quality 90
         assert cell[44:52, 44:52].max() > 100, c
     # The overview (1600 px wide for 1840 px) samples the source at each overview pixel's footprint.
-    with rasterio.open(out / "review_files" / "overview_0.png") as src:
+    with rasterio.open(out / "review_files" / "overview_0.jpg") as src:
         overview = src.read(1).astype(int)
     h, w = overview.shape
     assert (h, w) == (round(640 * 1600 / 1840), 1600)
     expected = mosaic_band[(np.arange(h) * 640 // h)[:, None], (np.arange(w) * 1840 // w)[None, :]]
-    assert np.array_equal(overview, expected)
+    assert np.abs(overview - expected).mean() < 4  # JPEG at quality 90
+    assert np.corrcoef(overview.ravel(), expected.ravel())[0, 1] > 0.95  # the blobs where the source has them
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1280, "height": 800})
