@@ -117,6 +117,32 @@ def pooled(reports: list[dict], own_threshold: float) -> dict:
     }
 
 
+def ours_training(run_id: str | None) -> dict:
+    """Minutes and epochs of the training run named on our model's card, from the project's MLflow store (empty
+    where the store does not hold it)."""
+    if not run_id:
+        return {}
+    try:
+        import mlflow
+        from ordnance.training.tracking import default_tracking_uri
+
+        cwd = os.getcwd()
+        os.chdir(REPO)  # the default store lies under the repository
+        try:
+            client = mlflow.MlflowClient(tracking_uri=default_tracking_uri())
+            run = client.get_run(run_id)
+            epochs = client.get_metric_history(run_id, "epoch")
+        finally:
+            os.chdir(cwd)
+    except Exception as error:  # no store here, or the run is not in it
+        print(f"MLflow run {run_id} not read ({type(error).__name__}); its training time is left out", flush=True)
+        return {}
+    if not run.info.end_time:
+        return {}
+    return {"run": run_id, "minutes": (run.info.end_time - run.info.start_time) / 60000,
+            "epochs": int(max(m.value for m in epochs)) + 1 if epochs else 0}  # fmt: skip
+
+
 def run(args) -> dict:
     from common import tiled_mosaic
     from ordnance.inference.card import read_card
@@ -150,7 +176,7 @@ def run(args) -> dict:
             areas[m["path"].stem] = report["area_ha"]
             rows.append(report)
         entry = {"tag": tag, "kind": "ours", "model": str(model), "detector": card.model_name,
-                 "accuracy": pooled(rows, card.score_threshold),
+                 "train": ours_training(card.mlflow_run_id), "accuracy": pooled(rows, card.score_threshold),
                  "throughput": detectors.score_mosaic(big, model, DATA / f"scored_{tag}_big", args.size)}  # fmt: skip
         results["systems"].append(entry)
     for tag, folder in args.peer:
