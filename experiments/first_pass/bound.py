@@ -71,6 +71,8 @@ def bound(run: Path, truth: Path) -> dict:
     keep = np.asarray(table["score"], float) >= threshold
     boxes = np.array([[float(v) for v in str(b).split(",")] for b in np.asarray(table["bbox_px"])[keep]])
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2 if len(boxes) else np.zeros((0, 2))
+    # a box centred on the padding beyond the raster's edge belongs to the edge window
+    centres = np.clip(centres, 0, [source["width"] - 1, source["height"] - 1])
     items = truth_px(truth, Path(source["path"]))
     with_candidates = np.array([in_core(t, centres).any() for t in grid])
     with_items = np.array([in_core(t, items).any() for t in grid])
