@@ -232,7 +232,7 @@ def markdown(r: dict) -> str:
         train = s.get("train", {})
         trained = f"{train['minutes']:.0f} min, {train['epochs']} epochs" if train else "its recipe"
         mine, theirs = ours["accuracy"]["recall_at_ours_rate"], a["recall_at_ours_rate"]
-        recall_x = f"{mine / theirs:.2f}" if theirs else "-"
+        recall_x = f"{mine / theirs:.2f}" if theirs else "no ratio: finds none"
         speed_x = ours["throughput"]["ha_per_h"] / t["ha_per_h"]
         lines.append(
             f"| {s['tag']} ({'ours' if s['kind'] == 'ours' else 'SAHI'}) | `{s['detector']}` | {trained} | "
