@@ -123,7 +123,7 @@ def build_review(
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
     try:
-        overviews, columns = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
+        overviews, columns, chipped = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
     except BaseException:
         shutil.rmtree(files, ignore_errors=True)
         raise
@@ -135,7 +135,7 @@ def build_review(
         "order": order,
         "chip_grid": _sheet_grid(chip_px),
         "chip_floor": floor,
-        "chipped": int((np.asarray(table["score"], float) >= floor).sum()),
+        "chipped": chipped,
         "area_ha": manifest["area_scanned_ha"],
         "overviews": overviews,
         "columns": columns,
@@ -197,8 +197,8 @@ def _write_images(
     files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into an
     array (on disk beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
     Candidates scoring below ``floor`` get no chip (their ``sheet`` and ``cell`` are None): being the last in
-    score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidate columns) for
-    the page's data."""
+    score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidate columns,
+    chipped) for the page's data."""
     card = json.loads(manifest["model"]["card"])
     scores = np.asarray(table["score"], float)
     n = len(scores)
@@ -267,7 +267,7 @@ def _write_images(
         _write_jpeg(files / f"chips_{sheet_index}.jpg", sheet)
     del store
     scratch.unlink(missing_ok=True)
-    return overviews, _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank)
+    return overviews, _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank), chipped
 
 
 def _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank) -> dict:

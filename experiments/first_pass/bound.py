@@ -52,27 +52,48 @@ def truth_px(truth: Path, raster: Path) -> np.ndarray:
     return np.column_stack([col, row])
 
 
-def bound(run: Path, truth: Path) -> dict:
-    import pyogrio.raw
-    from ordnance.inference.grid import in_core, tile_grid
+def scorer_grid(manifest: dict, where: Path) -> tuple[list, dict, dict]:
+    """(the scorer's windows in source pixels, the model card, the input's record) of a one-input scoring run."""
+    from ordnance.inference.grid import tile_grid
 
-    manifest = json.loads((run / "manifest.json").read_text())
     if len(manifest["inputs"]) != 1:
-        raise SystemExit(f"{run}: one input per run expected, got {len(manifest['inputs'])}")
+        raise SystemExit(f"{where}: one input per run expected, got {len(manifest['inputs'])}")
     source = manifest["inputs"][0]
     card = json.loads(manifest["model"]["card"])
-    threshold = float(card["score_threshold"])
     tile_src = int(source["tile_src_px"])
     overlap_src = round(card["overlap_px"] * tile_src / card["tile_size_px"])
-    grid = tile_grid(source["width"], source["height"], tile_src, overlap_src)
+    return tile_grid(source["width"], source["height"], tile_src, overlap_src), card, source
+
+
+def box_centres(bbox_px, source: dict, scale: float = 1.0) -> np.ndarray:
+    """(N, 2) centres of the candidates' ``bbox_px`` strings, times ``scale``, kept on ``source``'s raster: a box
+    centred on the padding beyond the raster's edge belongs to the edge window."""
+    text = np.asarray(bbox_px).astype(str)
+    boxes = np.array(",".join(text).split(",") if len(text) else [], float).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 * scale
+    return np.clip(centres, 0, [source["width"] - 1, source["height"] - 1])
+
+
+def write_results(path: Path, data: dict) -> None:
+    """JSON written whole or not at all."""
+    from ordnance.inference.writers import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1))
+
+
+def bound(run: Path, truth: Path) -> dict:
+    import pyogrio.raw
+    from ordnance.inference.grid import in_core
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    grid, card, source = scorer_grid(manifest, run)
+    threshold = float(card["score_threshold"])
     meta, _, _, fields = pyogrio.raw.read(run / "candidates.gpkg", layer="candidates",
                                           columns=["score", "bbox_px"], read_geometry=False)  # fmt: skip
     table = dict(zip(meta["fields"], fields))
     keep = np.asarray(table["score"], float) >= threshold
-    boxes = np.array([[float(v) for v in str(b).split(",")] for b in np.asarray(table["bbox_px"])[keep]])
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2 if len(boxes) else np.zeros((0, 2))
-    # a box centred on the padding beyond the raster's edge belongs to the edge window
-    centres = np.clip(centres, 0, [source["width"] - 1, source["height"] - 1])
+    centres = box_centres(np.asarray(table["bbox_px"])[keep], source)
     items = truth_px(truth, Path(source["path"]))
     with_candidates = np.array([in_core(t, centres).any() for t in grid])
     with_items = np.array([in_core(t, items).any() for t in grid])
@@ -120,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{path}: no such file")
         rows.append({"tag": tag, **bound(Path(run).resolve(), Path(truth).resolve())})
         print(json.dumps(rows[-1]), flush=True)
-    (HERE / "results.json").write_text(json.dumps({"first_pass_cost": FIRST_PASS_COST, "rows": rows}, indent=1))
+    write_results(HERE / "results.json", {"first_pass_cost": FIRST_PASS_COST, "rows": rows})
     table = markdown(rows)
     (HERE / "results.md").write_text(table)
     write_readme_block(BEGIN, END, table)

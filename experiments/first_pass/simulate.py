@@ -39,6 +39,7 @@ REPO = HERE.parents[1]
 DATA = HERE / "data"
 PFM1 = REPO / "experiments" / "pfm1"
 sys.path.insert(0, str(HERE.parent))
+from bound import box_centres, scorer_grid, write_results  # noqa: E402
 from common import write_readme_block  # noqa: E402
 
 BEGIN, END = "<!-- first_pass_sim:begin -->", "<!-- first_pass_sim:end -->"
@@ -76,24 +77,28 @@ def half(src_path: Path, out: Path) -> Path:
 
 
 def scored(tif: Path, model: Path, out: Path) -> dict:
-    """``ordnance score`` at the curve threshold (reused when its manifest is there); the manifest."""
+    """``ordnance score`` at the curve threshold (reused when its manifest names this model's sha256); the
+    manifest."""
+    import hashlib
+
     from ordnance.inference.scoring import ScoringJob, score
 
-    if not (out / "manifest.json").exists():
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    done = out / "manifest.json"
+    if not done.exists() or json.loads(done.read_text())["model"].get("sha256") != digest:
         score(ScoringJob(inputs=(str(tif),), model=model, out_dir=out, progress=False, resume=False,
                          score_threshold=CURVE_THRESHOLD, formats=("gpkg",)))  # fmt: skip
     return json.loads((out / "manifest.json").read_text())
 
 
-def centres(run: Path, scale: float = 1.0) -> tuple[np.ndarray, dict, dict]:
-    """Candidate box centres in full-resolution pixels, with the run's metadata and fields."""
+def centres(run: Path, source: dict, scale: float = 1.0) -> tuple[np.ndarray, dict, dict]:
+    """Candidate box centres in full-resolution pixels (on ``source``'s raster), with the run's metadata and
+    fields."""
     import pyogrio.raw
 
     meta, _, geometry, fields = pyogrio.raw.read(run / "candidates.gpkg", layer="candidates")
     table = dict(zip(meta["fields"], fields))
-    boxes = np.array([[float(v) for v in str(b).split(",")] for b in table["bbox_px"]]).reshape(-1, 4)
-    xy = (boxes[:, :2] + boxes[:, 2:]) / 2 * scale
-    return xy, meta, {"geometry": geometry, **table}
+    return box_centres(table["bbox_px"], source, scale), meta, {"geometry": geometry, **table}
 
 
 def kept_run(run: Path, keep: np.ndarray, meta: dict, table: dict, out: Path) -> Path:
@@ -121,24 +126,19 @@ def found(report: dict) -> int:
 
 def simulate(split: str, model: Path) -> dict:
     from ordnance.inference.evaluate import EvaluationSettings, evaluate_mosaic
-    from ordnance.inference.grid import in_core, tile_grid
+    from ordnance.inference.grid import in_core
 
     tif, truth = mosaic(split)
     full_run, half_run = DATA / f"{split}_full", DATA / f"{split}_half"
     full = scored(tif, model, full_run)
     small = scored(half(tif, DATA / f"pfm1_{split}_half.tif"), model, half_run)
-    card = json.loads(full["model"]["card"])
+    grid, card, source = scorer_grid(full, full_run)
     threshold = float(card["score_threshold"])
-    source = full["inputs"][0]
-    tile = int(source["tile_src_px"])
-    overlap = round(card["overlap_px"] * tile / card["tile_size_px"])
-    grid = tile_grid(source["width"], source["height"], tile, overlap)
-    xy, meta, table = centres(full_run)
-    xy = np.clip(xy, 0, [source["width"] - 1, source["height"] - 1])
+    xy, meta, table = centres(full_run, source)
     core_of = np.full(len(xy), -1)
     for t in grid:
         core_of[in_core(t, xy)] = t.index
-    first_xy, _, first_table = centres(half_run, scale=2.0)
+    first_xy, _, first_table = centres(half_run, source, scale=2.0)
     first_scores = np.asarray(first_table["score"], float)
     at = EvaluationSettings(score_threshold=threshold)
     baseline = evaluate_mosaic(full_run / "candidates.gpkg", truth, settings=at, manifest=full_run / "manifest.json")
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             result[split] = simulate(split, args.model.resolve())
         lossless = [v["t1"] for v in result["valid"]["rows"] if v["found"] >= result["valid"]["baseline_found"]]
         result["chosen_t1"] = max(lossless) if lossless else None
-        (HERE / "simulate.json").write_text(json.dumps(result, indent=1))
+        write_results(HERE / "simulate.json", result)
     table = markdown(result)
     (HERE / "simulate.md").write_text(table)
     write_readme_block(BEGIN, END, table)
