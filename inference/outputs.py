@@ -18,6 +18,7 @@ from affine import Affine
 from ordnance.inference.camera import place
 from ordnance.inference.errors import OutputError
 from ordnance.inference.georef import pixel_to_map, to_wgs84
+from ordnance.inference.preview import CHIP_PX, PREVIEW_FILE, Overview, decode, write_preview
 from ordnance.inference.raster import RemoteFile
 from ordnance.inference.session import file_sha256
 from ordnance.inference.writers import FIELDS, write_csv, write_gpkg, write_json, write_lonlat_layer
@@ -46,7 +47,8 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
 
     tick = time.perf_counter()
     card = detector.card
-    merged = merge_records(plans, checkpoint.records, job.merge)
+    refs: list[tuple[int, int]] = []
+    merged = merge_records(plans, checkpoint.records, job.merge, refs)
     timings["merge_s"] = time.perf_counter() - tick
     # "class" .. "source", and the other classes merged into each candidate: per detection
     columns: dict[str, list[Any]] = {k: [] for k in (*FIELDS[1 : FIELDS.index("source") + 1], "also_seen_as")}
@@ -138,6 +140,9 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
         expected["kml"] = expected["geojson"]
         for kind, path in staged.items():
             verify_output(path, kind, expected[kind])
+        if "gpkg" in staged and plans and all(p.preview for p in plans):  # the page reads the GeoPackage
+            staged["preview"] = stage / STALE["preview"]
+            _write_preview(staged["preview"], plans, checkpoint.records, refs, detector.card.score_threshold / 2)
     except Exception:
         shutil.rmtree(stage, ignore_errors=True)  # nothing of this run reaches the folder; the last set stays whole
         raise
@@ -186,7 +191,8 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
     return ScoringResult(True, table, outputs, manifest)
 
 
-STALE = {"gpkg": "candidates.gpkg", "geojson": "candidates.geojson", "kml": "candidates.kml", "csv": "candidates.csv"}
+STALE = {"gpkg": "candidates.gpkg", "geojson": "candidates.geojson", "kml": "candidates.kml", "csv": "candidates.csv",
+         "preview": PREVIEW_FILE}  # fmt: skip
 STAGING = ".ordnance-staging"
 
 
@@ -235,6 +241,31 @@ def remove_stale(out: Path, written: set[str]) -> list[str]:
         page = name in ("review.html", "review_files")
         (log.info if page else log.warning)("%s: removed %s of an earlier run (not written by this one)", out, name)
     return removed
+
+
+def _write_preview(path: Path, plans, records: list[dict], refs: list[tuple[int, int]], chip_floor: float) -> None:
+    """The review page's overviews and chips, cut by the scorer (:mod:`ordnance.inference.preview`), for the
+    candidates in id order (``refs``: the record and position of each candidate's detection)."""
+    overviews = {}
+    for index, plan in enumerate(plans):
+        overview = Overview(plan.info.width, plan.info.height)
+        for record in records:
+            if record["f"] != index:
+                continue
+            for r0, r1, c0, c1, data in record.get("o", []):
+                overview.image[:, r0:r1, c0:c1] = decode(data, (overview.image.shape[0], r1 - r0, c1 - c0))
+        overviews[index] = overview.image
+    by_record: dict[int, dict[int, str]] = {}
+    ids, chips = [], []
+    for candidate, (r_i, pos) in enumerate(refs, start=1):
+        if r_i not in by_record:
+            by_record[r_i] = {int(p): data for p, data in records[r_i].get("c", [])}
+        data = by_record[r_i].get(pos)
+        if data is not None:
+            ids.append(candidate)
+            chips.append(decode(data, (CHIP_PX, CHIP_PX, 3)))
+    stack = np.stack(chips) if chips else np.zeros((0, CHIP_PX, CHIP_PX, 3), np.uint8)
+    write_preview(path, overviews, np.array(ids, np.int64), stack, chip_floor)
 
 
 def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import pyogrio
 import pyogrio.raw
 from ordnance.inference.areas import derive_areas, model_of, read_settings, write_area_exports, write_area_layer
 from ordnance.inference.errors import InputError
+from ordnance.inference.preview import Overview, chip_origin, chip_side, chip_steps, read_preview
 from ordnance.inference.raster import open_raster, source_of
 from ordnance.inference.styles import write_styles
 from ordnance.inference.writers import atomic_path, read_manifest
@@ -115,15 +116,13 @@ def build_review(
     _, _, table = read_candidates(out_dir / "candidates.gpkg", PAGE_FIELDS)
     paths = [source_of(entry["path"]) for entry in manifest["inputs"]]
     sources = {path.name: (k, path) for k, path in enumerate(paths)}
-    for name, (_, path) in sources.items():
-        if isinstance(path, Path) and not path.exists():  # a URL is read where it lies
-            raise InputError(f"source image {name} of this run is no longer at {path}; restore it there first", out_dir)
     card = json.loads(manifest["model"]["card"])
     floor = float(card["score_threshold"]) / 2 if chip_floor is None else float(chip_floor)
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
     try:
-        overviews, columns, chipped = _write_images(files, sources, table, manifest, chip_px, overview_px, floor)
+        overviews, columns, chipped = _write_images(files, sources, table, manifest, chip_px, overview_px, floor,
+                                                    read_preview(out_dir, chip_px, overview_px))  # fmt: skip
     except BaseException:
         shutil.rmtree(files, ignore_errors=True)
         raise
@@ -160,45 +159,18 @@ CELL_PX = 1024  # chips are cut from reads of this many source pixels square (pl
 STORE_IN_MEMORY_BYTES = 2 << 30  # chips beyond this (about 75,000 at 96 px) wait for their sheet on disk
 
 
-class _Overview:
-    """A small image of a raster, filled cell by cell as the raster is read: each overview pixel is the mean of
-    up to 4 x 4 source pixels spread over its footprint (a preview, not a resampling)."""
-
-    def __init__(self, width: int, height: int, scale: float, dtype: str) -> None:
-        shape = (max(1, round(height * scale)), max(1, round(width * scale)))
-        self.image = np.zeros((3, *shape), np.uint8 if dtype == "uint8" else np.float32)
-        # The source row and column where each overview pixel's footprint starts.
-        self.ys = np.floor(np.arange(shape[0]) * height / shape[0]).astype(np.int64)
-        self.xs = np.floor(np.arange(shape[1]) * width / shape[1]).astype(np.int64)
-        footprint = max(1, int(1 / scale))
-        self.offsets = np.unique(np.linspace(0, footprint - 1, min(4, footprint)).astype(np.int64))
-
-    def add(self, block: np.ndarray, left: int, top: int, core: tuple[int, int, int, int]) -> None:
-        """Fill the overview pixels whose footprint starts in ``core`` (col0, row0, col1, row1) from ``block``,
-        read at column ``left``, row ``top``."""
-        rows = np.flatnonzero((self.ys >= core[1]) & (self.ys < core[3]))
-        cols = np.flatnonzero((self.xs >= core[0]) & (self.xs < core[2]))
-        if not len(rows) or not len(cols):
-            return
-        k = len(self.offsets)
-        # Two gathers (the sampled rows, then their sampled columns), then the mean over each k x k footprint.
-        y = np.minimum((self.ys[rows] - top)[:, None] + self.offsets, block.shape[1] - 1).ravel()
-        x = np.minimum((self.xs[cols] - left)[:, None] + self.offsets, block.shape[2] - 1).ravel()
-        down = block[:, y].reshape(3, len(rows), k, block.shape[2]).sum(axis=2, dtype=np.float32)
-        total = down[:, :, x].reshape(3, len(rows), len(cols), k).sum(axis=3)
-        self.image[:, rows[:, None], cols[None, :]] = total / (k * k)
-
-
-def _write_images(
-    files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int, floor: float = 0.0
-):
+def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int,
+                  floor: float = 0.0, preview: tuple[dict, dict] = ({}, {})):  # fmt: skip
     """Overviews (one JPEG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
     page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
-    files, not 100,000. Chips are cut in raster order, each ``CELL_PX`` square of a source read once, into an
-    array (on disk beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
+    files, not 100,000. The overviews and chips the scorer cut (``preview``: overviews by source index, chips by
+    candidate id) are taken as they are; what is missing is cut in raster order, each ``CELL_PX`` square of a
+    source that holds a missing chip (every square, for a missing overview) read once, into an array (on disk
+    beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
     Candidates scoring below ``floor`` get no chip (their ``sheet`` and ``cell`` are None): being the last in
     score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidate columns,
     chipped) for the page's data."""
+    cut_overviews, cut_chips = preview
     card = json.loads(manifest["model"]["card"])
     scores = np.asarray(table["score"], float)
     n = len(scores)
@@ -211,8 +183,9 @@ def _write_images(
     bbox_px = np.asarray(table["bbox_px"]).astype(str)
     boxes = np.array(",".join(bbox_px).split(",") if n else [], float).reshape(-1, 4)
     cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-    side = np.maximum(chip_px, 2.5 * np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])).astype(int)
+    side = chip_side(boxes, chip_px)
     names = np.asarray(table["source"]).astype(str)
+    ids = np.asarray(table["id"]).astype(np.int64)
     scratch = files / ".chips.npy"
     shape = (max(chipped, 1), chip_px, chip_px, 3)
     if np.prod(shape) <= STORE_IN_MEMORY_BYTES:
@@ -221,39 +194,22 @@ def _write_images(
         store = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=shape)
     overviews = []
     for name, (k, path) in sources.items():
-        with open_raster(path) as src:
-            bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
-            scale = min(1.0, overview_px / max(src.width, src.height))
-            overview = _Overview(src.width, src.height, scale, src.dtypes[0])
-            mine = np.flatnonzero((names == name) & (slot < chipped))
-            # A box centred on the tile padding beyond the raster's edge is cut at the edge.
-            px, py = np.clip(cx, 0, src.width - 1), np.clip(cy, 0, src.height - 1)
-            col, row = (px[mine] // CELL_PX).astype(np.int64), (py[mine] // CELL_PX).astype(np.int64)
-            cells: dict[tuple[int, int], list[int]] = {}
-            for i, r, c in zip(mine, row, col):
-                cells.setdefault((int(r), int(c)), []).append(int(i))
-            # Every cell is read once, in raster order (several read and decoded at a time, each reader thread
-            # with its own handle): its chips are sliced from it and the overview sampled.
-            grid_cells = [(r, c) for r in range(-(-src.height // CELL_PX)) for c in range(-(-src.width // CELL_PX))]
-            margins = {rc: int(side[m].max()) // 2 + 2 for rc, m in cells.items()}
-            for (r, c), block, left, top in _read_cells(path, bands, src.width, src.height, src.dtypes[0],
-                                                        grid_cells, margins):  # fmt: skip
-                core = (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX)
-                overview.add(block, left, top, core)
-                for i in cells.get((r, c), []):
-                    x0, y0 = round(px[i] - side[i] / 2) - left, round(py[i] - side[i] / 2) - top
-                    k_px = int(side[i])
-                    if k_px == chip_px:
-                        chip = block[:, y0 : y0 + k_px, x0 : x0 + k_px]
-                    else:  # nearest-neighbour sampling of the larger square, one axis at a time
-                        steps = np.floor((np.arange(chip_px) + 0.5) * k_px / chip_px).astype(np.int64)
-                        chip = block[:, y0 + steps][:, :, x0 + steps]
-                    store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
-            # JPEG: a photograph-like preview; on aerial imagery a twentieth of a PNG's encoding time, a quarter
-            # of its size
-            _write_jpeg(files / f"overview_{k}.jpg", np.transpose(_to_uint8(overview.image), (1, 2, 0)))
-            overviews.append({"image": f"review_files/overview_{k}.jpg", "source": name, "width": src.width,
-                              "height": src.height})  # fmt: skip
+        width, height = int(manifest["inputs"][k]["width"]), int(manifest["inputs"][k]["height"])
+        mine = np.flatnonzero((names == name) & (slot < chipped))
+        for i in mine:
+            chip = cut_chips.get(int(ids[i]))
+            if chip is not None:
+                store[slot[i]] = chip
+        missing = np.array([i for i in mine if int(ids[i]) not in cut_chips], np.int64)
+        overview_image = cut_overviews.get(k)
+        if overview_image is None or len(missing):
+            overview_image = _read_missing(path, width, height, overview_image, overview_px, missing, cx, cy, side,
+                                           chip_px, store, slot)  # fmt: skip
+        # JPEG: a photograph-like preview; on aerial imagery a twentieth of a PNG's encoding time, a quarter
+        # of its size
+        _write_jpeg(files / f"overview_{k}.jpg", np.transpose(_to_uint8(overview_image), (1, 2, 0)))
+        overviews.append({"image": f"review_files/overview_{k}.jpg", "source": name, "width": width,
+                          "height": height})  # fmt: skip
     grid = _sheet_grid(chip_px)
     per_sheet = grid * grid
     for first in range(0, chipped, per_sheet):
@@ -268,6 +224,43 @@ def _write_images(
     del store
     scratch.unlink(missing_ok=True)
     return overviews, _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank), chipped
+
+
+def _read_missing(path, width: int, height: int, overview_image, overview_px: int, missing: np.ndarray, cx, cy, side,
+                  chip_px: int, store, slot) -> np.ndarray:  # fmt: skip
+    """Read from the source what the scorer did not cut: the chips of candidates ``missing`` into ``store`` and,
+    when ``overview_image`` is None, the overview. Returns the overview."""
+    if isinstance(path, Path) and not path.exists():  # a URL is read where it lies
+        raise InputError(f"source image {path.name} of this run is no longer at {path}; restore it there first", path)
+    with open_raster(path) as src:
+        if (src.width, src.height) != (width, height):
+            raise InputError(f"is {src.width} x {src.height} px, not the {width} x {height} px this run scored", path)
+        bands = [1, 2, 3] if src.count >= 3 else [1, 1, 1]
+        overview = Overview(width, height, overview_px, src.dtypes[0]) if overview_image is None else None
+        boxes = np.c_[cx[missing], cy[missing], cx[missing], cy[missing]]
+        left_px, top_px = chip_origin(boxes, width, height, side[missing])
+        # A box centred on the tile padding beyond the raster's edge is cut at the edge.
+        px, py = np.clip(cx, 0, width - 1), np.clip(cy, 0, height - 1)
+        col, row = (px[missing] // CELL_PX).astype(np.int64), (py[missing] // CELL_PX).astype(np.int64)
+        cells: dict[tuple[int, int], list[int]] = {}
+        for j, (r, c) in enumerate(zip(row, col)):
+            cells.setdefault((int(r), int(c)), []).append(j)
+        # Each cell needed is read once, in raster order (several read and decoded at a time, each reader thread
+        # with its own handle): its chips are sliced from it and the overview sampled. Without an overview to
+        # make, only the cells holding a missing chip.
+        every = [(r, c) for r in range(-(-height // CELL_PX)) for c in range(-(-width // CELL_PX))]
+        grid_cells = every if overview is not None else sorted(cells)
+        margins = {rc: int(side[missing[m]].max()) // 2 + 2 for rc, m in cells.items()}
+        for (r, c), block, left, top in _read_cells(path, bands, width, height, src.dtypes[0], grid_cells, margins):
+            if overview is not None:
+                overview.add(block, left, top, (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX))
+            for j in cells.get((r, c), []):
+                i = missing[j]
+                x0, y0 = left_px[j] - left, top_px[j] - top
+                steps = chip_steps(int(side[i]), chip_px)  # nearest neighbour, one axis at a time
+                chip = block[:, y0 + steps][:, :, x0 + steps]
+                store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
+    return overview.image if overview is not None else overview_image
 
 
 def _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank) -> dict:

@@ -31,6 +31,7 @@ from ordnance.inference.camera import FrameGeometry, frame_geometry
 from ordnance.inference.errors import InputError, OutputError
 from ordnance.inference.grid import Tile, tile_grid
 from ordnance.inference.merge import MergeSettings, merge_detections
+from ordnance.inference.preview import Overview, encode, window_chips
 from ordnance.inference.raster import (
     RemoteFile,
     Source,
@@ -82,6 +83,8 @@ class ScoringJob:
         sessions: ONNX Runtime sessions side by side in this process, each with ``threads / sessions`` threads
             and its own reader, taking blocks of windows in turn (on 2 cores, two one-thread sessions score faster
             than one two-thread session: experiments/README.md). The outputs are the same.
+        review_preview: Cut the review page's overview and chips from the windows as they are scored
+            (:mod:`ordnance.inference.preview`), so that building the page reads the source no more.
     """
 
     inputs: tuple[str, ...]
@@ -103,6 +106,7 @@ class ScoringJob:
     cluster: str | None = None
     workers: int = 0
     sessions: int = 1
+    review_preview: bool = True
 
 
 @dataclass
@@ -162,6 +166,7 @@ class _FilePlan:
     scale_range: tuple[float, float] | None
     gsd_note: str
     geometry: FrameGeometry | None = None  # frames with a camera pose: GSD and ground projection
+    preview: bool = True  # cut the review page's overview and chips from the scored windows
 
 
 def _plan(path: Source, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
@@ -197,7 +202,7 @@ def _plan(path: Source, detector: DetectorSession, job: ScoringJob) -> _FilePlan
     overlap = card.overlap_px if job.overlap_px is None else job.overlap_px
     tile_src = max(1, round(card.tile_size_px * scale))
     tiles = tile_grid(info.width, info.height, tile_src, min(round(overlap * scale), tile_src - 1))
-    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note, geometry)
+    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note, geometry, job.review_preview)
 
 
 def check_threshold(value: float | None, name: str) -> None:
@@ -245,7 +250,7 @@ def _job_key(job: ScoringJob, detector: DetectorSession, files: list[Source]) ->
         (str(p), p.identity()) if isinstance(p, RemoteFile) else (str(p), p.stat().st_size, p.stat().st_mtime_ns)
         for p in files
     ]
-    keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m", "ground_altitude_m")
+    keys = ("score_threshold", "overlap_px", "gsd_tolerance", "input_gsd_m", "ground_altitude_m", "review_preview")
     settings = {k: v for k, v in asdict(job).items() if k in keys}
     text = json.dumps([detector.sha256, stats, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -476,9 +481,15 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                  threshold: float, timings: dict[str, float]) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Score windows of one file: read on a background thread, run, and yield one checkpoint record per batch
     ({"f": file index, "t": window indices, "d": detections, "skip": windows without data, "px": valid core
-    pixels}). The same records whichever process computes them."""
+    pixels}; with the plan's preview also "o": overview pixels [row0, row1, col0, col1, data] of each window's
+    core and "c": chips [position in "d", data] of detections at or above the chip floor, half the card's
+    threshold: :mod:`ordnance.inference.preview`). The same records whichever process computes them."""
     if not todo:
         return
+    overview = Overview(plan.info.width, plan.info.height) if plan.preview else None
+    factor = plan.tile_src_px / detector.card.tile_size_px  # source pixels per model pixel
+    # chips where the model's pixels are at least as fine as the source's; a finer source is read at full resolution
+    chip_floor = detector.card.score_threshold / 2 if plan.preview and factor <= 1 + 1e-6 else math.inf
     stop = threading.Event()
     batches: queue.Queue = queue.Queue(maxsize=3)
     thread = threading.Thread(
@@ -508,6 +519,8 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                     continue
                 k = run.index(slot)
                 rows = _detections(plan, tile, valid, *(o[k] for o in outputs), threshold)
+                if overview is not None:
+                    _preview(record, overview, images[slot], tile, factor, rows, chip_floor, plan.info)
                 record["d"].extend([tile.index, *row] for row in rows)
                 record["px"] += _valid_core_px(plan, tile, valid)
             yield record
@@ -518,6 +531,22 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                 batches.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+def _preview(record: dict, overview: Overview, image: np.ndarray, tile: Tile, factor: float, rows: list, chip_floor,
+             info) -> None:  # fmt: skip
+    """Add one window's overview pixels and the chips of its detections (``rows``, before they join the record's
+    "d") to ``record``."""
+    found, cols, values = overview.sample(image, tile.col_off, tile.row_off, tile.core, factor)
+    if values.size:
+        record.setdefault("o", []).append([found.start, found.stop, cols.start, cols.stop, encode(values)])
+    wanted = [i for i, row in enumerate(rows) if row[4] >= chip_floor]
+    if not wanted:
+        return
+    boxes = np.array([rows[i][:4] for i in wanted], np.float64)
+    chips = window_chips(image, tile.col_off, tile.row_off, factor, boxes, info.width, info.height)
+    first = len(record["d"])
+    record.setdefault("c", []).extend([first + i, encode(chip)] for i, chip in zip(wanted, chips) if chip is not None)
 
 
 def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, progress) -> None:
@@ -630,13 +659,15 @@ def _check_writable(out_dir: Path) -> None:
         raise OutputError(f"output folder is not writable ({error.strerror})", out_dir) from None
 
 
-def merge_records(plans: list[_FilePlan], records: list[dict[str, Any]], settings: MergeSettings):
+def merge_records(plans: list[_FilePlan], records: list[dict[str, Any]], settings: MergeSettings,
+                  refs: list[tuple[int, int]] | None = None):  # fmt: skip
     """All checkpointed detections, merged per file. Returns (file index, row) with the row as in
     :func:`_detections` plus the other classes the merged duplicates gave (a bit mask of class ids), sorted
-    deterministically whatever order the batches ran in."""
+    deterministically whatever order the batches ran in. ``refs``, when given, receives for each returned row
+    (record index, position in its "d") of the detection kept."""
     merged = []
     for index in range(len(plans)):
-        rows = [d for r in records if r["f"] == index for d in r["d"]]
+        rows = [[*d, r_i, pos] for r_i, r in enumerate(records) if r["f"] == index for pos, d in enumerate(r["d"])]
         if not rows:
             continue
         table = np.array(sorted(rows, key=lambda d: (d[0], -d[5], d[1], d[2])), dtype=np.float64)
@@ -648,4 +679,6 @@ def merge_records(plans: list[_FilePlan], records: list[dict[str, Any]], setting
         for dropped in np.flatnonzero((into >= 0) & (labels != labels[np.maximum(into, 0)])):
             others[into[dropped]] |= 1 << labels[dropped]
         merged.extend((index, np.r_[table[k, 1:8], others[k]]) for k in keep)
+        if refs is not None:
+            refs.extend((int(table[k, 8]), int(table[k, 9])) for k in keep)
     return merged

@@ -27,6 +27,7 @@ experiment resumes after a stop). Stages:
 | soup_lookalikes_bn | the same with BatchNorm statistics re-estimated on 100 training batches of the recipe |
 | soup_f4dd80e0 | every finished run from the synthetic checkpoint f4dd80e0 averaged: both seeds and both oak runs |
 | fast_real | the recipe with the fast detector (centernet_resnet10_lite), from its own synthetic checkpoint |
+| fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
 
@@ -66,6 +67,10 @@ GSD = {
             "--data.tile_size_px", "512"],
     "1cm": ["--model.gsd_m", "0.01", "--data.gsd_m", "0.01", "--model.tile_size_px", "512",
             "--data.tile_size_px", "512"],
+    # Finer than the tiles: each tile enlarged twice (bilinear, in training and in the scorer), 1536 px tiles, and
+    # 384 px training crops (56 cm of ground, against 75 cm at 2.94 mm: a PFM-1 is 12 cm long).
+    "1.47mm": ["--model.gsd_m", "0.00147", "--data.gsd_m", "0.00147", "--model.tile_size_px", "1536",
+               "--data.tile_size_px", "1536", "--data.crop_px", "384"],
 }  # fmt: skip
 LONG = ["--trainer.max_epochs", "44", "--trainer.max_time", "00:00:58:00", "--model.anneal_by_time", "true"]
 VAL_EVERY_4 = ["--trainer.check_val_every_n_epoch", "4"]  # the recipe's interval before it validated the last epoch
@@ -102,6 +107,11 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
     return {
         # the recipe with another detector, from that detector's own synthetic checkpoint
         "fast_real": {"config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES], "needs": "fast"},
+        # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
+        # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
+        "fast_real_2x": {
+            "config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES, *GSD["1.47mm"]], "needs": "fast",
+        },
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
         "real_only": {"config": PFM1, "init": None, "args": NO_LOOKALIKES},
         "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT + UNIFORM + NO_LOOKALIKES},

@@ -18,7 +18,7 @@ from helpers import blob_model_bytes, gaussian_blobs
 from ordnance.inference.cli.main import cli
 
 ORDNANCE = Path(sys.executable).parent / "ordnance"
-FILES = {"manifest.json", "candidates.csv", "candidates.gpkg"}
+FILES = {"manifest.json", "candidates.csv", "candidates.gpkg", "review_preview.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +91,10 @@ def test_killed_at_random_moments_then_rerun_gives_the_uninterrupted_outputs_and
     assert done.returncode == 0, done.stderr[-2000:]
     assert _rows(out) == _rows(reference)
     assert _everything(out) == FILES  # no checkpoint, staging folder, lock or temporary file left
+    with np.load(out / "review_preview.npz") as got, np.load(reference / "review_preview.npz") as want:
+        assert sorted(got.files) == sorted(want.files)
+        for name in want.files:  # the review page's images, carried through every kill by the checkpoint
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
 def test_a_second_scorer_on_a_held_folder_is_refused_and_the_first_finishes(large_survey, tmp_path):

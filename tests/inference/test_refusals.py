@@ -271,7 +271,7 @@ def test_outputs_of_an_earlier_run_that_this_run_does_not_write_are_removed(tmp_
     rerun = score(ScoringJob(inputs=(str(second),), model=blob_model(256), out_dir=out, formats=("csv",)))
     assert sorted(p.name for p in out.iterdir()) == ["candidates.csv", "manifest.json"]
     assert set(rerun.manifest["removed_stale"]) == {
-        "candidates.gpkg", "candidates.geojson", "candidates.kml", "review.html", "review_files"
+        "candidates.gpkg", "candidates.geojson", "candidates.kml", "review.html", "review_files", "review_preview.npz"
     }  # fmt: skip
     assert len((out / "candidates.csv").read_text().splitlines()) == 3  # header and the second mosaic's two items
 

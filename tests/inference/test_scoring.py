@@ -77,7 +77,8 @@ def test_outputs_read_back(tmp_path, scene):
     result = run_job(tmp_path, model, mosaic)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["candidates.gpkg", "candidates.geojson", "candidates.csv", "candidates.kml", "manifest.json"]
+        ["candidates.gpkg", "candidates.geojson", "candidates.csv", "candidates.kml", "manifest.json",
+         "review_preview.npz"]
     )
     assert sorted(pyogrio.list_layers(out / "candidates.gpkg")[:, 0]) == ["candidates", "coverage", "layer_styles"]
     gpkg = pyogrio.read_info(out / "candidates.gpkg", layer="candidates")
@@ -139,6 +140,13 @@ def test_resume_equals_uninterrupted(tmp_path, scene):
         if name != "processed_utc":
             np.testing.assert_array_equal(whole[name], second.candidates[name], err_msg=name)
     assert not (tmp_path / "b" / "out" / ".ordnance-partial").exists()
+    # the review page's overview and chips, cut as the windows were scored, are the same too
+    with np.load(tmp_path / "a" / "out" / "review_preview.npz") as a, np.load(tmp_path / "b" / "out" /
+                                                                              "review_preview.npz") as b:  # fmt: skip
+        assert sorted(a.files) == sorted(b.files) and len(a["chip_ids"]) > 0
+        for name in a.files:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+        assert a["overview_0"].max() > 0  # filled, not the zeros it starts from
 
 
 def test_nodata_tiles_skipped_and_batches(tmp_path, blob_model, write_geotiff):

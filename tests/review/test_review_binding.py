@@ -118,13 +118,28 @@ def test_review_build_says_what_is_wrong_in_one_line(two_runs, damage):
     if damage == "corrupt":
         (a / "manifest.json").write_text('{"inputs": [')
         words = "not a manifest.json"
-    else:
+    else:  # and the scorer's images gone with it: the page must read the source
         (a.parent / "a.tif").rename(a.parent / "moved.tif")
+        (a / "review_preview.npz").unlink()
         words = "is no longer at"
     result = CliRunner().invoke(cli, ["review", "build", str(a)])
     assert result.exit_code != 0
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and words in errors[0]
+
+
+def test_the_page_builds_from_the_scorers_images_without_the_source(two_runs):
+    """The scorer cut the overview and chips as it read the windows: the page is built again with the mosaic gone,
+    its files the same as the page built with it."""
+    a, _ = two_runs
+    before = {p.name: p.read_bytes() for p in (a / "review_files").iterdir()}
+    (a.parent / "a.tif").rename(a.parent / "moved.tif")
+    result = CliRunner().invoke(cli, ["review", "build", str(a)])
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in (a / "review_files").iterdir()} == before
+    # chips of another size must be read from the source, which is gone
+    result = CliRunner().invoke(cli, ["review", "build", str(a), "--chip-px", "64"])
+    assert result.exit_code != 0 and "is no longer at" in result.output
 
 
 def test_two_inputs_with_one_file_name_are_refused(tmp_path, blob_model, write_geotiff):

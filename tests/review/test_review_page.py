@@ -118,6 +118,8 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (out / "review_files").iterdir())
     assert files == ["chips_0.jpg", "chips_1.jpg", "overview_0.jpg"]
+    with np.load(out / "review_preview.npz") as cut:  # the scorer cut every chip: the page read no pixel
+        assert len(cut["chip_ids"]) == 300 and cut["overview_0"].shape == (3, round(640 * 1600 / 1840), 1600)
     html = (out / "review.html").read_text()
     data = review_page_data(html)
     candidates = data["candidates"]
@@ -170,10 +172,10 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
 def test_overview_pixels_average_their_footprint():
     """At a quarter of the size each overview pixel is the mean of its 4 x 4 source pixels, whichever cells the
     raster is read in."""
-    from ordnance.inference.review import _Overview
+    from ordnance.inference.preview import Overview
 
     source = np.random.default_rng(3).integers(0, 256, (3, 96, 160)).astype(np.uint8)
-    overview = _Overview(160, 96, 0.25, "uint8")
+    overview = Overview(160, 96, overview_px=40)
     for top in (0, 48):
         for left in (0, 64, 128):  # cells of 48 x 64 px, the last one cut by the raster's edge
             block = np.zeros((3, 48, 64), np.uint8)
