@@ -77,8 +77,14 @@ def test_outputs_read_back(tmp_path, scene):
     result = run_job(tmp_path, model, mosaic)
     out = tmp_path / "out"
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["candidates.gpkg", "candidates.geojson", "candidates.csv", "candidates.kml", "manifest.json",
-         "review_preview.npz"]
+        [
+            "candidates.gpkg",
+            "candidates.geojson",
+            "candidates.csv",
+            "candidates.kml",
+            "manifest.json",
+            "review_preview.npz",
+        ]
     )
     assert sorted(pyogrio.list_layers(out / "candidates.gpkg")[:, 0]) == ["candidates", "coverage", "layer_styles"]
     gpkg = pyogrio.read_info(out / "candidates.gpkg", layer="candidates")
