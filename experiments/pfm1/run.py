@@ -110,7 +110,10 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
         "fast_real_2x": {
-            "config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES, *GSD["1.47mm"]], "needs": "fast",
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *GSD["1.47mm"]],
+            "needs": "fast",
         },
         "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
         "real_only": {"config": PFM1, "init": None, "args": NO_LOOKALIKES},
