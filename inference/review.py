@@ -121,8 +121,9 @@ def build_review(
     files = Path(tempfile.mkdtemp(prefix=".review_files.", dir=out_dir))
     os.chmod(files, 0o755)
     try:
+        images: dict[str, int] = {}
         overviews, columns, chipped = _write_images(files, sources, table, manifest, chip_px, overview_px, floor,
-                                                    read_preview(out_dir, chip_px, overview_px))  # fmt: skip
+                                                    read_preview(out_dir, chip_px, overview_px), images)  # fmt: skip
     except BaseException:
         shutil.rmtree(files, ignore_errors=True)
         raise
@@ -135,6 +136,7 @@ def build_review(
         "chip_grid": _sheet_grid(chip_px),
         "chip_floor": floor,
         "chipped": chipped,
+        "images": images,
         "area_ha": manifest["area_scanned_ha"],
         "overviews": overviews,
         "columns": columns,
@@ -160,7 +162,7 @@ STORE_IN_MEMORY_BYTES = 2 << 30  # chips beyond this (about 75,000 at 96 px) wai
 
 
 def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_px: int, overview_px: int,
-                  floor: float = 0.0, preview: tuple[dict, dict] = ({}, {})):  # fmt: skip
+                  floor: float = 0.0, preview: tuple[dict, dict] = ({}, {}), images: dict | None = None):  # fmt: skip
     """Overviews (one JPEG per source) and chips packed into JPEG sheets of up to 16 x 16 in score order, so the
     page loads one sheet for a screen of candidates and a survey of 100,000 candidates writes a few hundred
     files, not 100,000. The overviews and chips the scorer cut (``preview``: overviews by source index, chips by
@@ -169,8 +171,11 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
     beyond ``STORE_IN_MEMORY_BYTES``); the sheets are then assembled from it in score order.
     Candidates scoring below ``floor`` get no chip (their ``sheet`` and ``cell`` are None): being the last in
     score order, the chips are the first ``chipped`` of that order. Returns (overviews, candidate columns,
-    chipped) for the page's data."""
+    chipped) for the page's data; ``images`` receives how many overviews and chips came from the scorer and how
+    many were read from the sources."""
     cut_overviews, cut_chips = preview
+    images = {} if images is None else images
+    images.update(overviews_cut=0, overviews_read=0, chips_cut=0, chips_read=0)
     card = json.loads(manifest["model"]["card"])
     scores = np.asarray(table["score"], float)
     n = len(scores)
@@ -202,6 +207,9 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
                 store[slot[i]] = chip
         missing = np.array([i for i in mine if int(ids[i]) not in cut_chips], np.int64)
         overview_image = cut_overviews.get(k)
+        images["chips_cut"] += len(mine) - len(missing)
+        images["chips_read"] += len(missing)
+        images["overviews_cut" if overview_image is not None else "overviews_read"] += 1
         if overview_image is None or len(missing):
             overview_image = _read_missing(path, width, height, overview_image, overview_px, missing, cx, cy, side,
                                            chip_px, store, slot)  # fmt: skip

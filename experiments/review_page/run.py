@@ -1,21 +1,22 @@
-"""What the review page costs against scoring: build time, files and bytes, and the page's load in Chromium,
-at the real run's candidate count and at 10,000 and 100,000 candidates.
+"""What the review page costs against scoring: the images the scorer cuts as it reads the windows, the page
+build, files and bytes, and the page's load in Chromium, on real runs up to about 100,000 candidates.
 
-The run: the PFM-1 test-flight mosaic (experiments/pfm1/mosaic.py) scored by the int8 RGB model at a low
-threshold (0.02, the setting that keeps every candidate for a recall curve), with ``--no-review``; its wall time
-is the scoring time the page is compared with. Then, on copies of that run:
+The runs: the PFM-1 test-flight mosaic (experiments/pfm1/mosaic.py) scored by the int8 RGB model at 0.02 (the
+setting that keeps every candidate for a recall curve), and the test- and valid-flight mosaics scored together at
+0.005; each twice, one after the other, with ``--no-review``: once with ``--no-review-preview`` (the scorer alone,
+the time the page is compared with) and once as shipped (the scorer also cuts the page's overview and chips,
+``review_preview.npz``). The page's cost is the build plus the difference of the two scoring times. On each:
 
-- ``sheets``: ``build_review`` as shipped (chips packed into JPEG sheets for the candidates scoring at least half
-  the card's operating threshold, a windowed list, dots on a canvas), and the same with a chip for every candidate
-  (``chip_floor=0``);
-- ``per-chip PNG`` (the baseline, the page's earlier design): one PNG per candidate read through GDAL's
-  boundless window, in the same run, up to 10,000 candidates (beyond that it is not run: see the table).
+- the page as shipped: chips for the candidates scoring at least half the card's operating threshold, taken from
+  the scorer's cut, the rest read from the source;
+- a chip for every candidate (``chip_floor=0``): the chips below the scorer's floor are read from the source;
+- the page of the run scored with ``--no-review-preview`` (a run from before the preview, or with it turned off):
+  the overview and every chip read from the source, the page's earlier design.
 
-Larger runs are made from the real one: its candidates repeated at random positions over the mosaic's valid
-pixels (scores drawn from the real ones), so chips read real imagery. Chromium (headless, Debian's) opens each
-page from disk and the time to the first row drawn and the JS heap are read back.
+Chromium (headless, Debian's) opens each shipped page from disk and the time to the first row drawn and the JS
+heap are read back.
 
-    .venv/bin/python experiments/review_page/run.py [--model experiments/models/rgb.int8.onnx]
+    .venv/bin/python experiments/review_page/run.py --model experiments/pfm1/data/fast_real.int8.onnx
 
 Writes results.json and results.md beside this script and the table into experiments/README.md between the
 ``<!-- review_page:begin -->`` and ``<!-- review_page:end -->`` markers.
@@ -30,10 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -42,8 +40,10 @@ from common import write_readme_block  # noqa: E402
 
 DATA = HERE / "data"
 MOSAIC = REPO / "experiments" / "pfm1" / "data" / "pfm1_test.tif"
-BASELINE_MAX = 10_000
-SIZES = (10_000, 100_000)
+VALID = REPO / "experiments" / "pfm1" / "data" / "pfm1_valid.tif"
+# name -> (mosaics scored in one run, score threshold): the test flight as a recall curve keeps it, and both
+# flights at a lower threshold for a run of about 100,000 candidates
+RUNS = {"test": ([MOSAIC], 0.02), "test_valid": ([MOSAIC, VALID], 0.005)}
 BEGIN, END = "<!-- review_page:begin -->", "<!-- review_page:end -->"
 
 
@@ -51,78 +51,30 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).absolute().parent / name)
 
 
-def score(model: Path, out: Path) -> float:
-    """Wall seconds of ``ordnance score`` on the test mosaic, no review page."""
+def score(model: Path, out: Path, mosaics: list[Path], threshold: float, preview: bool) -> float:
+    """Wall seconds of ``ordnance score`` on ``mosaics``, no review page; with or without the scorer's cut of its
+    images."""
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    command = [_bin("ordnance"), "score", str(MOSAIC), "--model", str(model), "-o", str(out), "--no-progress",
-               "--no-resume", "--no-review", "--format", "gpkg", "--score-threshold", "0.02"]  # fmt: skip
+    command = [_bin("ordnance"), "score", *map(str, mosaics), "--model", str(model), "-o", str(out), "--no-progress",
+               "--no-resume", "--no-review", "--format", "gpkg", "--score-threshold", str(threshold),
+               "--review-preview" if preview else "--no-review-preview"]  # fmt: skip
     subprocess.run(command, check=True)
     return time.perf_counter() - start
 
 
-def grown(run: Path, n: int, out: Path, seed: int = 0) -> Path:
-    """A copy of ``run`` with ``n`` candidates: the real ones, then copies at random valid positions."""
-    import rasterio
-    import shapely
-    from ordnance.inference.review import read_candidates
-    from ordnance.inference.writers import write_gpkg
+def page(run: Path, **options) -> dict:
+    """Build the page on ``run``: seconds, files, bytes and where its images came from."""
+    from ordnance.inference.review import build_review
 
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    shutil.copy2(run / "manifest.json", out / "manifest.json")
-    meta, _, table = read_candidates(run / "candidates.gpkg")
-    real = len(table["id"])
-    rng = np.random.default_rng(seed)
-    pick = np.r_[np.arange(min(n, real)), rng.integers(0, real, max(0, n - real))]
-    new = {k: np.asarray(v)[pick] for k, v in table.items()}
-    with rasterio.open(MOSAIC) as src:
-        mask = src.dataset_mask(out_shape=(src.height // 64, src.width // 64)) > 0
-        transform = src.transform
-        rows, cols = np.nonzero(mask)
-        extra = n - min(n, real)
-        at = rng.integers(0, len(rows), extra)
-        cy = (rows[at] + rng.random(extra)) * 64
-        cx = (cols[at] + rng.random(extra)) * 64
-    boxes = np.array([[float(v) for v in b.split(",")] for b in new["bbox_px"][real:]]).reshape(-1, 4)
-    half_w, half_h = (boxes[:, 2] - boxes[:, 0]) / 2, (boxes[:, 3] - boxes[:, 1]) / 2
-    new["bbox_px"][real:] = [f"{x - w:.1f},{y - h:.1f},{x + w:.1f},{y + h:.1f}"
-                             for x, y, w, h in zip(cx, cy, half_w, half_h)]  # fmt: skip
-    xs, ys = transform * (cx, cy)
-    new["x"][real:], new["y"][real:] = xs, ys
-    new["id"] = np.arange(1, n + 1, dtype=np.int64)
-    geom = np.c_[new["x"], new["y"]]
-    write_gpkg(out / "candidates.gpkg", new, geom, meta["crs"], shapely.MultiPolygon())
-    return out
-
-
-def baseline(run: Path, chip_px: int = 96) -> float:
-    """The earlier page's chips: one PNG per candidate through a boundless windowed read; seconds."""
-    import rasterio
-    from ordnance.inference.review import _to_uint8, read_candidates
-    from rasterio.errors import NotGeoreferencedWarning
-    from rasterio.windows import Window
-
-    def _write_png(path: Path, data: np.ndarray) -> None:  # through GDAL, as the earlier page wrote its chips
-        profile = dict(driver="PNG", width=data.shape[2], height=data.shape[1], count=3, dtype="uint8")
-        with rasterio.open(path, "w", **profile) as dst:
-            dst.write(data)
-
-    _, _, table = read_candidates(run / "candidates.gpkg")
-    files = run / "baseline_files"
-    shutil.rmtree(files, ignore_errors=True)
-    files.mkdir()
+    shutil.rmtree(run / "review_files", ignore_errors=True)
     start = time.perf_counter()
-    with warnings.catch_warnings(), rasterio.open(MOSAIC) as src:
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        for i in np.argsort(-np.asarray(table["score"], float), kind="stable"):
-            x0, y0, x1, y1 = (float(v) for v in str(table["bbox_px"][i]).split(","))
-            side = int(max(chip_px, 2.5 * max(x1 - x0, y1 - y0)))
-            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-            window = Window(round(cx - side / 2), round(cy - side / 2), side, side)
-            chip = src.read([1, 2, 3], window=window, boundless=True, fill_value=0, out_shape=(3, chip_px, chip_px))
-            _write_png(files / f"chip_{int(table['id'][i])}.png", _to_uint8(chip))
-    return time.perf_counter() - start
+    built = build_review(run, **options)
+    seconds = time.perf_counter() - start
+    files, size = folder_size(run / "review_files")
+    data = json.loads(built.read_text().split("const DATA = ", 1)[1].split(";\n", 1)[0])
+    return {"s": seconds, "files": files, "bytes": size + built.stat().st_size, "chipped": data["chipped"],
+            "chip_floor": data["chip_floor"], "images": data["images"], "page": str(built)}  # fmt: skip
 
 
 def folder_size(path: Path) -> tuple[int, int]:
@@ -159,46 +111,37 @@ def browser_load(page: Path) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "experiments" / "models" / "rgb.int8.onnx")
-    parser.add_argument("--sizes", type=int, nargs="*", default=list(SIZES), help="candidate counts beside the run's")
-    parser.add_argument("--baseline-max", type=int, default=BASELINE_MAX, help="largest count the baseline runs at")
     parser.add_argument("--no-readme", action="store_true", help="leave experiments/README.md as it is")
     args = parser.parse_args(argv)
-    from ordnance.inference.review import build_review
-
-    if not MOSAIC.exists():
-        subprocess.run([sys.executable, str(HERE.parent / "pfm1" / "mosaic.py"), "--split", "test"], check=True)
+    for split, path in (("test", MOSAIC), ("valid", VALID)):
+        if not path.exists():
+            subprocess.run([sys.executable, str(HERE.parent / "pfm1" / "mosaic.py"), "--split", split], check=True)
     if not args.model.exists():
         sys.exit(f"{args.model}: missing; export the RGB model first (experiments/README.md)")
     DATA.mkdir(parents=True, exist_ok=True)
-    run = DATA / "scored"
-    score_s = score(args.model, run)
-    real = int(json.loads((run / "manifest.json").read_text())["candidates"])
     rows = []
-    for n in (real, *args.sizes):
-        work = grown(run, n, DATA / f"n{n}")
-        start = time.perf_counter()
-        page = build_review(work, chip_floor=0.0)  # a chip for every candidate
-        every_s = time.perf_counter() - start
-        every_files, every_size = folder_size(work / "review_files")
-        start = time.perf_counter()
-        page = build_review(work)  # as shipped: chips from half the card's operating threshold
-        build_s = time.perf_counter() - start
-        files, size = folder_size(work / "review_files")
-        data = json.loads(page.read_text().split("const DATA = ", 1)[1].split(";\n", 1)[0])  # chipped, chip_floor
-        row = {"candidates": n, "real": n == real, "build_s": build_s, "files": files,
-               "bytes": size + page.stat().st_size, "html_bytes": page.stat().st_size,
-               "share_of_scoring": build_s / score_s, "chipped": data["chipped"], "chip_floor": data["chip_floor"],
-               "every_chip_s": every_s, "every_chip_share": every_s / score_s, "every_chip_files": every_files,
-               "every_chip_bytes": every_size, **browser_load(page)}  # fmt: skip
-        if n <= args.baseline_max:
-            row["baseline_s"] = baseline(work)
-            row["baseline_files"], row["baseline_bytes"] = folder_size(work / "baseline_files")
-            row["baseline_share_of_scoring"] = row["baseline_s"] / score_s
-            shutil.rmtree(work / "baseline_files")
+    for name, (mosaics, threshold) in RUNS.items():
+        plain_run, run = DATA / f"{name}_plain", DATA / name
+        plain_s = score(args.model, plain_run, mosaics, threshold, preview=False)
+        score_s = score(args.model, run, mosaics, threshold, preview=True)
+        manifest = json.loads((run / "manifest.json").read_text())
+        shipped = page(run)
+        every = page(run, chip_floor=0.0)
+        shipped = page(run)  # the shipped page last, for the browser
+        earlier = page(plain_run)
+        cut_s = score_s - plain_s  # the scorer's cut of the images, as measured (noise may make it negative)
+        row = {"run": name, "mosaics": [m.name for m in mosaics], "threshold": threshold,
+               "candidates": manifest["candidates"], "area_ha": manifest["area_scanned_ha"],
+               "score_plain_s": plain_s, "score_s": score_s, "cut_s": cut_s,
+               "preview_bytes": (run / "review_preview.npz").stat().st_size,
+               "shipped": shipped, "every_chip": every, "earlier": earlier,
+               "share": (shipped["s"] + max(cut_s, 0.0)) / plain_s,
+               "every_share": (every["s"] + max(cut_s, 0.0)) / plain_s,
+               "earlier_share": earlier["s"] / plain_s,
+               **browser_load(Path(shipped["page"]))}  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
-    results = {"mosaic": MOSAIC.name, "model": args.model.name, "score_s": score_s, "threshold": 0.02,
-               "cores": os.cpu_count(), "rows": rows}  # fmt: skip
+    results = {"model": args.model.name, "cores": os.cpu_count(), "rows": rows}
     (HERE / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     table = report(results)
     (HERE / "results.md").write_text(table + "\n")
@@ -213,26 +156,29 @@ def report(results: dict) -> str:
         return f"{v / 1e6:.1f}"
 
     lines = [
-        f"Scoring {results['mosaic']} with {results['model']} at {results['threshold']}: "
-        f"{results['score_s']:.0f} s on {results['cores']} cores (`ordnance score --no-review`).",
+        f"{results['model']} on {results['cores']} cores, each run scored twice one after the other (`ordnance score "
+        "--no-review`, with and without `--no-review-preview`). Page cost: the build plus the scorer's extra time "
+        "for cutting the images (counted as 0 where the two scoring times came out the other way round), as a "
+        "share of the scoring without it.",
         "",
-        "| candidates | with chips (score floor) | page build s (share of scoring) | files | MB | a chip for every "
-        "candidate: s (share), files, MB | baseline: per-chip PNG s (share) | baseline files | baseline MB | "
-        "Chromium: first row s | s per key step | rows in DOM | JS heap MB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | candidates | with chips (score floor) | scoring s | scoring with the cut s (difference) | "
+        "page build s | page cost (share of scoring) | files | MB (page + review_preview.npz) | chips cut / read | "
+        "a chip for every candidate: s (share), chips read | page of a run scored without the cut: s (share) | "
+        "Chromium: first row s | s per key step | JS heap MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results["rows"]:
-        n = f"{r['candidates']:,}" + (" (the run's own)" if r["real"] else "")
-        base = (f"{r['baseline_s']:.1f} ({r['baseline_share_of_scoring']:.0%})", f"{r['baseline_files']:,}",
-                mb(r["baseline_bytes"])) if "baseline_s" in r else ("not run", "", "")  # fmt: skip
+        s, e, old = r["shipped"], r["every_chip"], r["earlier"]
         heap = f"{r['js_heap_mb']:.0f}" if r.get("js_heap_mb") else ""
-        chrome = (f"{r['first_row_s']:.1f}", f"{r['key_step_ms'] / 1000:.3f}", str(r["rows_in_dom"])) \
-            if "first_row_s" in r else ("", "", "")  # fmt: skip
-        chips = f"{r['chipped']:,} ({r['chip_floor']:.3f})" if "chipped" in r else f"{r['candidates']:,} (0)"
-        every = (f"{r['every_chip_s']:.1f} ({r['every_chip_share']:.0%}), {r['every_chip_files']:,}, "
-                 f"{mb(r['every_chip_bytes'])}") if "every_chip_s" in r else ""  # fmt: skip
-        lines.append(f"| {n} | {chips} | {r['build_s']:.1f} ({r['share_of_scoring']:.0%}) | {r['files']:,} | "
-                     f"{mb(r['bytes'])} | {every} | {' | '.join(base)} | {' | '.join(chrome)} | {heap} |")  # fmt: skip
+        chrome = (f"{r['first_row_s']:.1f}", f"{r['key_step_ms'] / 1000:.3f}") if "first_row_s" in r else ("", "")
+        lines.append(
+            f"| {' + '.join(r['mosaics'])} at {r['threshold']:g} ({r['area_ha']:.3f} ha) | {r['candidates']:,} | "
+            f"{s['chipped']:,} ({s['chip_floor']:.3f}) | {r['score_plain_s']:.1f} | {r['score_s']:.1f} "
+            f"({r['cut_s']:+.1f}) | {s['s']:.2f} | {s['s'] + max(r['cut_s'], 0):.2f} ({r['share']:.1%}) | "
+            f"{s['files']:,} | {mb(s['bytes'])} + {mb(r['preview_bytes'])} | {s['images']['chips_cut']:,} / "
+            f"{s['images']['chips_read']:,} | {e['s']:.1f} ({r['every_share']:.0%}), {e['images']['chips_read']:,} | "
+            f"{old['s']:.1f} ({r['earlier_share']:.0%}) | {' | '.join(chrome)} | {heap} |"
+        )
     return "\n".join(lines)
 
 

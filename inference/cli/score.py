@@ -81,6 +81,13 @@ from ordnance.inference.writers import FORMATS
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--review/--no-review", default=True, show_default=True, help="Write the offline review page too.")
 @click.option(
+    "--review-preview/--no-review-preview",
+    default=True,
+    show_default=True,
+    help="Cut the review page's overview and chips from the windows as they are scored (review_preview.npz), "
+    "so that 'ordnance review build' need not read the inputs again.",
+)
+@click.option(
     "--areas",
     is_flag=True,
     help="Also propose hazard areas with the default rules (see 'ordnance areas'); needs georeferenced inputs.",
@@ -107,6 +114,7 @@ def score(
     max_tiles,
     no_progress,
     review,
+    review_preview,
     areas,
 ) -> None:
     """Score INPUT mosaics (GeoTIFF, COG, BigTIFF), JPEG/PNG frames, folders, globs or URLs (https://, s3://).
@@ -138,6 +146,7 @@ def score(
         cluster=cluster,
         workers=workers,
         sessions=sessions,
+        review_preview=review_preview,
     )
     result = run(job)
     if not result.complete:
