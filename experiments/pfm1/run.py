@@ -32,7 +32,7 @@ experiment resumes after a stop). Stages:
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
 
 Stages of another detector start from that detector's synthetic checkpoint (``--fast-synthetic-ckpt``: the best
-checkpoint of configs/synthetic_fast.yaml).
+checkpoint of configs/synthetic.yaml).
 
 For each: training minutes (wall clock of ``ordnance train fit`` on this machine), test-flight metrics from
 ``ordnance train test`` in float32 (PFM-1 AP50 is ``test/ap50_ap_mine``), then the best checkpoint exported
@@ -90,6 +90,9 @@ UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoc
 # three times the epochs (the cosine decay still follows the clock); validated every 12 epochs instead of 8.
 FAST = ["--model.model", "centernet_resnet10_lite", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12"]  # fmt: skip
+# configs/pfm1.yaml trains the fast detector; the stages on centernet_resnet18 (every stage but the fast ones) set it
+# back with the schedule it had then: up to 44 epochs, validated every 8.
+R18 = ["--model.model", "centernet_resnet18", "--trainer.max_epochs", "44", "--trainer.check_val_every_n_epoch", "8"]
 SHORT = [
     "--trainer.max_epochs",
     "16",
@@ -115,30 +118,42 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "args": [*FAST, *LOOKALIKES, *GSD["1.47mm"]],
             "needs": "fast",
         },
-        "zero_shot": {"config": PFM1, "test_only": synthetic, "args": GSD["1cm"]},
-        "real_only": {"config": PFM1, "init": None, "args": NO_LOOKALIKES},
-        "synth_real": {"config": PFM1, "init": synthetic, "args": SHORT + UNIFORM + NO_LOOKALIKES},
-        "synth_real_long": {"config": PFM1, "init": synthetic, "args": [*LONG, *VAL_EVERY_4, *UNIFORM, *NO_LOOKALIKES]},
-        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": LONG + UNIFORM + NO_LOOKALIKES},
+        "zero_shot": {"config": PFM1, "test_only": synthetic, "args": R18 + GSD["1cm"]},
+        "real_only": {"config": PFM1, "init": None, "args": R18 + NO_LOOKALIKES},
+        "synth_real": {"config": PFM1, "init": synthetic, "args": R18 + SHORT + UNIFORM + NO_LOOKALIKES},
+        "synth_real_long": {
+            "config": PFM1,
+            "init": synthetic,
+            "args": [*R18, *LONG, *VAL_EVERY_4, *UNIFORM, *NO_LOOKALIKES],
+        },
+        "synth_real_recipe": {"config": PFM1, "init": synthetic, "args": R18 + LONG + UNIFORM + NO_LOOKALIKES},
         # Half of each epoch from the training flight of the test flight's day and ground (grass and oak leaves).
-        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*LONG, *F03_HALF, *NO_LOOKALIKES]},
-        "synth_real_5mm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["5mm"] + UNIFORM + NO_LOOKALIKES},
-        "synth_real_1cm": {"config": PFM1, "init": synthetic, "args": SHORT + GSD["1cm"] + UNIFORM + NO_LOOKALIKES},
-        "photo_synth": {"config": PHOTO, "init": synthetic},
-        "photo_synth_real": {"config": PFM1, "init": photo_ckpt, "args": NO_LOOKALIKES},
-        "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},  # the recipe since
-        "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": LOOKALIKES},
-        "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SHADE_HIDE]},
-        "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
-        "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": LOOKALIKES},
-        "synth_real_lookalikes_seed1": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *SEED1]},
-        "synth_real_oak_rerun": {"config": PFM1, "init": synthetic, "args": [*LOOKALIKES, *OAK]},
+        "synth_real_f03": {"config": PFM1, "init": synthetic, "args": [*R18, *LONG, *F03_HALF, *NO_LOOKALIKES]},
+        "synth_real_5mm": {
+            "config": PFM1,
+            "init": synthetic,
+            "args": R18 + SHORT + GSD["5mm"] + UNIFORM + NO_LOOKALIKES,
+        },
+        "synth_real_1cm": {
+            "config": PFM1,
+            "init": synthetic,
+            "args": R18 + SHORT + GSD["1cm"] + UNIFORM + NO_LOOKALIKES,
+        },
+        "photo_synth": {"config": PHOTO, "init": synthetic, "args": R18},
+        "photo_synth_real": {"config": PFM1, "init": photo_ckpt, "args": R18 + NO_LOOKALIKES},
+        "synth_real_lookalikes": {"config": PFM1, "init": synthetic, "args": R18 + LOOKALIKES},  # the recipe since
+        "photo_synth_real_lookalikes": {"config": PFM1, "init": photo_ckpt, "args": R18 + LOOKALIKES},
+        "synth_real_shade_hide": {"config": PFM1, "init": synthetic, "args": [*R18, *LOOKALIKES, *SHADE_HIDE]},
+        "synth_real_oak": {"config": PFM1, "init": synthetic, "args": [*R18, *LOOKALIKES, *OAK]},
+        "synth_real_lookalikes_rerun": {"config": PFM1, "init": synthetic, "args": R18 + LOOKALIKES},
+        "synth_real_lookalikes_seed1": {"config": PFM1, "init": synthetic, "args": [*R18, *LOOKALIKES, *SEED1]},
+        "synth_real_oak_rerun": {"config": PFM1, "init": synthetic, "args": [*R18, *LOOKALIKES, *OAK]},
         # Weight averages of finished stages' best checkpoints, all fine-tuned from one synthetic checkpoint
-        "soup_lookalikes": {"config": PFM1, "soup": [*SEEDS]},
-        "soup_lookalikes_bn": {"config": PFM1, "soup": [*SEEDS], "bn_batches": 100},
-        "soup_f4dd80e0": {"config": PFM1, "soup": [*SEEDS, "synth_real_oak", "synth_real_oak_rerun"]},
+        "soup_lookalikes": {"config": PFM1, "soup": [*SEEDS], "args": R18},
+        "soup_lookalikes_bn": {"config": PFM1, "soup": [*SEEDS], "bn_batches": 100, "args": R18},
+        "soup_f4dd80e0": {"config": PFM1, "soup": [*SEEDS, "synth_real_oak", "synth_real_oak_rerun"], "args": R18},
         # Trained on a GPU by gpu_fit.py (its JSON names the device, the time and the steps); tested and scored here.
-        "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN},
+        "synth_real_f03_gpu": {"config": PFM1, "init": synthetic, "trained": GPU_RUN, "args": R18},
     }
 
 
@@ -198,7 +213,7 @@ def test(config: Path, ckpt: str, args: list[str]) -> dict:
     return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("test/")}
 
 
-def make_soup(name: str, members: list[dict], bn_batches: int) -> tuple[str, dict]:
+def make_soup(name: str, members: list[dict], bn_batches: int, args: list[str]) -> tuple[str, dict]:
     """Average the members' best checkpoints (training/soup.py), optionally re-estimate BatchNorm statistics on the
     recipe's training batches, and validate the soup's own operating point on the valid flight in float32."""
     from ordnance.training import soup
@@ -206,7 +221,7 @@ def make_soup(name: str, members: list[dict], bn_batches: int) -> tuple[str, dic
     paths = [Path(m["checkpoint"]) if Path(m["checkpoint"]).is_absolute() else REPO / m["checkpoint"] for m in members]
     ckpt = HERE / "data" / f"{name}.ckpt"
     start = time.perf_counter()
-    made = soup.make(paths, ckpt, PFM1, bn_batches)
+    made = soup.make(paths, ckpt, PFM1, bn_batches, args)
     threshold, reached, metrics = made["operating_threshold"], made["precision_target_met"], made["validation"]
     return str(ckpt), {
         "checkpoint": str(ckpt.relative_to(REPO)),
@@ -328,7 +343,7 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
             valid_curve=[[v["step"], v["val/ap50_ap_mine"]] for v in meta["validations"] if "val/ap50_ap_mine" in v],
         )
     elif "soup" in spec:
-        ckpt, record = make_soup(name, [results[s] for s in spec["soup"]], spec.get("bn_batches", 0))
+        ckpt, record = make_soup(name, [results[s] for s in spec["soup"]], spec.get("bn_batches", 0), args)
         entry.update(record, soup=list(spec["soup"]))
     else:
         init = spec.get("init")
@@ -347,8 +362,8 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stages", nargs="+")
-    parser.add_argument("--synthetic-ckpt", required=True, help="best checkpoint of configs/synthetic.yaml")
-    parser.add_argument("--fast-synthetic-ckpt", help="best checkpoint of configs/synthetic_fast.yaml")
+    parser.add_argument("--synthetic-ckpt", required=True, help="best checkpoint of configs/synthetic_resnet18.yaml")
+    parser.add_argument("--fast-synthetic-ckpt", help="best checkpoint of configs/synthetic.yaml")
     parser.add_argument("--root", type=Path, default=REPO / "runs", help="training runs folder")
     parser.add_argument("--int8", action="store_true", help="also export and score the int8 file")
     parser.add_argument("--force", action="store_true", help="run stages already in results.json again")

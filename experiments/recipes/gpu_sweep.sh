@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Recipe variants of configs/synthetic.yaml trained side by side on one GPU, with the CPU recipe's exact
+# Recipe variants of configs/synthetic_resnet18.yaml trained side by side on one GPU, with the CPU recipe's exact
 # schedule and precision (bf16), so that their learning curves predict what each reaches in the 60-minute CPU
 # budget (the base recipe reached 0.839 here and 0.835 on the CPU).
 #   bash experiments/recipes/gpu_sweep.sh VARIANTS OUT_DIR [extra LightningCLI args for every run]
@@ -15,14 +15,14 @@ export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 $py - <<'PY'
 import yaml
 from ordnance.datasets.datamodule import DetectionDataModule, SyntheticData
-data = yaml.safe_load(open("configs/synthetic.yaml"))["data"]
+data = yaml.safe_load(open("configs/synthetic_resnet18.yaml"))["data"]
 data["synthetic"] = SyntheticData(**data["synthetic"])
 DetectionDataModule(**data).prepare_data()
 PY
 run() {
   local name=$1; shift
   local start=$SECONDS
-  timeout "${SWEEP_TIMEOUT:-330}" $py -m ordnance.training.cli fit --config configs/synthetic.yaml "$@" \
+  timeout "${SWEEP_TIMEOUT:-330}" $py -m ordnance.training.cli fit --config configs/synthetic_resnet18.yaml "$@" \
     --trainer.logger=lightning.pytorch.loggers.CSVLogger --trainer.logger.save_dir="$out/$name" \
     --trainer.enable_progress_bar=false "${extra[@]}" </dev/null >"$out/$name.log" 2>&1
   echo "$name rc=$? wall=$((SECONDS - start))s" >>"$out/walls.txt"
