@@ -79,6 +79,15 @@ def run(out: Path, *, config: Path, mosaic_px: int, train_args: list[str], seed:
         "outputs": {k: str(v) for k, v in result.outputs.items()}
         | {"model": str(out / "model.onnx"), "checkpoint": str(checkpoint), "evaluation": str(out / "evaluation.md")},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "training": {
+            "detector": str(cli.model.hparams.model),
+            "steps": int(cli.trainer.global_step),
+            "precision": str(cli.trainer.precision),
+        },
+        "scoring": {
+            "tile_px": int(json.loads(result.manifest["model"]["card"])["tile_size_px"]),
+            "area_ha": result.manifest["area_scanned_ha"],
+        },
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from ordnance.inference.session import open_session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +28,9 @@ def test_main_job_steps_on_tiny_settings(tmp_path, capsys):
         assert Path(summary["outputs"][name]).exists(), name
     card = open_session(summary["outputs"]["model"]).card
     assert card.tile_size_px == 256 and card.parity["fp32"]["matched_share"] >= 0.995
+    tiny = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    assert summary["training"]["detector"] == tiny["model"]["model"] and summary["training"]["steps"] > 0
+    assert summary["scoring"]["tile_px"] == 256
     assert evaluation["overall"]["n_truth"] == summary["items_present"]
     print_summary(summary)
     printed = capsys.readouterr().out
