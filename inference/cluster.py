@@ -81,7 +81,7 @@ def connect(address: str) -> bool:
 class ScoringWorker:
     """One ONNX Runtime session on a worker, scoring blocks of windows."""
 
-    def __init__(self, model: bytes, sha256: str, name: str, device: str, threads: int) -> None:
+    def __init__(self, model: bytes, sha256: str, name: str, device: str, threads: int, fp16: bool = False) -> None:
         from ordnance.inference.session import open_session
 
         if hashlib.sha256(model).hexdigest() != sha256:
@@ -90,7 +90,7 @@ class ScoringWorker:
         path = os.path.join(self._dir, name)
         with open(path, "wb") as handle:
             handle.write(model)
-        self.detector = open_session(path, device=device, threads=threads)
+        self.detector = open_session(path, device=device, threads=threads, fp16=fp16)
 
     def describe(self) -> dict[str, Any]:
         import ray
@@ -141,7 +141,8 @@ def score_on_ray(job, plans, todo, detector, batch: int, threshold: float, check
             num_cpus=0 if gpus else threads, num_gpus=gpus, max_restarts=RESTARTS, max_task_retries=RESTARTS
         )
         model = ray.put(detector.path.read_bytes())
-        pool += [actor.remote(model, detector.sha256, detector.path.name, job.device, threads) for _ in range(workers)]
+        pool += [actor.remote(model, detector.sha256, detector.path.name, job.device, threads, job.fp16)
+                 for _ in range(workers)]  # fmt: skip
         # the plans without their window lists (a large mosaic has thousands): a block carries its own windows
         refs = [ray.put(dataclasses.replace(plan, tiles=[])) for plan in plans]
         blocks = window_blocks(todo, workers, batch)

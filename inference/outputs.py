@@ -169,6 +169,13 @@ def build_outputs(job, detector, plans, checkpoint, threshold: float, timings: d
             },
             "device": job.device,
             "execution_provider": detector.provider,
+            # a GPU asked for and not found: said here and in the command's output, not only in a log line
+            "device_fallback": device_fallback(job.device, detector.provider),
+            "precision": "float16 (TensorRT's engine; the export's parity gate checked the float32 graph only)"
+            if detector.precision == "fp16"
+            else "the exported graph's",
+            "io_binding": detector.io_binding,
+            "readers": plans[0].readers if plans else 0,
             "threads": job.threads,
             "sessions": job.sessions,
             "formats": list(job.formats),
@@ -266,6 +273,14 @@ def _write_preview(path: Path, plans, records: list[dict], refs: list[tuple[int,
             chips.append(decode(data, (CHIP_PX, CHIP_PX, 3)))
     stack = np.stack(chips) if chips else np.zeros((0, CHIP_PX, CHIP_PX, 3), np.uint8)
     write_preview(path, overviews, np.array(ids, np.int64), stack, chip_floor)
+
+
+def device_fallback(device: str, provider: str) -> str | None:
+    """What ran instead of the device asked for, or None when it ran there."""
+    wanted = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+    if wanted[device] == provider:
+        return None
+    return f"--device {device} asked for {wanted[device]}, not available here: ran on {provider}"
 
 
 def _source_entry(plan, valid_px: float, area_m2: float) -> dict[str, Any]:

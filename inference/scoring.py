@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".jpg", ".jpeg", ".png", ".vrt")
 PARTIAL_DIR = ".ordnance-partial"
+GPU_READERS = 4  # reader threads per file on a GPU by default
+MAX_READERS = 64
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,11 @@ class ScoringJob:
             than one two-thread session: experiments/README.md). The outputs are the same.
         review_preview: Cut the review page's overview and chips from the windows as they are scored
             (:mod:`ordnance.inference.preview`), so that building the page reads the source no more.
+        readers: Reader threads per file, each with its own dataset handle, decoding windows ahead of the
+            session; 0: one on the CPU, ``GPU_READERS`` on a GPU, which consumes windows faster than one thread
+            decodes them.
+        fp16: Run the network in float16 (TensorRT only: ``--device tensorrt``). The export's parity gate
+            checked the float32 graph, not TensorRT's float16 engine: the manifest says so.
     """
 
     inputs: tuple[str, ...]
@@ -107,6 +115,8 @@ class ScoringJob:
     workers: int = 0
     sessions: int = 1
     review_preview: bool = True
+    readers: int = 0
+    fp16: bool = False
 
 
 @dataclass
@@ -167,6 +177,7 @@ class _FilePlan:
     gsd_note: str
     geometry: FrameGeometry | None = None  # frames with a camera pose: GSD and ground projection
     preview: bool = True  # cut the review page's overview and chips from the scored windows
+    readers: int = 1  # reader threads per file
 
 
 def _plan(path: Source, detector: DetectorSession, job: ScoringJob) -> _FilePlan:
@@ -202,7 +213,8 @@ def _plan(path: Source, detector: DetectorSession, job: ScoringJob) -> _FilePlan
     overlap = card.overlap_px if job.overlap_px is None else job.overlap_px
     tile_src = max(1, round(card.tile_size_px * scale))
     tiles = tile_grid(info.width, info.height, tile_src, min(round(overlap * scale), tile_src - 1))
-    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note, geometry, job.review_preview)
+    readers = job.readers or (1 if job.device == "cpu" else GPU_READERS)
+    return _FilePlan(path, info, tiles, tile_src, scale, scale_range, note, geometry, job.review_preview, readers)
 
 
 def check_threshold(value: float | None, name: str) -> None:
@@ -226,6 +238,10 @@ def check_settings(job: ScoringJob, tile_size_px: int) -> None:
         raise InputError(f"must be 0 (one per CPU) or more, got {job.workers}", "--workers")
     if job.sessions < 1:
         raise InputError(f"must be at least 1, got {job.sessions}", "--sessions")
+    if not 0 <= job.readers <= MAX_READERS:
+        raise InputError(f"must be 0 (one on the CPU, {GPU_READERS} on a GPU) to {MAX_READERS}, got {job.readers}",
+                         "--readers")  # fmt: skip
+
     if job.sessions > 1 and job.cluster:
         raise InputError("sessions run in this process; on a cluster give --workers instead", "--sessions")
     if job.workers and not job.cluster:
@@ -374,7 +390,10 @@ def score(job: ScoringJob) -> ScoringResult:
     """Run a scoring job. See :class:`ScoringJob`; outputs are described in README.md."""
     started = time.perf_counter()
     files = expand_inputs(job.inputs)
-    detector = open_session(job.model, device=job.device, threads=job.threads)
+    if job.fp16 and job.device != "tensorrt":
+        raise InputError("float16 runs through TensorRT (--device tensorrt); the CPU and CUDA providers run the "
+                         "exported graph's own precision", "--fp16")  # fmt: skip
+    detector = open_session(job.model, device=job.device, threads=job.threads, fp16=job.fp16)
     card = detector.card
     check_threshold(job.score_threshold, "--score-threshold")
     check_settings(job, card.tile_size_px)
@@ -491,18 +510,30 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
     # chips where the model's pixels are at least as fine as the source's; a finer source is read at full resolution
     chip_floor = detector.card.score_threshold / 2 if plan.preview and factor <= 1 + 1e-6 else math.inf
     stop = threading.Event()
-    batches: queue.Queue = queue.Queue(maxsize=3)
-    thread = threading.Thread(
-        target=_reader, args=(plan, detector.card, todo, batch, batches, stop), daemon=True, name="reader"
-    )
-    thread.start()
+    # Reader threads, each with its own dataset handle and a contiguous run of the windows (GDAL decodes without the
+    # GIL): one keeps a CPU session busy, a GPU session needs several.
+    readers = max(1, min(plan.readers, len(todo)))
+    bounds = np.linspace(0, len(todo), readers + 1).round().astype(int)
+    batches: queue.Queue = queue.Queue(maxsize=3 * readers)
+    threads = [
+        threading.Thread(
+            target=_reader, args=(plan, detector.card, todo[a:b], batch, batches, stop), daemon=True, name=f"reader-{k}"
+        )
+        for k, (a, b) in enumerate(itertools.pairwise(bounds))
+    ]
+    for thread in threads:
+        thread.start()
+    running = len(threads)
     try:
         while True:
             waited = time.perf_counter()
             item = batches.get()
             timings["wait_s"] += time.perf_counter() - waited
             if item is None:
-                break
+                running -= 1
+                if running == 0:
+                    break
+                continue
             if isinstance(item, BaseException):
                 raise item
             images, metas = item
@@ -526,11 +557,12 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
             yield record
     finally:
         stop.set()
-        while thread.is_alive():
-            try:
-                batches.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        for thread in threads:
+            while thread.is_alive():
+                try:
+                    batches.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
 
 
 def _preview(record: dict, overview: Overview, image: np.ndarray, tile: Tile, factor: float, rows: list, chip_floor,
@@ -587,7 +619,8 @@ def _score_sessions(job: ScoringJob, plans, todo, batch: int, threshold: float, 
     from tqdm import tqdm
 
     per_session = max(1, (job.threads or os.cpu_count() or 1) // job.sessions)
-    sessions = [open_session(job.model, device=job.device, threads=per_session) for _ in range(job.sessions)]
+    sessions = [open_session(job.model, device=job.device, threads=per_session, fp16=job.fp16)
+                for _ in range(job.sessions)]  # fmt: skip
     blocks = window_blocks(todo, job.sessions, batch)
     lock = threading.Lock()
     failed: list[BaseException] = []

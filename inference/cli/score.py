@@ -76,6 +76,18 @@ from ordnance.inference.writers import FORMATS
     show_default=True,
     help="ONNX Runtime sessions side by side in this process, each with THREADS/SESSIONS threads.",
 )
+@click.option(
+    "--readers",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Reader threads per input decoding windows ahead of the network; 0 = 1 on the CPU, 4 on a GPU.",
+)
+@click.option(
+    "--fp16",
+    is_flag=True,
+    help="Float16 engine (with --device tensorrt); the export's parity gate checked the float32 graph only.",
+)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint of an earlier interrupted run.")
 @click.option("--max-tiles", type=int, default=None, help="Stop after N windows (resume later).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -110,6 +122,8 @@ def score(
     cluster,
     workers,
     sessions,
+    readers,
+    fp16,
     no_resume,
     max_tiles,
     no_progress,
@@ -146,6 +160,8 @@ def score(
         cluster=cluster,
         workers=workers,
         sessions=sessions,
+        readers=readers,
+        fp16=fp16,
         review_preview=review_preview,
     )
     result = run(job)
@@ -158,6 +174,8 @@ def score(
     click.echo(
         f"{manifest['candidates']} candidates ({counts}) over {manifest['area_scanned_ha']:.3f} ha, {mp_s:.2f} MP/s"
     )
+    if manifest["settings"].get("device_fallback"):
+        click.echo(f"warning: {manifest['settings']['device_fallback']}", err=True)
     if review and "gpkg" in result.outputs:
         from ordnance.inference.review import build_review
 
