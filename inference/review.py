@@ -265,8 +265,11 @@ def _read_missing(path, width: int, height: int, overview_image, overview_px: in
             for j in cells.get((r, c), []):
                 i = missing[j]
                 x0, y0 = left_px[j] - left, top_px[j] - top
-                steps = chip_steps(int(side[i]), chip_px)  # nearest neighbour, one axis at a time
-                chip = block[:, y0 + steps][:, :, x0 + steps]
+                if side[i] == chip_px:  # 1:1, a slice
+                    chip = block[:, y0 : y0 + chip_px, x0 : x0 + chip_px]
+                else:  # nearest neighbour, one axis at a time
+                    steps = chip_steps(int(side[i]), chip_px)
+                    chip = block[:, y0 + steps][:, :, x0 + steps]
                 store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
     return overview.image if overview is not None else overview_image
 
