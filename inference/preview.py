@@ -15,6 +15,7 @@ reviewer a blurred chip): on a finer mosaic the page reads its chips from the so
 from __future__ import annotations
 
 import base64
+import io
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,46 @@ def window_chips(image: np.ndarray, col_off: int, row_off: int, factor: float, b
     return chips
 
 
+CHIP_QUALITY = 95  # JPEG quality of a chip as the scorer stores it (the page's sheets are written at 90)
+
+
+def encode_chip(chip: np.ndarray) -> str:
+    """A (chip_px, chip_px, 3) uint8 chip as base64 JPEG text: a few kB where the raw pixels are 27 kB, so that a
+    survey with ten thousand candidates above the chip floor keeps a checkpoint and a preview of tens of MB."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(chip, np.uint8)).save(buffer, format="JPEG", quality=CHIP_QUALITY)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_chip(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+class ChipStore:
+    """The scorer's chips by candidate id, decoded when asked for."""
+
+    def __init__(self, ids: np.ndarray, jpeg: np.ndarray, offsets: np.ndarray) -> None:
+        self._where = {int(i): k for k, i in enumerate(ids)}
+        self._jpeg, self._offsets = jpeg, offsets
+
+    def __contains__(self, candidate_id: int) -> bool:
+        return candidate_id in self._where
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def get(self, candidate_id: int) -> np.ndarray | None:
+        k = self._where.get(candidate_id)
+        if k is None:
+            return None
+        return decode_chip(self._jpeg[self._offsets[k] : self._offsets[k + 1]].tobytes())
+
+
 def encode(array: np.ndarray) -> str:
     """A uint8 array as text for a JSON checkpoint record (its shape is stored beside it)."""
     return base64.b64encode(np.ascontiguousarray(array, np.uint8).tobytes()).decode("ascii")
@@ -120,27 +161,31 @@ def decode(text: str, shape) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), np.uint8).reshape(shape)
 
 
-def write_preview(path: Path, overviews: dict[int, np.ndarray], chip_ids: np.ndarray, chips: np.ndarray,
+def write_preview(path: Path, overviews: dict[int, np.ndarray], chip_ids: np.ndarray, chips: list[bytes],
                   chip_floor: float, chip_px: int = CHIP_PX, overview_px: int = OVERVIEW_PX) -> None:  # fmt: skip
-    """The scorer's page images: ``overviews`` by source index (3, H, W) uint8, ``chips`` (N, chip_px, chip_px, 3)
-    of the candidates ``chip_ids``."""
+    """The scorer's page images: ``overviews`` by source index (3, H, W) uint8, ``chips`` (JPEG bytes of
+    chip_px squares) of the candidates ``chip_ids``, stored end to end with their offsets."""
     arrays = {f"overview_{k}": v for k, v in overviews.items()}
+    offsets = np.cumsum([0, *map(len, chips)]).astype(np.int64)
+    jpeg = np.frombuffer(b"".join(chips), np.uint8)
     with open(path, "wb") as handle:  # np.savez would add ".npz" to a name without it
-        np.savez(handle, chip_ids=np.asarray(chip_ids, np.int64), chips=chips, chip_floor=np.float64(chip_floor),
-                 chip_px=np.int64(chip_px), overview_px=np.int64(overview_px), **arrays)  # fmt: skip
+        np.savez(handle, chip_ids=np.asarray(chip_ids, np.int64), chip_jpeg=jpeg, chip_offsets=offsets,
+                 chip_floor=np.float64(chip_floor), chip_px=np.int64(chip_px), overview_px=np.int64(overview_px),
+                 **arrays)  # fmt: skip
 
 
-def read_preview(out_dir: Path, chip_px: int, overview_px: int) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+def read_preview(out_dir: Path, chip_px: int, overview_px: int) -> tuple[dict[int, np.ndarray], ChipStore]:
     """(overviews by source index, chips by candidate id) from a run's preview file, for a page of ``chip_px``
     chips and ``overview_px`` overviews; empty where the file is missing or was cut for other sizes."""
     path = Path(out_dir) / PREVIEW_FILE
+    none = ChipStore(np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(1, np.int64))
     if not path.exists():
-        return {}, {}
+        return {}, none
     with np.load(path) as data:
         overviews = {int(k[9:]): data[k] for k in data.files if k.startswith("overview_") and k[9:].isdigit()}
         if int(data["overview_px"]) != overview_px:
             overviews = {}
-        chips = {}
+        chips = none
         if int(data["chip_px"]) == chip_px:
-            chips = dict(zip(data["chip_ids"].tolist(), data["chips"]))
+            chips = ChipStore(data["chip_ids"], data["chip_jpeg"], data["chip_offsets"])
     return overviews, chips

@@ -202,9 +202,8 @@ def _write_images(files: Path, sources: dict, table: dict, manifest: dict, chip_
         width, height = int(manifest["inputs"][k]["width"]), int(manifest["inputs"][k]["height"])
         mine = np.flatnonzero((names == name) & (slot < chipped))
         for i in mine:
-            chip = cut_chips.get(int(ids[i]))
-            if chip is not None:
-                store[slot[i]] = chip
+            if int(ids[i]) in cut_chips:
+                store[slot[i]] = cut_chips.get(int(ids[i]))
         missing = np.array([i for i in mine if int(ids[i]) not in cut_chips], np.int64)
         overview_image = cut_overviews.get(k)
         images["chips_cut"] += len(mine) - len(missing)

@@ -32,7 +32,7 @@ from ordnance.inference.camera import FrameGeometry, frame_geometry
 from ordnance.inference.errors import InputError, OutputError
 from ordnance.inference.grid import Tile, tile_grid
 from ordnance.inference.merge import MergeSettings, merge_detections
-from ordnance.inference.preview import Overview, encode, window_chips
+from ordnance.inference.preview import Overview, encode, encode_chip, window_chips
 from ordnance.inference.raster import (
     RemoteFile,
     Source,
@@ -551,7 +551,9 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                 k = run.index(slot)
                 rows = _detections(plan, tile, valid, *(o[k] for o in outputs), threshold)
                 if overview is not None:
+                    tick = time.perf_counter()
                     _preview(record, overview, images[slot], tile, factor, rows, chip_floor, plan.info)
+                    timings["preview_s"] = timings.get("preview_s", 0.0) + time.perf_counter() - tick
                 record["d"].extend([tile.index, *row] for row in rows)
                 record["px"] += _valid_core_px(plan, tile, valid)
             yield record
@@ -578,7 +580,9 @@ def _preview(record: dict, overview: Overview, image: np.ndarray, tile: Tile, fa
     boxes = np.array([rows[i][:4] for i in wanted], np.float64)
     chips = window_chips(image, tile.col_off, tile.row_off, factor, boxes, info.width, info.height)
     first = len(record["d"])
-    record.setdefault("c", []).extend([first + i, encode(chip)] for i, chip in zip(wanted, chips) if chip is not None)
+    record.setdefault("c", []).extend(
+        [first + i, encode_chip(chip)] for i, chip in zip(wanted, chips) if chip is not None
+    )
 
 
 def _score_file(index, plan, todo, detector, batch, threshold, checkpoint, timings, progress) -> None:
@@ -650,7 +654,7 @@ def _score_sessions(job: ScoringJob, plans, todo, batch: int, threshold: float, 
                 failed.append(error)
         with lock:
             for key in own:
-                timings[key] += own[key] / job.sessions  # wall-clock shares, summed over the sessions
+                timings[key] = timings.get(key, 0.0) + own[key] / job.sessions  # wall-clock shares, summed
 
     runners = [threading.Thread(target=work, args=(s,), name=f"session-{k}") for k, s in enumerate(sessions)]
     try:
