@@ -255,6 +255,14 @@ def _read_missing(path, width: int, height: int, overview_image, overview_px: in
         # Each cell needed is read once, in raster order (several read and decoded at a time, each reader thread
         # with its own handle): its chips are sliced from it and the overview sampled. Without an overview to
         # make, only the cells holding a missing chip.
+        if overview is None and len(missing) <= 2 * len(cells):  # a few chips: each read alone, by its own window
+            for j, i in enumerate(missing):
+                k_px = int(side[i])
+                block = _read_square(src, path, bands, int(left_px[j]), int(top_px[j]), k_px)
+                steps = chip_steps(k_px, chip_px)
+                chip = block[:, steps][:, :, steps]
+                store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
+            return overview_image
         every = [(r, c) for r in range(-(-height // CELL_PX)) for c in range(-(-width // CELL_PX))]
         grid_cells = every if overview is not None else sorted(cells)
         margins = {rc: int(side[missing[m]].max()) // 2 + 2 for rc, m in cells.items()}
@@ -271,6 +279,20 @@ def _read_missing(path, width: int, height: int, overview_image, overview_px: in
                     chip = block[:, y0 + steps][:, :, x0 + steps]
                 store[slot[i]] = (chip if chip.dtype == np.uint8 else _to_uint8(chip)).transpose(1, 2, 0)
     return overview.image if overview is not None else overview_image
+
+
+def _read_square(src, path, bands: list[int], left: int, top: int, size: int) -> np.ndarray:
+    """The ``size`` square at (``left``, ``top``) of an open raster, zeros beyond its edges."""
+    c0, r0 = max(0, left), max(0, top)
+    c1, r1 = min(src.width, left + size), min(src.height, top + size)
+    block = np.zeros((3, size, size), src.dtypes[0])
+    if c1 > c0 and r1 > r0:
+        try:
+            data = src.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0))
+        except RasterioIOError as error:
+            raise InputError(f"read failed in window {(c0, r0, c1, r1)} ({str(error)[:160]})", path) from None
+        block[:, r0 - top : r1 - top, c0 - left : c1 - left] = data
+    return block
 
 
 def _columns(table, by_score, sources, overviews, names, bbox_px, cx, cy, rank) -> dict:

@@ -505,7 +505,7 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
     threshold: :mod:`ordnance.inference.preview`). The same records whichever process computes them."""
     if not todo:
         return
-    overview = Overview(plan.info.width, plan.info.height) if plan.preview else None
+    overview = Overview(plan.info.width, plan.info.height, samples=2) if plan.preview else None
     factor = plan.tile_src_px / detector.card.tile_size_px  # source pixels per model pixel
     # chips where the model's pixels are at least as fine as the source's; a finer source is read at full resolution
     chip_floor = detector.card.score_threshold / 2 if plan.preview and factor <= 1 + 1e-6 else math.inf

@@ -234,3 +234,19 @@ def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blo
     assert result.exit_code == 0, result.output
     data = review_page_data((out / "review.html").read_text())
     assert data["chipped"] == len(scores) and all(c["sheet"] == 0 for c in data["candidates"])
+    # the chips below the scorer's floor were read from the mosaic, each by its own window: every chip shows its
+    # candidate's 96 px square of the mosaic (1:1, the boxes are smaller than 96 / 2.5 px)
+    assert data["images"]["chips_read"] == len(scores) - len(chipped) > 0
+    with rasterio.open(out / "review_files" / "chips_0.jpg") as src:
+        sheet = src.read(1).astype(int)
+    band = image[0].astype(int)
+    for c in data["candidates"]:
+        x0, y0, x1, y1 = (float(v) for v in c["bbox_px"].split(","))
+        left, top = round((x0 + x1) / 2 - 48), round((y0 + y1) / 2 - 48)
+        source = np.zeros((96, 96), int)
+        r0, c0 = max(top, 0), max(left, 0)
+        patch = band[r0 : top + 96, c0 : left + 96]
+        source[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
+        r, col = divmod(c["cell"], data["chip_grid"])
+        cell = sheet[r * 96 : (r + 1) * 96, col * 96 : (col + 1) * 96]
+        assert np.abs(cell - source).mean() < 4, c
