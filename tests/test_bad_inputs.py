@@ -443,7 +443,8 @@ def _moved_source(w: World, d: Path) -> Path:
     source = _mkdir(d / "src")
     mosaic = Path(shutil.copy(w.mosaic, source / "survey.tif"))
     out = d / "moved"
-    result = CliRunner().invoke(cli, [*_score(w, [mosaic], out=out, d=d), "--no-review"])
+    # scored without the scorer's cut of the page's images: the page must read the source, which is gone
+    result = CliRunner().invoke(cli, [*_score(w, [mosaic], out=out, d=d), "--no-review", "--no-review-preview"])
     assert result.exit_code == 0, result.output
     mosaic.unlink()
     return out
