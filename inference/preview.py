@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,8 @@ OVERVIEW_PX = 1600  # the overview's longer side at most
 CHIP_PX = 96  # a chip's side
 CHIP_CONTEXT = 2.5  # a chip shows this many times the box's longer side when that exceeds CHIP_PX
 PREVIEW_FILE = "review_preview.npz"
+
+log = logging.getLogger(__name__)
 
 
 class Overview:
@@ -189,6 +193,14 @@ def read_preview(out_dir: Path, chip_px: int, overview_px: int) -> tuple[dict[in
     none = ChipStore(np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(1, np.int64))
     if not path.exists():
         return {}, none
+    try:
+        return _read(path, chip_px, overview_px, none)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # damaged or cut short
+        log.warning("%s: unreadable (%s); the page reads its images from the sources", path, str(error)[:120])
+        return {}, none
+
+
+def _read(path: Path, chip_px: int, overview_px: int, none: ChipStore) -> tuple[dict[int, np.ndarray], ChipStore]:
     with np.load(path) as data:
         overviews = {int(k[9:]): data[k] for k in data.files if k.startswith("overview_") and k[9:].isdigit()}
         if int(data["overview_px"]) != overview_px:

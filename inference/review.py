@@ -266,7 +266,7 @@ def _read_missing(path, width: int, height: int, overview_image, overview_px: in
         every = [(r, c) for r in range(-(-height // CELL_PX)) for c in range(-(-width // CELL_PX))]
         grid_cells = every if overview is not None else sorted(cells)
         margins = {rc: int(side[missing[m]].max()) // 2 + 2 for rc, m in cells.items()}
-        for (r, c), block, left, top in _read_cells(path, bands, width, height, src.dtypes[0], grid_cells, margins):
+        for (r, c), block, left, top in _read_cells(path, bands, grid_cells, margins):
             if overview is not None:
                 overview.add(block, left, top, (c * CELL_PX, r * CELL_PX, (c + 1) * CELL_PX, (r + 1) * CELL_PX))
             for j in cells.get((r, c), []):
@@ -325,7 +325,7 @@ def _nullable(values: np.ndarray) -> list:
     return [None if v != v else v for v in out] if np.isnan(values).any() else out
 
 
-def _read_cells(path, bands: list[int], width: int, height: int, dtype: str, grid_cells, margins: dict):
+def _read_cells(path, bands: list[int], grid_cells, margins: dict):
     """Yield ((row, col), block, left, top) for each cell in ``grid_cells``, in that order: the ``CELL_PX`` square
     and its margin (``margins``, 0 where absent), zeros beyond the raster. One reader thread per core, each with
     its own dataset handle (GDAL decodes without the GIL), at most two cells per thread ahead of the consumer."""
@@ -338,17 +338,8 @@ def _read_cells(path, bands: list[int], width: int, height: int, dtype: str, gri
             handles.append(local.src)
         r, c = rc
         margin = margins.get(rc, 0)
-        left, top, size = c * CELL_PX - margin, r * CELL_PX - margin, CELL_PX + 2 * margin
-        c0, r0 = max(0, left), max(0, top)
-        c1, r1 = min(width, left + size), min(height, top + size)
-        block = np.zeros((3, size, size), dtype)
-        try:
-            block[:, r0 - top : r1 - top, c0 - left : c1 - left] = local.src.read(
-                bands, window=Window(c0, r0, c1 - c0, r1 - r0)
-            )
-        except RasterioIOError as error:
-            raise InputError(f"read failed in window {(c0, r0, c1, r1)} ({str(error)[:160]})", path) from None
-        return rc, block, left, top
+        left, top = c * CELL_PX - margin, r * CELL_PX - margin
+        return rc, _read_square(local.src, path, bands, left, top, CELL_PX + 2 * margin), left, top
 
     workers = max(1, min(4, os.cpu_count() or 1))
     pending: deque = deque()

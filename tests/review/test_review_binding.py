@@ -137,6 +137,16 @@ def test_the_page_builds_from_the_scorers_images_without_the_source(two_runs):
     result = CliRunner().invoke(cli, ["review", "build", str(a)])
     assert result.exit_code == 0, result.output
     assert {p.name: p.read_bytes() for p in (a / "review_files").iterdir()} == before
+    # a damaged preview file: the page reads everything from the source, here gone, and says so in one line
+    (a / "review_preview.npz").write_bytes(b"PK\x03\x04 cut short")
+    result = CliRunner().invoke(cli, ["review", "build", str(a)])
+    assert result.exit_code != 0 and "is no longer at" in result.output
+    (a.parent / "moved.tif").rename(a.parent / "a.tif")
+    result = CliRunner().invoke(cli, ["review", "build", str(a)])  # with the source back, from it alone
+    assert result.exit_code == 0, result.output
+    data = _page_data(a)
+    assert data["images"]["chips_cut"] == 0 and data["images"]["chips_read"] == len(data["candidates"]) > 0
+    (a.parent / "a.tif").rename(a.parent / "moved.tif")
     # chips of another size must be read from the source, which is gone
     result = CliRunner().invoke(cli, ["review", "build", str(a), "--chip-px", "64"])
     assert result.exit_code != 0 and "is no longer at" in result.output

@@ -140,13 +140,7 @@ def test_large_run_chips_in_sheets_and_a_windowed_list(tmp_path, write_geotiff):
         r, col = divmod(c["cell"], 16)
         cell = sheets[c["sheet"]][r * 96 : (r + 1) * 96, col * 96 : (col + 1) * 96]
         # Each chip is the 96 source px square (2.5 x the 8 px box is less) centred on its box, at 1:1.
-        x0, y0, x1, y1 = (float(v) for v in c["bbox_px"].split(","))
-        left, top = round((x0 + x1) / 2 - 48), round((y0 + y1) / 2 - 48)
-        source = np.zeros((96, 96), int)
-        r0, c0 = max(top, 0), max(left, 0)
-        patch = mosaic_band[r0 : top + 96, c0 : left + 96]
-        source[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
-        assert np.abs(cell - source).mean() < 4, c  # JPEG at quality 90
+        assert np.abs(cell - _square_around(mosaic_band, c["bbox_px"])).mean() < 4, c  # JPEG at quality 90
         assert cell[44:52, 44:52].max() > 100, c
     # The overview (1600 px wide for 1840 px) samples the source at each overview pixel's footprint.
     with rasterio.open(out / "review_files" / "overview_0.jpg") as src:
@@ -241,12 +235,17 @@ def test_candidates_below_the_chip_floor_are_listed_without_a_chip(tmp_path, blo
         sheet = src.read(1).astype(int)
     band = image[0].astype(int)
     for c in data["candidates"]:
-        x0, y0, x1, y1 = (float(v) for v in c["bbox_px"].split(","))
-        left, top = round((x0 + x1) / 2 - 48), round((y0 + y1) / 2 - 48)
-        source = np.zeros((96, 96), int)
-        r0, c0 = max(top, 0), max(left, 0)
-        patch = band[r0 : top + 96, c0 : left + 96]
-        source[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
         r, col = divmod(c["cell"], data["chip_grid"])
         cell = sheet[r * 96 : (r + 1) * 96, col * 96 : (col + 1) * 96]
-        assert np.abs(cell - source).mean() < 4, c
+        assert np.abs(cell - _square_around(band, c["bbox_px"])).mean() < 4, c
+
+
+def _square_around(band: np.ndarray, bbox_px: str, side: int = 96) -> np.ndarray:
+    """The ``side`` px square of ``band`` centred on a candidate's box, zeros beyond the raster."""
+    x0, y0, x1, y1 = (float(v) for v in bbox_px.split(","))
+    left, top = round((x0 + x1) / 2 - side / 2), round((y0 + y1) / 2 - side / 2)
+    square = np.zeros((side, side), int)
+    r0, c0 = max(top, 0), max(left, 0)
+    patch = band[r0 : top + side, c0 : left + side]
+    square[r0 - top : r0 - top + patch.shape[0], c0 - left : c0 - left + patch.shape[1]] = patch
+    return square
