@@ -180,17 +180,63 @@ def flip_averaged(run, images: torch.Tensor, flips: int) -> dict[str, torch.Tens
     n = images.shape[0]
     dims = [[d for d, f in ((3, fx), (2, fy)) if f] for fx, fy in FLIPS[:flips]]  # the axes each view flips
     maps = run(torch.cat([images.flip(axes) if axes else images for axes in dims]))
-    heat, size, offset = 0.0, 0.0, 0.0
+    views = []
     for i, (fx, fy) in enumerate(FLIPS[:flips]):
-        part = {name: value[i * n : (i + 1) * n].float() for name, value in maps.items()}
+        part = {name: value[i * n : (i + 1) * n] for name, value in maps.items()}
         if dims[i]:
             part = {name: value.flip(dims[i]) for name, value in part.items()}
         ox, oy = part["offset"][:, 0:1], part["offset"][:, 1:2]
-        heat = heat + torch.sigmoid(part["heatmap"])
-        size = size + part["size"]
-        offset = offset + torch.cat([1 - ox if fx else ox, 1 - oy if fy else oy], dim=1)
-    p = (heat / flips).clamp(1e-6, 1 - 1e-6)
-    return {"heatmap": torch.log(p) - torch.log1p(-p), "size": size / flips, "offset": offset / flips}
+        part["offset"] = torch.cat([1 - ox if fx else ox, 1 - oy if fy else oy], dim=1)
+        views.append(part)
+    return average_maps(views)
+
+
+def average_maps(views: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The mean of several sets of maps of one image, aligned cell by cell: heatmap probabilities averaged (and
+    returned as logits), log sizes and offsets averaged as they are. In float32."""
+    heat, size, offset = 0.0, 0.0, 0.0
+    for view in views:
+        heat = heat + torch.sigmoid(view["heatmap"].float())
+        size = size + view["size"].float()
+        offset = offset + view["offset"].float()
+    n = len(views)
+    p = (heat / n).clamp(1e-6, 1 - 1e-6)
+    return {"heatmap": torch.log(p) - torch.log1p(-p), "size": size / n, "offset": offset / n}
+
+
+class MapEnsemble(nn.Module):
+    """Several trained CenterNets run as one: each sees the image, and their maps are averaged cell by cell
+    (:func:`average_maps`) before peak picking, so one decode ranks every location by the members' mean
+    probability. An ensemble of independently trained runs scores better-calibrated, steadier maps than any one
+    of them, at the members' summed compute. The members must agree on class count and output stride (the
+    cells must line up); they may differ in backbone. ``test_flips`` applies to each member."""
+
+    def __init__(self, members: list[CenterNet]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least two members, got {len(members)}")
+        for i, member in enumerate(members[1:], start=1):
+            if member.num_classes != members[0].num_classes or member.stride != members[0].stride:
+                raise ValueError(
+                    f"ensemble member {i} has {member.num_classes} classes at stride {member.stride:g}, member 0"
+                    f" {members[0].num_classes} at stride {members[0].stride:g}: their maps do not line up"
+                )
+        self.members = nn.ModuleList(members)
+        self.num_classes = members[0].num_classes
+        self.stride = members[0].stride
+        self.input_scale = members[0].input_scale
+
+    @property
+    def test_flips(self) -> int:
+        return self.members[0].test_flips
+
+    @test_flips.setter
+    def test_flips(self, flips: int) -> None:
+        for member in self.members:
+            member.test_flips = flips
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return average_maps([member(images) for member in self.members])
 
 
 def _peak_map(heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -20,7 +20,13 @@ from functools import partial
 
 import torch
 import torchvision
-from ordnance.models.centernet import CenterNet, centernet_loss, centernet_targets, selection_margins
+from ordnance.models.centernet import (
+    CenterNet,
+    MapEnsemble,
+    centernet_loss,
+    centernet_targets,
+    selection_margins,
+)
 from torch import nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import mobilenet_backbone
@@ -55,16 +61,21 @@ class CenterNetDetector(nn.Module):
         backbone_weights: str | None = None,
         max_detections: int = 300,
         input_scale: float = 1.0,
+        net: nn.Module | None = None,
         **shape,
     ) -> None:
         super().__init__()
-        self.net = CenterNet(
-            num_classes, backbone=backbone, backbone_weights=backbone_weights, input_scale=input_scale, **shape
-        )
+        if net is None:
+            net = CenterNet(
+                num_classes, backbone=backbone, backbone_weights=backbone_weights, input_scale=input_scale, **shape
+            )
+        self.net = net  # a CenterNet, or a MapEnsemble of trained ones
         self.num_classes = num_classes
         self.max_detections = max_detections
 
     def losses(self, images, boxes, labels) -> dict[str, torch.Tensor]:
+        if isinstance(self.net, MapEnsemble):
+            raise ValueError("an ensemble is assembled from trained runs (ordnance ensemble); train its members")
         maps = self.net(images)
         targets = centernet_targets(
             boxes, labels, self.num_classes, tuple(maps["heatmap"].shape[-2:]), stride=self.net.stride
@@ -87,7 +98,9 @@ class CenterNetDetector(nn.Module):
 
     def head_prefixes(self) -> tuple[str, ...]:
         """Parameters that depend on the class count (remapped when fine-tuning to new classes)."""
-        return ("net.heatmap.0.",) if self.net.shared_head else ("net.heatmap.2.",)
+        nets = self.net.members if isinstance(self.net, MapEnsemble) else [self.net]
+        prefix = [f"net.members.{i}." for i in range(len(nets))] if isinstance(self.net, MapEnsemble) else ["net."]
+        return tuple(p + ("heatmap.0." if n.shared_head else "heatmap.2.") for p, n in zip(prefix, nets))
 
 
 class TorchvisionDetector(nn.Module):
@@ -246,6 +259,33 @@ DETECTORS: dict[str, Callable[..., nn.Module]] = {
     "fcos_resnet50_fpn": build_fcos,
 }
 DEFAULT_DETECTOR = "centernet_resnet18"
+ENSEMBLE = "ensemble"  # CenterNets of ``members`` (detector names) whose maps are averaged: see MapEnsemble
+
+
+def build_ensemble(
+    members: list[str],
+    *,
+    num_classes: int,
+    weights: str | None = None,
+    tile_size_px: int = 512,
+    max_detections: int = 300,
+    input_scale: float = 1.0,
+) -> CenterNetDetector:
+    """A detector whose network is a :class:`MapEnsemble` of the CenterNets named by ``members``, for the trained
+    weights of each (training/ensemble.py assembles them from checkpoints)."""
+    if not members or len(members) < 2:
+        raise ValueError(f"an ensemble needs at least two member detectors, got {members!r}")
+    nets = []
+    for name in members:
+        if name not in DETECTORS or not name.startswith("centernet"):
+            centernets = [n for n in list_detectors() if n.startswith("centernet")]
+            raise ValueError(f"ensemble member {name!r} is not a CenterNet detector; choose from {centernets}")
+        extra = {"input_scale": input_scale} if input_scale != 1.0 else {}
+        member = DETECTORS[name](
+            num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections, **extra
+        )
+        nets.append(member.net)
+    return CenterNetDetector(num_classes, max_detections=max_detections, net=MapEnsemble(nets))
 
 
 def list_detectors() -> list[str]:
@@ -261,6 +301,7 @@ def build_detector(
     tile_size_px: int = 512,
     max_detections: int = 300,
     input_scale: float = 1.0,
+    members: list[str] | None = None,
 ) -> nn.Module:
     """Build a detector by name.
 
@@ -274,7 +315,19 @@ def build_detector(
         max_detections: K, detections per image.
         input_scale: CenterNet only: resample the input by this factor inside the network (for imagery whose
             objects are large); boxes still come back in input pixels.
+        members: For ``name="ensemble"`` only: the member CenterNets' detector names (see :func:`build_ensemble`).
     """
+    if name == ENSEMBLE:
+        return build_ensemble(
+            list(members or []),
+            num_classes=num_classes,
+            weights=weights,
+            tile_size_px=tile_size_px,
+            max_detections=max_detections,
+            input_scale=input_scale,
+        )
+    if members:
+        raise ValueError(f"members are for the {ENSEMBLE!r} detector, not {name!r}")
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
     extra = {}

@@ -408,7 +408,8 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         max_detections=settings.max_detections,
         test_flips=flips,
         item_size_m=default_item_sizes(list(hp.class_names)),
-        model_name=hp.model,
+        # an ensemble names its members: "ensemble(centernet_resnet10_lite+centernet_resnet10_lite)"
+        model_name=f"{hp.model}({'+'.join(hp.members)})" if hp.get("members") else hp.model,
         model_version=f"{checkpoint.stem}",
         weights_sha256=weights_sha256(task.detector),
         mlflow_run_id=run_id,

@@ -50,6 +50,9 @@ class DetectionTask(L.LightningModule):
         test_flips: Validate and test on the maps averaged over the image and its flips (1: none, 2:
             left-right, 4: also up-down and both), at that many times the compute; training is unchanged.
             ``ordnance export --test-flips`` puts the same averaging into the exported graph.
+        members: With ``model: ensemble`` only: the member CenterNets' detector names, whose maps the ensemble
+            averages (``ordnance ensemble`` writes such a checkpoint from trained runs; it is validated, tested and
+            exported like any other, and not trained).
     """
 
     monitor = "val/hazard_ap"
@@ -75,6 +78,7 @@ class DetectionTask(L.LightningModule):
         channels_last: bool = False,
         freeze_batchnorm: bool = False,
         test_flips: int = 1,
+        members: list[str] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -108,6 +112,7 @@ class DetectionTask(L.LightningModule):
             tile_size_px=hp.tile_size_px,
             max_detections=hp.max_detections,
             input_scale=hp.get("input_scale", 1.0),
+            members=hp.get("members"),
         )
         self._parent: dict = {}
         if hp.init_checkpoint:

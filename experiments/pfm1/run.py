@@ -27,6 +27,8 @@ experiment resumes after a stop). Stages:
 | soup_lookalikes_bn | the same with BatchNorm statistics re-estimated on 100 training batches of the recipe |
 | soup_f4dd80e0 | every finished run from the synthetic checkpoint f4dd80e0 averaged: both seeds and both oak runs |
 | fast_real | the recipe with the fast detector (centernet_resnet10_lite), from its own synthetic checkpoint |
+| fast_pair_seed0, fast_pair_seed1 | fast_real twice at once (seeds 0 and 1), each with half the CPU |
+| fast_pair_ensemble | the two runs' maps averaged in one graph (training/ensemble.py), validated as one model |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -110,6 +112,22 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
     return {
         # the recipe with another detector, from that detector's own synthetic checkpoint
         "fast_real": {"config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES], "needs": "fast"},
+        # Two runs of that recipe side by side on the machine (seeds 0 and 1, each with half the CPU for the same 58
+        # minutes), and their ensemble: one graph that averages the two networks' maps (training/ensemble.py),
+        # validated on the valid flight as one model. The pair costs one run's training; the ensemble, two networks
+        # per tile.
+        "fast_pair_seed0": {"config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES], "needs": "fast"},
+        "fast_pair_seed1": {
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *SEED1],
+            "needs": "fast",
+        },
+        "fast_pair_ensemble": {
+            "config": PFM1,
+            "ensemble": ["fast_pair_seed0", "fast_pair_seed1"],
+            "side_by_side": True,
+        },
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
         "fast_real_2x": {
@@ -238,6 +256,33 @@ def make_soup(name: str, members: list[dict], bn_batches: int, args: list[str]) 
     }
 
 
+def make_ensemble(name: str, members: list[dict], side_by_side: bool) -> tuple[str, dict]:
+    """Join the members' best checkpoints into one model that averages their maps (training/ensemble.py) and
+    validate its own operating point on the valid flight in float32."""
+    from ordnance.training import ensemble
+
+    paths = [Path(m["checkpoint"]) if Path(m["checkpoint"]).is_absolute() else REPO / m["checkpoint"] for m in members]
+    ckpt = HERE / "data" / f"{name}.ckpt"
+    start = time.perf_counter()
+    made = ensemble.make(paths, ckpt, PFM1)
+    metrics = made["validation"]
+    minutes = [m["train_minutes"] for m in members]
+    return str(ckpt), {
+        "checkpoint": str(ckpt.relative_to(REPO)),
+        # members trained side by side on one machine took the longest one's wall time; one after another, the sum
+        "train_minutes": max(minutes) if side_by_side else sum(minutes),
+        "members_side_by_side": side_by_side,
+        "ensemble_minutes": (time.perf_counter() - start) / 60,
+        **(
+            {"trained": {k: sum(m["trained"][k] for m in members) for k in ("epochs", "steps")}}
+            if all("trained" in m for m in members)
+            else {}
+        ),
+        "valid_curve": [[0, metrics["val/ap50_ap_mine"]]],
+        "validated": {"threshold": made["operating_threshold"], "precision_target_met": made["precision_target_met"]},
+    }
+
+
 def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int = 1) -> dict:
     """Export through the parity gate (with ``test_flips`` views averaged in the graph), score the test mosaic
     with the exported file, evaluate."""
@@ -342,6 +387,9 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
             overrides=meta["trainer_args"],
             valid_curve=[[v["step"], v["val/ap50_ap_mine"]] for v in meta["validations"] if "val/ap50_ap_mine" in v],
         )
+    elif "ensemble" in spec:
+        ckpt, record = make_ensemble(name, [results[s] for s in spec["ensemble"]], spec.get("side_by_side", False))
+        entry.update(record, ensemble=list(spec["ensemble"]))
     elif "soup" in spec:
         ckpt, record = make_soup(name, [results[s] for s in spec["soup"]], spec.get("bn_batches", 0), args)
         entry.update(record, soup=list(spec["soup"]))

@@ -316,3 +316,30 @@ def test_flips_leave_training_alone_and_average_what_the_views_give():
     with pytest.raises(ValueError, match="test_flips must be 1, 2 or 4"):
         net.test_flips = 3
         net(image)
+
+
+def test_map_ensemble_averages_member_probabilities_and_refuses_maps_that_do_not_line_up(torch_seed):
+    from ordnance.models.centernet import MapEnsemble
+
+    a = CenterNet(3, backbone="resnet10", stages=3, fpn_channels=32, head_channels=32, shared_head=True).eval()
+    b = CenterNet(3, backbone="resnet10", stages=3, fpn_channels=32, head_channels=32, shared_head=True).eval()
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        ma, mb, both = a(images), b(images), MapEnsemble([a, b])(images)
+        alone = MapEnsemble([a, a])(images)
+    mean = (1 / (1 + torch.exp(-ma["heatmap"])) + 1 / (1 + torch.exp(-mb["heatmap"]))) / 2
+    assert torch.allclose(torch.sigmoid(both["heatmap"]), mean, atol=1e-6)
+    assert torch.allclose(both["offset"], (ma["offset"] + mb["offset"]) / 2, atol=1e-6)
+    # a network joined with itself says what it says alone
+    assert torch.allclose(torch.sigmoid(alone["heatmap"]), torch.sigmoid(ma["heatmap"]), atol=1e-6)
+    assert torch.allclose(alone["size"], ma["size"], atol=1e-6)
+
+    halved = CenterNet(3, backbone="resnet10", stages=3, fpn_channels=32, input_scale=0.5)
+    with pytest.raises(ValueError, match="member 1 has 3 classes at stride 8"):
+        MapEnsemble([a, halved])
+    with pytest.raises(ValueError, match="at least two"):
+        MapEnsemble([a])
+    detector = build_detector("ensemble", num_classes=3, members=["centernet_resnet10_lite", "centernet_resnet18"])
+    assert detector.head_prefixes() == ("net.members.0.heatmap.0.", "net.members.1.heatmap.2.")
+    with pytest.raises(ValueError, match="'fcos_resnet50_fpn' is not a CenterNet"):
+        build_detector("ensemble", num_classes=3, members=["centernet_resnet18", "fcos_resnet50_fpn"])

@@ -1,0 +1,131 @@
+"""Ensembles of trained runs (training/ensemble.py, models.centernet.MapEnsemble) on tiny runs through the real CLI:
+the joined checkpoint averages its members' maps, validates its own operating point, and exports through the parity
+gate into one ONNX file whose scores are the members' mean probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.train
+
+
+def _best(root: Path) -> Path:
+    return next(p for p in sorted(root.glob("checkpoints/*.ckpt")) if p.name.startswith("best"))
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_data, tmp_path_factory):
+    """Two tiny runs from random init with other seeds (made once for this module's tests)."""
+    from ordnance.training.cli import main
+
+    root = tmp_path_factory.mktemp("ensemble-runs")
+
+    def run(name: str, *extra: str) -> Path:
+        cli = main(["fit", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
+                    "--trainer.default_root_dir", str(root / name), *extra])  # fmt: skip
+        return _best(Path(cli.trainer.checkpoint_callback.dirpath).parent)
+
+    with pytest.MonkeyPatch.context() as patch:  # restored when the runs are made
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.chdir(root)
+        a = run("a", "--seed_everything", "1")
+        b = run("b", "--seed_everything", "2")
+    return a, b
+
+
+def _recipe(tmp_path: Path, tiny_data: Path) -> Path:
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
+    recipe["data"]["data_yaml"] = str(tiny_data)
+    recipe["trainer"]["default_root_dir"] = str(tmp_path / "validate")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(recipe))
+    return config
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def test_ensemble_averages_the_members_probabilities_validates_and_exports_as_one_file(runs, tmp_path, tiny_data):
+    from ordnance.inference.card import ModelCard
+    from ordnance.inference.session import open_session
+    from ordnance.training import ensemble
+    from ordnance.training.export import ExportSettings, export_checkpoint, load_task
+
+    a, b = runs
+    joined = ensemble.assemble([a, b])
+    sa = torch.load(a, map_location="cpu", weights_only=False)["state_dict"]
+    sb = torch.load(b, map_location="cpu", weights_only=False)["state_dict"]
+    name = "heatmap.2.weight"
+    assert not torch.equal(sa[f"detector.net.{name}"], sb[f"detector.net.{name}"])  # two seeds, two networks
+    assert torch.equal(joined["state_dict"][f"detector.net.members.0.{name}"], sa[f"detector.net.{name}"])
+    assert torch.equal(joined["state_dict"][f"detector.net.members.1.{name}"], sb[f"detector.net.{name}"])
+    assert joined["hyper_parameters"]["members"] == ["centernet_resnet18", "centernet_resnet18"]
+    assert [m["checkpoint"] for m in joined["ordnance_lineage"]["ensemble"]] == [str(a), str(b)]
+
+    out = tmp_path / "pair.ckpt"
+    summary = ensemble.make([a, b], out, _recipe(tmp_path, tiny_data))
+    assert out.is_file() and not list(tmp_path.glob(".pair.ckpt*"))
+    saved = torch.load(out, map_location="cpu", weights_only=False)["state_dict"]
+    assert float(saved["operating_threshold"]) == pytest.approx(summary["operating_threshold"])
+    assert float(saved["operating_validated"]) in (0.0, 1.0)
+
+    # the ensemble's maps, against each run's own maps averaged here by hand
+    task, ta, tb = load_task(out), load_task(a), load_task(b)
+    images = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        both = task.detector.net(images)
+        ma, mb = ta.detector.net(images), tb.detector.net(images)
+    expected = (_sigmoid(ma["heatmap"].numpy()) + _sigmoid(mb["heatmap"].numpy())) / 2
+    np.testing.assert_allclose(_sigmoid(both["heatmap"].numpy()), expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(both["size"].numpy(), (ma["size"].numpy() + mb["size"].numpy()) / 2, atol=1e-5)
+
+    # one ONNX file, through the parity gate, with the ensemble's validated threshold on its card; its best score
+    # per tile is the highest 3 x 3 peak of the hand-averaged map
+    onnx_path = tmp_path / "pair.onnx"
+    report = export_checkpoint(out, onnx_path, ExportSettings(parity_tiles=4))
+    card = ModelCard.from_json(json.dumps(report["card"]))
+    assert card.model_name == "ensemble(centernet_resnet18+centernet_resnet18)"
+    assert card.score_threshold == pytest.approx(summary["operating_threshold"], abs=1e-6)
+    assert card.lineage["ensemble"][1]["checkpoint"] == str(b)
+    session = open_session(onnx_path)
+    uint8 = (images.numpy() * 255).round().astype(np.uint8)
+    with torch.no_grad():
+        ma = ta.detector.net(torch.from_numpy(uint8).float() / 255)
+        mb = tb.detector.net(torch.from_numpy(uint8).float() / 255)
+    mean = ((_sigmoid(ma["heatmap"].numpy()) + _sigmoid(mb["heatmap"].numpy())) / 2).max(axis=1)
+    for i in range(len(uint8)):
+        _, scores, _ = session.run(uint8[i : i + 1])
+        assert scores[0].max() == pytest.approx(mean[i].max(), rel=1e-3)
+
+
+def test_ensemble_refuses_what_it_cannot_average_in_one_line(runs, tmp_path, tiny_data):
+    from click.testing import CliRunner
+    from ordnance.training import ensemble
+    from ordnance.training.ensemble import ensemble_command
+
+    a, b = runs
+    with pytest.raises(ValueError, match="at least two"):
+        ensemble.assemble([a])
+    other = torch.load(b, map_location="cpu", weights_only=False)
+    other["hyper_parameters"]["gsd_m"] = 0.02
+    moved = tmp_path / "other_gsd.ckpt"
+    torch.save(other, moved)
+    config = _recipe(tmp_path, tiny_data)
+    refused = CliRunner().invoke(ensemble_command, [str(a), str(moved), "-o", str(tmp_path / "x.ckpt"), "--config",
+                                                    str(config)])  # fmt: skip
+    assert refused.exit_code != 0
+    assert f"{moved}: does not describe the same imagery" in refused.output and "gsd_m" in refused.output
+    assert not (tmp_path / "x.ckpt").exists()
+    missing = CliRunner().invoke(ensemble_command, [str(a), str(tmp_path / "gone.ckpt"), "-o", str(tmp_path / "y.ckpt"),
+                                                    "--config", str(config)])  # fmt: skip
+    assert missing.exit_code != 0 and f"{tmp_path / 'gone.ckpt'}: checkpoint does not exist" in missing.output
