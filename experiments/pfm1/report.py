@@ -55,6 +55,13 @@ ROWS = {
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
     ),
+    "fast_pair_seed0": "the fast detector's recipe in half its time budget (29 minutes): seed 0",
+    "fast_pair_seed1": "the same half budget, seed 1",
+    "fast_pair_ensemble": (
+        "the two half-budget runs as one ensemble (training/ensemble.py: both networks on every tile, their maps"
+        " averaged), its operating point validated on the valid flight: one run's training time, two networks"
+        " per tile"
+    ),
     "synth_real_shade_hide": (
         "synthetic checkpoint, then real (look-alikes as above, pasted items partly shaded or hidden in the grass)"
     ),
