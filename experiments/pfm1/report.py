@@ -217,6 +217,37 @@ def flips_table(flips: dict) -> str:
     return "\n".join(lines)
 
 
+ENSEMBLE_ROWS = (("fast_real", 1), ("fast_pair_seed0", 1), ("fast_pair_seed1", 1), ("fast_pair_ensemble", 2))
+
+
+def ensemble_table(results: dict) -> str:
+    """One full-budget run against two half-budget runs and their ensemble: the same training time, one or two
+    networks per tile."""
+    if "fast_pair_ensemble" not in results:
+        return ""
+    lines = [
+        "| model | training minutes | networks per tile | PFM-1 AP50, valid flight (last validation)"
+        " | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
+        " | mosaic recall / FA per ha at the card's threshold | model seconds on the test mosaic (fp32 / int8) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, networks in ENSEMBLE_ROWS:
+        if key not in results:
+            continue
+        entry, test = results[key], results[key]["test"]
+        curve = _mosaic(entry).get("curve", {}).get("overall", {})
+        op = _mosaic(entry).get("operating_point", {}).get("overall", {})
+        valid = entry.get("valid_curve") or [[0, None]]
+        seconds = " / ".join(_f(_mosaic(entry, k).get("timings", {}).get("infer_s"), 1) for k in ("fp32", "int8"))
+        lines.append(
+            f"| {key} | {_f(entry.get('train_minutes'), 1)} | {networks} | {_f(valid[-1][1])} | "
+            f"**{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
+            f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+            f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} | {seconds} |"
+        )
+    return "\n".join(lines)
+
+
 def gpu_note(results: dict) -> str:
     """What the GPU row's run did, from its record (gpu_run/: gpu_fit.json and nvidia-smi's utilisation log)."""
     entry = results.get("synth_real_f03_gpu")
@@ -259,6 +290,20 @@ def render(results: dict, speed: dict, flips: dict | None = None) -> str:
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
             gpu_note(results),
+            *(
+                [
+                    "#### Two half-budget runs as one ensemble, against one run of the full budget",
+                    ensemble_table(results),
+                    "The pair's three rows ran in one session, from a synthetic checkpoint retrained with"
+                    " configs/synthetic.yaml (its MLflow run in each row's `init` in results.json); fast_real started"
+                    " from the recipe's earlier run of it (675eecf3). Model seconds: ONNX Runtime's time in"
+                    " `ordnance score` on the test mosaic, as run by `run.py` right after each stage (not the"
+                    " idle-machine timing of speed.py); fast_real's were taken on another day beside other jobs, so"
+                    " only the pair's rows compare with each other.",
+                ]
+                if ensemble_table(results)
+                else []
+            ),
             "#### Working GSD (synthetic checkpoint, then real, the earlier 16-epoch schedule each)",
             gsd_table(results, speed),
             "ha/h: `ordnance score` wall time on the test mosaic, the files run one after another on the idle"
