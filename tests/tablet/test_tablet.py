@@ -256,7 +256,9 @@ def test_a_rebuilt_app_replaces_the_installed_one_on_the_next_opens(tmp_path, bl
         assert "blobnet 0" in page.inner_text("#card")
         second = build_tablet(tmp_path / "app", blob_model(256, card=card, name="v2.onnx"))
         assert second["cache"] != first["cache"]
-        for _ in range(4):  # the browser finds the new worker on an open; it takes over and serves the new files
+        for _ in range(8):  # the browser finds the new worker on an open; it takes over and serves the new files
+            # the browser's own update check on navigation can be throttled: ask for it, as the next open would
+            page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r && r.update())")
             page = open_tablet(context, server.url("index.html"), requests)
             if "blobnet-v2" in page.inner_text("#card"):
                 break
