@@ -17,6 +17,9 @@ class AugmentConfig:
         rotate90: Random 90-degree rotations.
         scale: Zoom range (1 = none); boxes scale with the image.
         colour: Strength of brightness/contrast/saturation/hue jitter (0 = off).
+        saturation: Range of saturation factors (0 = grey, 1 = unchanged) drawn with the colour jitter, in place
+            of ``1 +/- colour``; a low end near grey makes flights of warm, saturated cameras look like the
+            nearly grey renderings of others (None: ``1 +/- colour``).
         blur: Probability of Gaussian or motion blur.
         noise: Probability of sensor noise.
         jpeg: Probability of JPEG re-compression.
@@ -27,6 +30,7 @@ class AugmentConfig:
     rotate90: bool = True
     scale: tuple[float, float] = (0.8, 1.25)
     colour: float = 0.2
+    saturation: tuple[float, float] | None = None
     blur: float = 0.15
     noise: float = 0.15
     jpeg: float = 0.2
@@ -58,7 +62,8 @@ def build_train_transform(config: AugmentConfig, crop_px: int) -> A.Compose:
         steps.append(A.RandomRotate90(p=0.5))
     if config.colour > 0:
         c = config.colour
-        steps.append(A.ColorJitter(brightness=c, contrast=c, saturation=c, hue=c / 8, p=0.8))
+        saturation = tuple(config.saturation) if config.saturation is not None else c
+        steps.append(A.ColorJitter(brightness=c, contrast=c, saturation=saturation, hue=c / 8, p=0.8))
     if config.blur > 0:
         steps.append(A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=config.blur))
     if config.noise > 0:

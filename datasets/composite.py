@@ -111,6 +111,18 @@ def _fill_mask(image: np.ndarray) -> np.ndarray:
     return ((r >= 250) & (g >= 250) & (b >= 250)) | ((r <= 3) & (g <= 3) & (b <= 3))
 
 
+def fill_regions(image: np.ndarray, min_px: int = 4096) -> np.ndarray:
+    """Where an orthophoto tile shows no ground: its flat white or black fill (:func:`_fill_mask`) in connected
+    regions (8-neighbour) of at least ``min_px`` pixels. Small flat patches (glare on a can, a white stone, a dark
+    hole) stay ground; the fill beyond the photographed footprint and masked-out blocks are far larger than any
+    item. Returns a bool (h, w) mask, True on fill."""
+    flat = _fill_mask(image).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(flat, connectivity=8)
+    large = np.zeros(n, bool)
+    large[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    return large[labels]
+
+
 def _free_spot(shape, size, boxes: list, rng: np.random.Generator, tries: int = 20, fill=None):
     """Top-left corner where a ``size`` (h, w) patch fits inside the image, away from ``boxes`` and, given the
     image's ``fill`` mask, off the fill (at most 2% of the patch on it)."""

@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def _coverage(plan, records, index: int, transform: Affine | None) -> shapely.Geometry:
-    """Union of the cores of windows that held data, in map units (pixels when not georeferenced)."""
-    skipped = {t for r in records if r["f"] == index for t in r.get("skip", [])}
-    cores = [t.core for t in plan.tiles if t.index not in skipped]
-    if not cores:
+    """Union of the cores of windows that held data, each cut to its pixels that held data, in map units (pixels
+    when not georeferenced)."""
+    mine = [r for r in records if r["f"] == index]
+    skipped = {t for r in mine for t in r.get("skip", [])}
+    partial = {t: shapely.from_wkb(bytes.fromhex(shape)) for r in mine for t, shape in r.get("cover", [])}
+    pieces = [partial[t.index] if t.index in partial else shapely.box(*t.core) for t in plan.tiles
+              if t.index not in skipped]  # fmt: skip
+    pieces = [p for p in pieces if not p.is_empty]
+    if not pieces:
         return shapely.MultiPolygon()
-    area = shapely.union_all(shapely.box(*np.array(cores).T))
+    area = shapely.union_all(pieces)
     if transform is not None:
         area = shapely.transform(area, lambda xy: np.c_[pixel_to_map(transform, xy[:, 0], xy[:, 1])])
     return area

@@ -380,10 +380,34 @@ def _detections(plan: _FilePlan, tile: Tile, valid: np.ndarray, boxes, scores, l
     return np.c_[boxes, scores, labels, core].tolist()
 
 
-def _valid_core_px(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> float:
+def _core_cells(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> tuple[float, tuple[int, int, int, int]]:
+    """Source pixels per model pixel, and the window's core in the model pixels of ``valid``."""
     factor = plan.tile_src_px / valid.shape[0]
     x0, y0, x1, y1 = ((np.array(tile.core) - [tile.col_off, tile.row_off] * 2) / factor).round().astype(int)
+    return factor, (int(x0), int(y0), int(x1), int(y1))
+
+
+def _valid_core_px(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> float:
+    factor, (x0, y0, x1, y1) = _core_cells(plan, tile, valid)
     return float(valid[y0:y1, x0:x1].sum()) * factor**2
+
+
+def _valid_core_shape(plan: _FilePlan, tile: Tile, valid: np.ndarray) -> str | None:
+    """The part of a window's core that holds data, in source pixels (WKB, hex), where some of the core holds
+    none (nodata, masked or transparent pixels, beyond the raster); None where all of it does. The coverage layer
+    is built from these, so ground without imagery is never reported as scanned."""
+    import shapely
+    from rasterio.features import shapes
+    from rasterio.transform import Affine
+
+    factor, (x0, y0, x1, y1) = _core_cells(plan, tile, valid)
+    core = np.ascontiguousarray(valid[y0:y1, x0:x1])
+    if core.all():
+        return None
+    to_source = Affine(factor, 0, tile.col_off + x0 * factor, 0, factor, tile.row_off + y0 * factor)
+    parts = [shapely.geometry.shape(g) for g, _ in shapes(core.astype(np.uint8), mask=core, transform=to_source)]
+    shape = shapely.intersection(shapely.union_all(parts), shapely.box(*tile.core)) if parts else shapely.Polygon()
+    return shapely.to_wkb(shape, hex=True)
 
 
 def score(job: ScoringJob) -> ScoringResult:
@@ -500,9 +524,10 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                  threshold: float, timings: dict[str, float]) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Score windows of one file: read on a background thread, run, and yield one checkpoint record per batch
     ({"f": file index, "t": window indices, "d": detections, "skip": windows without data, "px": valid core
-    pixels}; with the plan's preview also "o": overview pixels [row0, row1, col0, col1, data] of each window's
-    core and "c": chips [position in "d", data] of detections at or above the chip floor, half the card's
-    threshold: :mod:`ordnance.inference.preview`). The same records whichever process computes them."""
+    pixels, "cover": [window index, WKB] of cores that hold data only in part}; with the plan's preview also
+    "o": overview pixels [row0, row1, col0, col1, data] of each window's core and "c": chips [position in "d",
+    data] of detections at or above the chip floor, half the card's threshold: :mod:`ordnance.inference.preview`).
+    The same records whichever process computes them."""
     if not todo:
         return
     overview = Overview(plan.info.width, plan.info.height, samples=2) if plan.preview else None
@@ -556,6 +581,9 @@ def file_records(plan: _FilePlan, index: int, todo: list[Tile], detector: Detect
                     timings["preview_s"] = timings.get("preview_s", 0.0) + time.perf_counter() - tick
                 record["d"].extend([tile.index, *row] for row in rows)
                 record["px"] += _valid_core_px(plan, tile, valid)
+                partial = _valid_core_shape(plan, tile, valid)
+                if partial is not None:
+                    record.setdefault("cover", []).append([tile.index, partial])
             yield record
     finally:
         stop.set()

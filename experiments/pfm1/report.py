@@ -248,6 +248,61 @@ def ensemble_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def second_stage_table(second: dict) -> str:
+    """A second, low-rate stage (second_stage.py): each run and its second stage, on the same code."""
+    lines = [
+        "| run | steps of the second stage | minutes | PFM-1 AP50, valid flight: run / second stage"
+        " | PFM-1 AP50, test flight: run / second stage | mAP50, test flight: run / second stage |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in sorted(second):
+        entry = second[name]
+        parent, after = entry.get("parent", {}), entry.get("second", {})
+        if "test" not in after:
+            continue
+
+        def pair(field: str, key: str, parent=parent, after=after) -> str:
+            return f"{_f(parent.get(field, {}).get(key))} / **{_f(after.get(field, {}).get(key))}**"
+
+        lines.append(
+            f"| {name} | {entry['steps']} | {_f(after.get('minutes'), 1)} | {pair('valid', 'val/ap50_ap_mine')} | "
+            f"{pair('test', 'test/ap50_ap_mine')} | {pair('test', 'test/map50')} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def masked_table(masked: dict) -> str:
+    """The test mosaic as the tiles are (fill scored as ground) against the same tiles with the orthophotos' fill as
+    no data (masked.py), each exported file on both."""
+    mosaics = masked.get("mosaics", {})
+    if not mosaics:
+        return ""
+    lines = [
+        "| model | mosaic | scanned ha | mosaic recall @ 10 FA/ha | mosaic AP"
+        " | recall / FA per ha at the card's threshold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    labels = {"as_tiles": "tiles as exported", "fill_masked": "fill as no data"}
+    for name in sorted(k for k in masked if k != "mosaics"):
+        for kind, label in labels.items():
+            entry = masked[name].get(kind)
+            if not entry:
+                continue
+            curve, op = entry["curve"]["overall"], entry["operating_point"]["overall"]
+            lines.append(
+                f"| {name} | {label} | {_f(entry['curve']['area_ha'], 4)} | "
+                f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+                f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
+            )
+    fill = mosaics.get("fill_masked", {})
+    note = (
+        f"Fill masked: {_f(fill.get('fill_ha'), 4)} ha of the {_f(mosaics.get('as_tiles', {}).get('area_ha'), 4)} ha"
+        " the tiles cover. Scanned ha: the coverage layer's area (window cores cut to the pixels that held data),"
+        " which `ordnance evaluate` divides false alarms by."
+    )
+    return "\n".join(lines) + "\n\n" + note
+
+
 def gpu_note(results: dict) -> str:
     """What the GPU row's run did, from its record (gpu_run/: gpu_fit.json and nvidia-smi's utilisation log)."""
     entry = results.get("synth_real_f03_gpu")
@@ -284,7 +339,10 @@ def gpu_note(results: dict) -> str:
     )
 
 
-def render(results: dict, speed: dict, flips: dict | None = None) -> str:
+def render(results: dict, speed: dict, flips: dict | None = None, second: dict | None = None,
+           masked: dict | None = None) -> str:  # fmt: skip
+    second_rows = second_stage_table(second or {})
+    masked_rows = masked_table(masked or {})
     return "\n\n".join(
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
@@ -324,6 +382,25 @@ def render(results: dict, speed: dict, flips: dict | None = None) -> str:
                 if flips
                 else []
             ),
+            *(
+                [
+                    "#### A second, low-rate stage (`experiments/pfm1/second_stage.py`: configs/finetune_review.yaml"
+                    " with no reviewed survey, from each run's checkpoint)",
+                    second_rows,
+                    "Both columns of a pair validated and tested in float32 with one view on the same code; bold: the"
+                    " second stage.",
+                ]
+                if second_rows
+                else []
+            ),
+            *(
+                [
+                    "#### The test mosaic with the orthophotos' fill as no data (`experiments/pfm1/masked.py`)",
+                    masked_rows,
+                ]
+                if masked_rows
+                else []
+            ),
         ]
     )
 
@@ -335,7 +412,11 @@ def main() -> int:
     speed = json.loads(speed_file.read_text()) if speed_file.exists() else {}
     flips_file = HERE / "flips.json"
     flips = json.loads(flips_file.read_text()) if flips_file.exists() else {}
-    text = render(results, speed, flips)
+    extra = {}
+    for key, name in (("second", "second_stage.json"), ("masked", "masked.json")):
+        path = HERE / name
+        extra[key] = json.loads(path.read_text()) if path.exists() else {}
+    text = render(results, speed, flips, **extra)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block(BEGIN, END, text)
     print(text)

@@ -86,6 +86,9 @@ OAK = ["--data.copy_paste.lookalike_names", '["oak_leaf", "oak_leaf", "leaf", "s
 # Pasted items partly in vegetation's shadow or half hidden in the grass: how the recipe's lowest-scored test items lie.
 SHADE_HIDE = ["--data.copy_paste.shade", "0.3", "--data.copy_paste.hide", "0.3"]
 HALF = ["--trainer.max_time", "00:00:29:00"]  # half the recipe's 58 minutes (the cosine decay follows the clock)
+# Saturation factors down to 0.2 in the colour jitter: the Phantom 4 flights of 2020 (F03 and the test flight) render
+# items and ground nearly grey (mean chroma of the PFM-1 boxes about 9, against 20 to 30 on the other flights).
+GREY = ["--data.augment.saturation", "[0.2, 1.25]"]
 SEED1 = ["--seed_everything", "1"]  # crops, pastes and their order drawn anew: how far one run is from the next
 SEEDS = ("synth_real_lookalikes_rerun", "synth_real_lookalikes_seed1")  # one recipe, two seeds
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
@@ -126,6 +129,19 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "config": PFM1,
             "init": fast_synthetic,
             "args": [*FAST, *LOOKALIKES, *HALF, *SEED1],
+            "needs": "fast",
+        },
+        # The same pair with the colour jitter reaching down to nearly grey (GREY), seed for seed.
+        "fast_pair_grey_seed0": {
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *HALF, *GREY],
+            "needs": "fast",
+        },
+        "fast_pair_grey_seed1": {
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *HALF, *GREY, *SEED1],
             "needs": "fast",
         },
         "fast_pair_ensemble": {
@@ -317,55 +333,61 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int 
     out = {"parity": json.loads(onnx.with_suffix(".parity.json").read_text())}
     files = {"fp32": onnx, **({"int8": onnx.with_suffix(".int8.onnx")} if int8 else {})}
     for kind, model in files.items():
-        scored = data / f"scored_{name}_{kind}"
-        subprocess.run(
-            [
-                str(BIN / "ordnance"),
-                "score",
-                str(mosaic),
-                "--model",
-                str(model),
-                "-o",
-                str(scored),
-                "--no-progress",
-                "--no-resume",
-                "--no-review",
-                "--format",
-                "gpkg",
-                "--score-threshold",
-                str(CURVE_THRESHOLD),
-            ],
-            check=True,
-        )
-        manifest = json.loads((scored / "manifest.json").read_text())
-        card_threshold = json.loads(manifest["model"]["card"])["score_threshold"]
-        reports = {}
-        for label, threshold in (("curve", None), ("operating_point", card_threshold)):
-            folder = scored / f"evaluation_{label}"
-            command = [
-                str(BIN / "ordnance"),
-                "evaluate",
-                str(scored / "candidates.gpkg"),
-                str(data / "pfm1_test_truth.gpkg"),
-                "-o",
-                str(folder),
-                "--floor-m",
-                str(FLOOR_M),
-            ]
-            if threshold is not None:
-                command += ["--score-threshold", str(threshold)]
-            subprocess.run(command, check=True)
-            report = json.loads((folder / "evaluation.json").read_text())
-            reports[label] = {k: report[k] for k in ("overall", "per_class", "area_ha")}
-        out[kind] = {
-            **reports,
-            "card_threshold": card_threshold,
-            "gsd_check": manifest["inputs"][0].get("gsd_check"),
-            "area_scanned_ha": manifest["area_scanned_ha"],
-            "tiles": manifest["tiles"],
-            "timings": manifest["timings"],
-        }
+        out[kind] = score_mosaic(model, mosaic, data / f"scored_{name}_{kind}")
     return out
+
+
+def score_mosaic(model: Path, mosaic: Path, scored: Path) -> dict:
+    """``ordnance score`` the mosaic with an exported file into ``scored``, then ``ordnance evaluate`` against the
+    mosaic's point truth (``<mosaic>_truth.gpkg``), along the whole curve and at the card's threshold."""
+    subprocess.run(
+        [
+            str(BIN / "ordnance"),
+            "score",
+            str(mosaic),
+            "--model",
+            str(model),
+            "-o",
+            str(scored),
+            "--no-progress",
+            "--no-resume",
+            "--no-review",
+            "--format",
+            "gpkg",
+            "--score-threshold",
+            str(CURVE_THRESHOLD),
+        ],
+        check=True,
+    )
+    manifest = json.loads((scored / "manifest.json").read_text())
+    card_threshold = json.loads(manifest["model"]["card"])["score_threshold"]
+    truth = mosaic.with_name(mosaic.stem + "_truth.gpkg")
+    reports = {}
+    for label, threshold in (("curve", None), ("operating_point", card_threshold)):
+        folder = scored / f"evaluation_{label}"
+        command = [
+            str(BIN / "ordnance"),
+            "evaluate",
+            str(scored / "candidates.gpkg"),
+            str(truth),
+            "-o",
+            str(folder),
+            "--floor-m",
+            str(FLOOR_M),
+        ]
+        if threshold is not None:
+            command += ["--score-threshold", str(threshold)]
+        subprocess.run(command, check=True)
+        report = json.loads((folder / "evaluation.json").read_text())
+        reports[label] = {k: report[k] for k in ("overall", "per_class", "area_ha")}
+    return {
+        **reports,
+        "card_threshold": card_threshold,
+        "gsd_check": manifest["inputs"][0].get("gsd_check"),
+        "area_scanned_ha": manifest["area_scanned_ha"],
+        "tiles": manifest["tiles"],
+        "timings": manifest["timings"],
+    }
 
 
 def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> None:

@@ -208,3 +208,35 @@ def test_copy_paste_refuses_names_of_the_wrong_kind(names, message):
     module.setup()
     with pytest.raises(DatasetError, match=message):
         module.train_dataloader()
+
+
+def test_fill_regions_are_the_orthophotos_fill_not_white_things_on_the_ground():
+    """The export's white fill beyond the footprint and masked-out black blocks are large and flat; glare and white
+    stones are small; a pale mine is never flat white. Only the large regions are fill."""
+    from ordnance.datasets.composite import fill_regions
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 200, (300, 400, 3), dtype=np.uint8)  # grass-like texture
+    cols, rows = np.meshgrid(np.arange(400), np.arange(300))
+    wedge = cols > rows + 250  # white fill beyond a slanted footprint edge
+    image[wedge] = 255
+    image[200:280, 20:100] = 0  # a masked-out block, 80 x 80 px
+    image[100:110, 150:160] = 255  # glare on a can: 100 px
+    image[50:70, 200:212] = 252  # a white stone, almost flat: 240 px
+    fill = fill_regions(image, min_px=4096)
+    expected = wedge.copy()
+    expected[200:280, 20:100] = True
+    np.testing.assert_array_equal(fill, expected)
+    # on the valid flight's tiles: about a tenth of the pixels are fill, and no item lies on it
+    from ordnance.datasets.records import load_record
+    from ordnance.datasets.yolo import read_yolo
+
+    data = read_yolo(PFM1 / "data.yaml", "valid", class_names=CLASSES, class_map=MAP, group_pattern=FLIGHT)
+    fill_px = total_px = 0
+    for record in data.records:
+        sample = load_record(record)
+        fill = fill_regions(sample.image)
+        fill_px, total_px = fill_px + fill.sum(), total_px + fill.size
+        for x0, y0, x1, y1 in np.round(sample.boxes).astype(int):
+            assert not fill[y0:y1, x0:x1].any(), record.source
+    assert 0.02 < fill_px / total_px < 0.5

@@ -165,6 +165,32 @@ def test_nodata_tiles_skipped_and_batches(tmp_path, blob_model, write_geotiff):
     assert result.manifest["area_scanned_ha"] == pytest.approx(450 * H * GSD**2 / 1e4, rel=0.01)
 
 
+def test_coverage_is_the_ground_that_held_data(tmp_path, blob_model, write_geotiff):
+    """An orthomosaic's edge is rarely a window boundary: beyond a slanted footprint edge the raster holds no data.
+    The coverage layer (what the run reports as scanned, and what false alarms per ha divide by) must follow the
+    data, not the windows that touched it."""
+    import shapely
+
+    data = gaussian_blobs(H, W, [(100, 100), (800, 100), (300, 500)])
+    cols, rows = np.meshgrid(np.arange(W), np.arange(H))
+    no_data = cols > rows + 350  # a wedge across several windows' cores, as beyond a flight's footprint
+    data[:, no_data] = 7
+    mosaic = write_geotiff(data, nodata=7)
+    result = run_job(tmp_path, blob_model(TILE), mosaic)
+    valid_ha = (~no_data).sum() * GSD**2 / 1e4
+    assert result.manifest["area_scanned_ha"] == pytest.approx(valid_ha, rel=0.01)
+    _, geoms, fields, _ = _read(tmp_path / "out" / "candidates.gpkg", "coverage")
+    cover = shapely.from_wkb(geoms[0])
+    assert cover.area / 1e4 == pytest.approx(valid_ha, rel=0.01)
+    assert fields[0][0] == pytest.approx(valid_ha, rel=0.01)
+    corner = (X0 + (W - 5) * GSD, Y0 - 5 * GSD)  # deep in the wedge, inside a window that scored data
+    assert not cover.contains(shapely.Point(corner))
+    assert cover.contains(shapely.Point(X0 + 5 * GSD, Y0 - (H - 5) * GSD))
+    # the blob at (800, 100) lies in the wedge: no candidate there
+    assert np.hypot(result.candidates["x"] - (X0 + 800.5 * GSD), result.candidates["y"] - (Y0 - 100.5 * GSD)).min() > 1
+    assert len(result.candidates["x"]) == 2
+
+
 def test_gsd_mismatch_resamples(tmp_path, blob_model, write_geotiff):
     # Mosaic at 0.5 cm; model at 1 cm: windows of 512 source px are resampled to 256.
     centres = [(101, 101), (601, 401), (1201, 1001)]
