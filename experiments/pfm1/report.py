@@ -57,6 +57,8 @@ ROWS = {
     ),
     "fast_pair_seed0": "the fast detector's recipe in half its time budget (29 minutes): seed 0",
     "fast_pair_seed1": "the same half budget, seed 1",
+    "fast_pair_grey_seed0": "the half budget, seed 0, the colour jitter's saturation down to 0.2 (near grey)",
+    "fast_pair_grey_seed1": "the same, seed 1",
     "fast_pair_ensemble": (
         "the two half-budget runs as one ensemble (training/ensemble.py: both networks on every tile, their maps"
         " averaged), its operating point validated on the valid flight: one run's training time, two networks"
@@ -248,6 +250,34 @@ def ensemble_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+GREY_PAIRS = (("fast_pair_seed0", "fast_pair_grey_seed0"), ("fast_pair_seed1", "fast_pair_grey_seed1"))
+
+
+def grey_table(results: dict) -> str:
+    """The half-budget pair, seed for seed, without and with the colour jitter's saturation reaching near grey."""
+    lines = [
+        "| seed | saturation factors | training minutes (epochs) | PFM-1 AP50, valid flight (last validation)"
+        " | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
+        " | mosaic recall / FA per ha at the card's threshold |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for seed, pair in enumerate(GREY_PAIRS):
+        if not all(k in results for k in pair):
+            continue
+        for key, factors in zip(pair, ("0.75 to 1.25 (the recipe)", "0.2 to 1.25")):
+            entry, test = results[key], results[key]["test"]
+            curve = _mosaic(entry).get("curve", {}).get("overall", {})
+            op = _mosaic(entry).get("operating_point", {}).get("overall", {})
+            valid = entry.get("valid_curve") or [[0, None]]
+            lines.append(
+                f"| {seed} | {factors} | {_f(entry.get('train_minutes'), 1)} ({entry.get('trained', {}).get('epochs')})"
+                f" | {_f(valid[-1][1])} | **{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
+                f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+                f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
+            )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def second_stage_table(second: dict) -> str:
     """A second, low-rate stage (second_stage.py): each run and its second stage, on the same code."""
     lines = [
@@ -342,6 +372,7 @@ def gpu_note(results: dict) -> str:
 def render(results: dict, speed: dict, flips: dict | None = None, second: dict | None = None,
            masked: dict | None = None) -> str:  # fmt: skip
     second_rows = second_stage_table(second or {})
+    grey_rows = grey_table(results)
     masked_rows = masked_table(masked or {})
     return "\n\n".join(
         [
@@ -380,6 +411,16 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     " beside other jobs.",
                 ]
                 if flips
+                else []
+            ),
+            *(
+                [
+                    "#### Colour jitter down to nearly grey (stages `fast_pair_grey_seed0`, `fast_pair_grey_seed1`)",
+                    grey_rows,
+                    "Each pair of rows: one seed, the same synthetic checkpoint, budget (29 minutes) and code but the"
+                    " saturation factors of the colour jitter (`data.augment.saturation`).",
+                ]
+                if grey_rows
                 else []
             ),
             *(
