@@ -15,6 +15,23 @@ FLIGHT_PATTERN = r"^(\w+?_\d{6}_F\d+)_"
 PFM1_SIZE_M = (0.12, 0.061)
 
 
+def load_results(path: Path) -> dict:
+    """A results file of these experiments ({} before the first entry)."""
+    import json
+
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def save_results(path: Path, results: dict, indent: int = 2) -> None:
+    """Write a results file whole or not at all (a temporary name, then a rename): a killed run keeps the last."""
+    import json
+    import os
+
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=indent, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
 def read_split(split: str):
     """One split of the export with the project's classes."""
     from ordnance.datasets.yolo import read_yolo

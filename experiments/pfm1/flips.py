@@ -20,20 +20,18 @@ import os
 import sys
 import time
 
-from common import HERE, REPO
+from common import HERE, REPO, load_results, save_results
 from run import PFM1, RESULTS, mosaic_eval
 
 OUT = HERE / "flips.json"
 
 
 def _load() -> dict:
-    return json.loads(OUT.read_text()) if OUT.exists() else {}
+    return load_results(OUT)
 
 
 def _save(results: dict) -> None:
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(OUT)
+    save_results(OUT, results)
 
 
 def evaluate(subcommand: str, ckpt: str, flips: int) -> dict:

@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 
-from common import HERE, REPO
+from common import HERE, REPO, load_results, save_results
 from run import RESULTS, score_mosaic
 
 OUT = HERE / "masked.json"
@@ -27,13 +27,11 @@ MOSAICS = {"as_tiles": HERE / "data" / "pfm1_test.tif", "fill_masked": HERE / "d
 
 
 def _load() -> dict:
-    return json.loads(OUT.read_text()) if OUT.exists() else {}
+    return load_results(OUT)
 
 
 def _save(results: dict) -> None:
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(OUT)
+    save_results(OUT, results)
 
 
 def main(argv: list[str] | None = None) -> int:

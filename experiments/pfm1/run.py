@@ -54,7 +54,7 @@ import time
 from pathlib import Path
 
 import report
-from common import HERE, REPO
+from common import HERE, REPO, load_results, save_results
 
 BIN = Path(sys.executable).absolute().parent
 RESULTS = HERE / "results.json"
@@ -197,13 +197,11 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
 
 
 def _load() -> dict:
-    return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    return load_results(RESULTS)
 
 
 def _save(results: dict) -> None:
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, RESULTS)
+    save_results(RESULTS, results, indent=1)
 
 
 def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float, dict]:

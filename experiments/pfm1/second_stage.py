@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from common import HERE, REPO
+from common import HERE, REPO, load_results, save_results
 from flips import evaluate
 from run import BIN, RESULTS
 
@@ -29,13 +29,11 @@ CONFIG = REPO / "configs" / "finetune_review.yaml"
 
 
 def _load() -> dict:
-    return json.loads(OUT.read_text()) if OUT.exists() else {}
+    return load_results(OUT)
 
 
 def _save(results: dict) -> None:
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(OUT)
+    save_results(OUT, results)
 
 
 def model_name(ckpt: str) -> str:
