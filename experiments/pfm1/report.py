@@ -57,6 +57,7 @@ ROWS = {
     ),
     "fast_pair_seed0": "the fast detector's recipe in half its time budget (29 minutes): seed 0",
     "fast_pair_seed1": "the same half budget, seed 1",
+    "fast_pair_seed2": "the same half budget, seed 2",
     "fast_pair_grey_seed0": "the half budget, seed 0, the colour jitter's saturation down to 0.2 (near grey)",
     "fast_pair_grey_seed1": "the same, seed 1",
     "fast_pair_ensemble": (
@@ -195,6 +196,12 @@ def int8_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+# flips.py entries named after a checkpoint rather than an ablation stage
+FLIPS_LABELS = {
+    "second_stage": "second_stage (the resnet18 recipe's model after the review loop's control: 120 low-rate steps)"
+}
+
+
 def flips_table(flips: dict) -> str:
     """Test-time flips (flips.py): one row per stage and view count."""
     lines = [
@@ -211,7 +218,8 @@ def flips_table(flips: dict) -> str:
         op = m.get("operating_point", {}).get("overall", {})
         at_op = f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)}" if op else ""
         lines.append(
-            f"| {entry['stage']} | {entry['flips']} | {_f(valid.get('val/ap50_ap_mine'))} | "
+            f"| {FLIPS_LABELS.get(entry['stage'], entry['stage'])} | {entry['flips']} | "
+            f"{_f(valid.get('val/ap50_ap_mine'))} | "
             f"**{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
             f"{_f(curve.get('recall_at_10_fa_per_ha'))} | {_f(curve.get('ap'))} | {at_op} | "
             f"{_f(m.get('timings', {}).get('infer_s'), 0)} | {_f(entry.get('test_seconds'), 0)} |"
@@ -369,11 +377,33 @@ def gpu_note(results: dict) -> str:
     )
 
 
+def per_flight_table(results: dict, per_flight: dict) -> str:
+    """per_flight.py: PFM-1 AP50 of one checkpoint on each flight in one pass, training flights first; only
+    checkpoints measured with --held-out (valid and test flight beside the training flights)."""
+    stage = {entry.get("checkpoint"): name for name, entry in results.items() if isinstance(entry, dict)}
+    measured = {ckpt: f for ckpt, f in per_flight.items() if any(v.get("split") == "test" for v in f.values())}
+    if not measured:
+        return ""
+    order = {"train": 0, "valid": 1, "test": 2}
+    flights = {(v["split"], g) for f in measured.values() for g, v in f.items()}
+    flights = sorted(flights, key=lambda t: (order[t[0]], t[1]))
+    lines = [
+        "| model | " + " | ".join(f"{g} ({split})" for split, g in flights) + " |",
+        "| --- | " + " | ".join("---" for _ in flights) + " |",
+    ]
+    for ckpt, f in measured.items():
+        name = stage.get(ckpt) or stage.get(os.path.join(str(REPO), ckpt)) or ckpt
+        cells = [_f(f.get(g, {}).get("ap50", {}).get("ap_mine")) for _, g in flights]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(results: dict, speed: dict, flips: dict | None = None, second: dict | None = None,
-           masked: dict | None = None) -> str:  # fmt: skip
+           masked: dict | None = None, per_flight: dict | None = None) -> str:  # fmt: skip
     second_rows = second_stage_table(second or {})
     grey_rows = grey_table(results)
     masked_rows = masked_table(masked or {})
+    fit_rows = per_flight_table(results, per_flight or {})
     return "\n\n".join(
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
@@ -442,6 +472,17 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                 if masked_rows
                 else []
             ),
+            *(
+                [
+                    "#### PFM-1 AP50 on each flight, training flights included (`experiments/pfm1/per_flight.py"
+                    " --held-out`)",
+                    fit_rows,
+                    "One checkpoint, one pass over every flight's tiles whole, float32, one view, no augmentation;"
+                    " torchmetrics' AP50 (the training's validation and test report the same metric).",
+                ]
+                if fit_rows
+                else []
+            ),
         ]
     )
 
@@ -454,7 +495,7 @@ def main() -> int:
     flips_file = HERE / "flips.json"
     flips = json.loads(flips_file.read_text()) if flips_file.exists() else {}
     extra = {}
-    for key, name in (("second", "second_stage.json"), ("masked", "masked.json")):
+    for key, name in (("second", "second_stage.json"), ("masked", "masked.json"), ("per_flight", "per_flight.json")):
         path = HERE / name
         extra[key] = json.loads(path.read_text()) if path.exists() else {}
     text = render(results, speed, flips, **extra)
