@@ -16,7 +16,7 @@ import torch
 from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build_train_transform
 from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches
 from ordnance.datasets.gsd import load_at_gsd
-from ordnance.datasets.records import DatasetError, DetectionDataset
+from ordnance.datasets.records import DatasetError, DetectionDataset, image_keys
 from ordnance.datasets.reviewed import REVIEW_GROUP, ReviewedRun, read_reviewed_runs
 from ordnance.datasets.splits import split_by_groups
 from ordnance.datasets.synth.items import CATALOG
@@ -203,6 +203,7 @@ class DetectionDataModule(L.LightningDataModule):
             raise ValueError(f"group_weights must be finite and >= 0, got {bad}")
         self.group_weights = dict(group_weights or {})
         self.review_summaries: list[dict] = []
+        self._image_keys: dict[str, dict[str, bool]] = {}
 
     def lineage(self) -> dict:
         """What a fine-tune on reviewed runs learnt from: the runs, the models that scored them and the
@@ -216,6 +217,15 @@ class DetectionDataModule(L.LightningDataModule):
             "decisions": {s: sum(r["decisions"][s] for r in runs) for s in ("confirmed", "rejected")},
             "replay": self.replay,
         }
+
+    def image_keys(self, split: str) -> dict[str, bool]:
+        """Content keys of the images of ``split`` ("train", "val" or "test": the test split where it was read,
+        else the validation data, as ``test_dataloader`` does) -> whether each holds an annotated item; computed
+        once per split (``datasets.records.image_keys``)."""
+        if split not in self._image_keys:
+            data = {"train": self.train_data, "val": self.val_data, "test": self.test_data or self.val_data}[split]
+            self._image_keys[split] = image_keys(data.records) if data is not None else {}
+        return self._image_keys[split]
 
     def prepare_data(self) -> None:
         if self.synthetic is not None and self.data_yaml is not None and not self.data_yaml.exists():

@@ -123,6 +123,25 @@ class DetectionDataset(Sequence):
         return DetectionDataset([r for r in self.records if keep(r)], self.class_names)
 
 
+def image_keys(records: Sequence[Record]) -> dict[str, bool]:
+    """A short content key of each record's image -> whether any record with that key holds an annotated item.
+
+    Whole images are keyed by the sha256 of their bytes, so the same tile under another name or folder has the
+    same key; windows of a large raster by the raster's file name and the window (a mosaic is not hashed whole).
+    What a model trained on is kept as these keys in its checkpoint (``ordnance_training_images``), so a split it
+    is later validated or tested on can be checked for images it has seen.
+    """
+    keys: dict[str, bool] = {}
+    for record in records:
+        if record.window is None:
+            digest = hashlib.sha256(Path(record.path).read_bytes()).hexdigest()
+        else:
+            digest = hashlib.sha256(f"{Path(record.path).name}@{tuple(record.window)}".encode()).hexdigest()
+        key = digest[:16]
+        keys[key] = keys.get(key, False) or bool((np.asarray(record.labels) >= 0).any())
+    return keys
+
+
 def find_duplicates(paths: list[Path]) -> list[list[Path]]:
     """Groups of files with identical bytes (sha256), each group sorted."""
     by_hash: dict[str, list[Path]] = defaultdict(list)

@@ -68,6 +68,8 @@ def assemble(paths: list[Path]) -> dict:
         "epoch": 0,
         "global_step": 0,
         "ordnance_lineage": {"ensemble": members},
+        # every member's training images: the ensemble is refused a validation split any member trained on
+        "ordnance_training_images": sorted({k for c in checkpoints for k in c.get("ordnance_training_images", [])}),
     }
 
 

@@ -80,6 +80,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
         "epoch": 0,
         "global_step": 0,
         "ordnance_lineage": lineage,
+        "ordnance_training_images": sorted({k for c in checkpoints for k in c.get("ordnance_training_images", [])}),
     }
 
 

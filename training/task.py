@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from ordnance.datasets.records import DatasetError
 from ordnance.inference.metrics import match_points, pr_curve, summarise
 from ordnance.models import build_detector
 from torchmetrics.detection import MeanAveragePrecision
@@ -83,6 +84,11 @@ class DetectionTask(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.class_names = list(class_names)
+        # Content keys of every image these weights were trained on, the parent checkpoint's included
+        # (``datasets.records.image_keys``); those read from a loaded checkpoint are checked against the split it is
+        # validated or tested on.
+        self._trained_on: set[str] = set()
+        self._trained_on_loaded: set[str] = set()
         self.configure_models()
         self.register_buffer("operating_threshold", torch.tensor(0.3))
         # 1: the threshold reached ``min_precision`` on validation; 0: it never did (fallback); -1: not known.
@@ -118,7 +124,7 @@ class DetectionTask(L.LightningModule):
         if hp.init_checkpoint:
             from ordnance.models import weights_sha256
 
-            load_init_weights(self.detector, Path(hp.init_checkpoint))
+            self._trained_on |= load_init_weights(self.detector, Path(hp.init_checkpoint))
             self._parent = {"init_checkpoint": str(hp.init_checkpoint), "weights_sha256": weights_sha256(self.detector)}
         if hp.get("channels_last", False):
             self.detector.to(memory_format=torch.channels_last)
@@ -259,11 +265,50 @@ class DetectionTask(L.LightningModule):
         parent = getattr(self, "_parent", {})
         return ({"parent": parent} if parent else {}) | data
 
+    def trained_on(self) -> set[str]:
+        """Content keys of the images these weights have seen: the parent's, a resumed run's and, while fitting,
+        the training split's."""
+        keys = self._trained_on | self._trained_on_loaded
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        fitting = trainer is not None and trainer.state.fn == "fit"
+        if fitting and hasattr(datamodule, "image_keys"):
+            keys |= set(datamodule.image_keys("train"))
+        return keys
+
+    def _refuse_seen_images(self, split: str) -> None:
+        """Validating or testing a trained checkpoint on images it trained on would report optimistic recall and,
+        in validation, choose the operating threshold on them: refused when an annotated image of the split is
+        among the checkpoint's training images (unannotated ones are only warned about)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.trainer.state.fn == "fit" or not self._trained_on_loaded or not hasattr(datamodule, "image_keys"):
+            return
+        keys = datamodule.image_keys(split)
+        seen = [k for k in keys if k in self._trained_on_loaded]
+        annotated = sum(keys[k] for k in seen)
+        name = {"val": "validation", "test": "test"}[split]
+        if annotated:
+            raise DatasetError(
+                f"the {name} split holds {annotated} annotated image(s) this checkpoint was trained on (of"
+                f" {len(keys)}): its recall there would be optimistic and its operating threshold chosen on seen"
+                " items; validate on images none of its training runs used",
+                getattr(datamodule, "data_yaml", None),
+            )
+        if seen:
+            log.warning("the %s split holds %d unannotated image(s) this checkpoint was trained on", name, len(seen))
+
+    def on_validation_start(self) -> None:
+        self._refuse_seen_images("val")
+
+    def on_test_start(self) -> None:
+        self._refuse_seen_images("test")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Keep the operating point of the last validation in the saved weights, and the lineage. Weight
         averaging (EMA) puts its averaged state in the checkpoint, where this buffer would be an average of stale
         thresholds."""
         checkpoint["ordnance_lineage"] = self.lineage()
+        checkpoint["ordnance_training_images"] = sorted(self.trained_on())
         chosen = getattr(self, "_validated_threshold", None)
         if chosen is not None and "operating_threshold" in checkpoint.get("state_dict", {}):
             checkpoint["state_dict"]["operating_threshold"] = torch.tensor(chosen[0])
@@ -274,6 +319,7 @@ class DetectionTask(L.LightningModule):
         exported checkpoint keeps the lineage it was saved with."""
         if "ordnance_lineage" in checkpoint:
             self._lineage = checkpoint["ordnance_lineage"]
+        self._trained_on_loaded = set(checkpoint.get("ordnance_training_images", []))
         state = checkpoint.get("state_dict", {})
         if "operating_threshold" in state:
             state.setdefault("operating_validated", torch.tensor(-1.0))
@@ -342,11 +388,13 @@ def operating_point(matches, min_precision: float) -> tuple[float, bool]:
     return (float(thresholds[ok.max()]), True) if len(ok) else (0.5, False)
 
 
-def load_init_weights(detector: torch.nn.Module, path: Path) -> None:
-    """Load weights for fine-tuning; class heads of another shape are left at their initialisation."""
+def load_init_weights(detector: torch.nn.Module, path: Path) -> set[str]:
+    """Load weights for fine-tuning; class heads of another shape are left at their initialisation. Returns the
+    content keys of the images the checkpoint was trained on (empty for a state dict or an older checkpoint)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: init_checkpoint does not exist")
     state = torch.load(path, map_location="cpu", weights_only=False)
+    seen = set(state.get("ordnance_training_images", [])) if isinstance(state, dict) else set()
     state = state.get("state_dict", state)
     state = {k.removeprefix("detector."): v for k, v in state.items() if not k.startswith("map_metric")}
     own = detector.state_dict()
@@ -358,3 +406,4 @@ def load_init_weights(detector: torch.nn.Module, path: Path) -> None:
     if len(usable) < len(own) // 2:
         raise ValueError(f"{path}: only {len(usable)} of {len(own)} tensors match this detector; wrong model?")
     detector.reinitialised = skipped + missing
+    return seen

@@ -129,3 +129,64 @@ def test_ensemble_refuses_what_it_cannot_average_in_one_line(runs, tmp_path, tin
     missing = CliRunner().invoke(ensemble_command, [str(a), str(tmp_path / "gone.ckpt"), "-o", str(tmp_path / "y.ckpt"),
                                                     "--config", str(config)])  # fmt: skip
     assert missing.exit_code != 0 and f"{tmp_path / 'gone.ckpt'}: checkpoint does not exist" in missing.output
+
+
+def _content_keys(folder: Path) -> set[str]:
+    """The first 16 hex digits of each image file's sha256, computed here from the bytes."""
+    import hashlib
+
+    return {hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in folder.iterdir() if p.is_file()}
+
+
+def _leaky_data(tmp_path: Path, tiny_data: Path, train: str, val: str) -> Path:
+    """A data.yaml over the tiny set's folders with other train and val splits."""
+    import yaml
+
+    spec = yaml.safe_load(tiny_data.read_text())
+    spec.update(path=str(tiny_data.parent), train=train, val=val)
+    out = tmp_path / f"{train.split('/')[0]}-{val.split('/')[0]}.yaml"
+    out.write_text(yaml.safe_dump(spec))
+    return out
+
+
+def test_runs_keep_what_they_trained_on_and_an_ensemble_is_refused_a_split_they_trained_on(runs, tmp_path, tiny_data):
+    from click.testing import CliRunner
+    from ordnance.datasets.records import DatasetError
+    from ordnance.inference.cli.main import cli
+    from ordnance.training import ensemble
+
+    a, b = runs
+    train_keys = _content_keys(tiny_data.parent / "train" / "images")
+    assert len(train_keys) == 8
+    for run in (a, b):
+        saved = torch.load(run, map_location="cpu", weights_only=False)["ordnance_training_images"]
+        assert set(saved) == train_keys  # every training image, none of the validation split's
+    assert not train_keys & _content_keys(tiny_data.parent / "valid" / "images")
+
+    leaky = _recipe(tmp_path, _leaky_data(tmp_path, tiny_data, "train/images", "train/images"))
+    out = tmp_path / "leaky.ckpt"
+    with pytest.raises(DatasetError, match=r"validation split holds \d+ annotated image\(s\) this checkpoint was"):
+        ensemble.make([a, b], out, leaky)
+    assert not out.exists() and not list(tmp_path.glob(".leaky.ckpt*"))  # no file with an unvalidated threshold
+
+    # one run validated on its own training images, through the command line: one line, non-zero exit
+    result = CliRunner().invoke(cli, ["train", "validate", "--config", str(leaky), "--ckpt_path", str(a),
+                                      "--trainer.logger", "false"])  # fmt: skip
+    assert result.exit_code != 0
+    last = result.output.strip().splitlines()[-1]
+    assert "annotated image(s) this checkpoint was trained on" in last and "Traceback" not in result.output
+
+    # the recipe's own validation split is accepted
+    ok = ensemble.make([a, b], tmp_path / "ok.ckpt", _recipe(tmp_path, tiny_data))
+    assert (tmp_path / "ok.ckpt").is_file() and ok["operating_threshold"] > 0
+
+
+def test_a_fine_tune_keeps_its_parents_training_images_beside_its_own(runs, fit, tmp_path, tiny_data):
+    a, _ = runs
+    # fine-tune from run a on the tiny set's other folder: its checkpoint names both runs' images
+    data = _leaky_data(tmp_path, tiny_data, "valid/images", "valid/images")
+    cli = fit("--data.data_yaml", str(data), "--model.init_checkpoint", str(a))
+    saved = torch.load(cli.trainer.checkpoint_callback.best_model_path, map_location="cpu", weights_only=False)
+    parent = _content_keys(tiny_data.parent / "train" / "images")
+    own = _content_keys(tiny_data.parent / "valid" / "images")
+    assert set(saved["ordnance_training_images"]) == parent | own
