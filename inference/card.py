@@ -57,8 +57,10 @@ class ModelCard:
         lineage: Where the weights came from: ``parent`` (the checkpoint a fine-tune started from and its
             weights' sha256) and, for a fine-tune on reviewed surveys, ``runs`` (run id, folder, the sha256 of the
             model that scored it, decisions and chips used), ``scored_by_sha256``, ``decisions`` (confirmed and
-            rejected in all) and ``replay``. Empty for a model trained from scratch. ``ordnance score`` copies it
-            into the manifest.
+            rejected in all) and ``replay``; ``training``: the device, precision (``precision_requested`` where
+            the recipe's bf16 fell back to float32), epochs and steps run against their limits, the clock budget
+            and ``stopped_by: "max_time"`` when the clock ended the run before its epochs (a machine slower than
+            the recipe was sized on). ``ordnance score`` copies it into the manifest.
         schema_version: Version of this card's schema.
     """
 

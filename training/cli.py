@@ -41,6 +41,15 @@ class OrdnanceCLI(LightningCLI):
         if on_cpu and not cpu_has_bf16():
             log.warning("precision bf16-mixed: this CPU has no native bfloat16; training in float32 instead")
             trainer["precision"] = "32-true"
+            self._precision_requested = "bf16-mixed"
+
+    def instantiate_classes(self) -> None:
+        """The model learns the precision the recipe asked for when it fell back, so the checkpoint (and the card
+        exported from it) says so (``DetectionTask.training_record``)."""
+        super().instantiate_classes()
+        requested = getattr(self, "_precision_requested", None)
+        if requested is not None and hasattr(self.model, "precision_requested"):
+            self.model.precision_requested = requested
 
 
 def trainer_defaults() -> dict:

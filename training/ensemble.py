@@ -59,7 +59,8 @@ def assemble(paths: list[Path]) -> dict:
     for path, checkpoint in zip(paths, checkpoints):
         lineage = checkpoint.get("ordnance_lineage") or {}
         members.append({"checkpoint": str(path), "model": checkpoint["hyper_parameters"]["model"],
-                        "epoch": checkpoint.get("epoch"), "parent": lineage.get("parent", {})})  # fmt: skip
+                        "epoch": checkpoint.get("epoch"), "parent": lineage.get("parent", {}),
+                        "training": lineage.get("training", {})})  # fmt: skip
     return {
         "state_dict": state,
         "hyper_parameters": hparams,

@@ -89,6 +89,7 @@ class DetectionTask(L.LightningModule):
         # validated or tested on.
         self._trained_on: set[str] = set()
         self._trained_on_loaded: set[str] = set()
+        self.precision_requested: str | None = None  # set by the CLI when it fell back from bf16 to float32
         self.configure_models()
         self.register_buffer("operating_threshold", torch.tensor(0.3))
         # 1: the threshold reached ``min_precision`` on validation; 0: it never did (fallback); -1: not known.
@@ -265,6 +266,33 @@ class DetectionTask(L.LightningModule):
         parent = getattr(self, "_parent", {})
         return ({"parent": parent} if parent else {}) | data
 
+    def training_record(self) -> dict:
+        """How far these weights were trained and on what, kept in the lineage and so in the exported card: the
+        device, the precision (and the one the recipe asked for, where the CPU lacked native bf16), epochs and steps
+        against their limits, and the clock budget spent. A recipe whose clock ran out long before its epochs (a
+        slower machine than it was sized on) reads ``stopped_by: "max_time"`` with the epochs it reached."""
+        trainer = self.trainer
+        device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        record = {
+            "device": device,
+            "precision": str(trainer.precision),
+            "epochs": int(trainer.current_epoch) + 1,
+            "max_epochs": trainer.max_epochs,
+            "steps": int(trainer.global_step),
+        }
+        if trainer.max_steps and trainer.max_steps > 0:
+            record["max_steps"] = int(trainer.max_steps)
+        if self.precision_requested and self.precision_requested != record["precision"]:
+            record["precision_requested"] = self.precision_requested
+        timer = _time_budget(trainer)
+        if timer is not None:
+            spent, left = timer.time_elapsed(), timer.time_remaining()
+            record["time_budget_s"] = round(spent + left, 1)
+            record["time_spent_s"] = round(spent, 1)
+            if left <= 0 and (trainer.max_epochs is None or record["epochs"] < trainer.max_epochs):
+                record["stopped_by"] = "max_time"
+        return record
+
     def trained_on(self) -> set[str]:
         """Content keys of the images these weights have seen: the parent's, a resumed run's and, while fitting,
         the training split's."""
@@ -308,6 +336,8 @@ class DetectionTask(L.LightningModule):
         averaging (EMA) puts its averaged state in the checkpoint, where this buffer would be an average of stale
         thresholds."""
         checkpoint["ordnance_lineage"] = self.lineage()
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            checkpoint["ordnance_lineage"] = checkpoint["ordnance_lineage"] | {"training": self.training_record()}
         checkpoint["ordnance_training_images"] = sorted(self.trained_on())
         chosen = getattr(self, "_validated_threshold", None)
         if chosen is not None and "operating_threshold" in checkpoint.get("state_dict", {}):

@@ -97,6 +97,9 @@ def test_ensemble_averages_the_members_probabilities_validates_and_exports_as_on
     assert card.model_name == "ensemble(centernet_resnet18+centernet_resnet18)"
     assert card.score_threshold == pytest.approx(summary["operating_threshold"], abs=1e-6)
     assert card.lineage["ensemble"][1]["checkpoint"] == str(b)
+    # how far each member trained reaches the card: the tiny recipe's 4 steps, on this CPU
+    assert [m["training"]["steps"] for m in card.lineage["ensemble"]] == [4, 4]
+    assert card.lineage["ensemble"][0]["training"]["device"] == "cpu"
     session = open_session(onnx_path)
     uint8 = (images.numpy() * 255).round().astype(np.uint8)
     with torch.no_grad():

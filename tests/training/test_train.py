@@ -164,6 +164,12 @@ def test_bf16_on_cpu_only_where_native(fit, monkeypatch, native):
     cli = fit(*args, "--trainer.max_steps", "2")
     assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
     assert cli.trainer.global_step == 2
+    # the fallback is written where the card reads it: the checkpoint's lineage
+    saved = torch.load(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
+    record = saved["ordnance_lineage"]["training"]
+    assert record["precision"] == ("bf16-mixed" if native else "32-true") and record["device"] == "cpu"
+    assert record.get("precision_requested") == (None if native else "bf16-mixed")
+    assert record["steps"] == 2 and record["max_steps"] == 2
     conv = cli.model.detector.net.body.conv1.weight
     assert conv.dtype == torch.float32 and conv.is_contiguous(memory_format=torch.channels_last)
 
@@ -212,6 +218,12 @@ def test_time_budget_ends_training_with_the_rate_annealed_and_validated(fit):
     # The stop itself was validated: the final weights have metrics and a checkpoint scored on them.
     assert "val/recall" in trainer.callback_metrics
     assert trainer.checkpoint_callback.best_model_path
+    # the checkpoint says the clock, not the epochs, ended the run, and how far it got
+    saved = torch.load(trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
+    record = saved["ordnance_lineage"]["training"]
+    assert record["stopped_by"] == "max_time" and record["max_epochs"] == 1000
+    assert record["epochs"] == trainer.current_epoch < 1000 and record["steps"] == trainer.global_step  # epochs run
+    assert record["time_budget_s"] == pytest.approx(12.0, abs=0.5) and record["time_spent_s"] >= 12.0
 
 
 def test_operating_point_says_when_the_precision_target_was_never_reached():
