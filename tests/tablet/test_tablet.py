@@ -259,6 +259,7 @@ def test_a_rebuilt_app_replaces_the_installed_one_on_the_next_opens(tmp_path, bl
         for _ in range(8):  # the browser finds the new worker on an open; it takes over and serves the new files
             # the browser's own update check on navigation can be throttled: ask for it, as the next open would
             page.evaluate("navigator.serviceWorker.getRegistration().then((r) => r && r.update())")
+            page.close()  # the app closed and opened again, as on the tablet: one page (and model) at a time
             page = open_tablet(context, server.url("index.html"), requests)
             if "blobnet-v2" in page.inner_text("#card"):
                 break
