@@ -223,7 +223,8 @@ class DetectionDataModule(L.LightningDataModule):
         else the validation data, as ``test_dataloader`` does) -> whether each holds an annotated item; computed
         once per split (``datasets.records.image_keys``)."""
         if split not in self._image_keys:
-            data = {"train": self.train_data, "val": self.val_data, "test": self.test_data or self.val_data}[split]
+            test = self.test_data if self.test_data is not None else self.val_data
+            data = {"train": self.train_data, "val": self.val_data, "test": test}[split]
             self._image_keys[split] = image_keys(data.records) if data is not None else {}
         return self._image_keys[split]
 

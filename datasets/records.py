@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from ordnance.inference.errors import InputError
+from ordnance.inference.session import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def image_keys(records: Sequence[Record]) -> dict[str, bool]:
     keys: dict[str, bool] = {}
     for record in records:
         if record.window is None:
-            digest = hashlib.sha256(Path(record.path).read_bytes()).hexdigest()
+            digest = file_sha256(record.path)
         else:
             digest = hashlib.sha256(f"{Path(record.path).name}@{tuple(record.window)}".encode()).hexdigest()
         key = digest[:16]
@@ -146,7 +147,7 @@ def find_duplicates(paths: list[Path]) -> list[list[Path]]:
     """Groups of files with identical bytes (sha256), each group sorted."""
     by_hash: dict[str, list[Path]] = defaultdict(list)
     for path in paths:
-        by_hash[hashlib.sha256(Path(path).read_bytes()).hexdigest()].append(Path(path))
+        by_hash[file_sha256(path)].append(Path(path))
     return [sorted(group) for group in by_hash.values() if len(group) > 1]
 
 

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import torch
-from ordnance.training.soup import _load, save, validate_operating_point
+from ordnance.training.soup import _load, save, training_images, validate_operating_point
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def assemble(paths: list[Path]) -> dict:
         "global_step": 0,
         "ordnance_lineage": {"ensemble": members},
         # every member's training images: the ensemble is refused a validation split any member trained on
-        "ordnance_training_images": sorted({k for c in checkpoints for k in c.get("ordnance_training_images", [])}),
+        "ordnance_training_images": training_images(checkpoints),
     }
 
 

@@ -37,6 +37,12 @@ def _parent(checkpoint: dict) -> str | None:
     return (checkpoint.get("ordnance_lineage") or {}).get("parent", {}).get("weights_sha256")
 
 
+def training_images(checkpoints: list[dict]) -> list[str]:
+    """The union of the checkpoints' training-image keys (``ordnance_training_images``): a model joined from runs
+    has seen what any of them saw."""
+    return sorted({k for c in checkpoints for k in c.get("ordnance_training_images", [])})
+
+
 def average_checkpoints(paths: list[Path]) -> dict:
     """One checkpoint whose floating-point tensors are the mean of ``paths``' (integer counters from the first).
 
@@ -80,7 +86,7 @@ def average_checkpoints(paths: list[Path]) -> dict:
         "epoch": 0,
         "global_step": 0,
         "ordnance_lineage": lineage,
-        "ordnance_training_images": sorted({k for c in checkpoints for k in c.get("ordnance_training_images", [])}),
+        "ordnance_training_images": training_images(checkpoints),
     }
 
 
