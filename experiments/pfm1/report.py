@@ -10,6 +10,7 @@ import json
 import os
 import statistics
 import sys
+from pathlib import Path
 
 from common import HERE, REPO, write_readme_block
 
@@ -60,6 +61,9 @@ ROWS = {
     "fast_pair_seed2": "the same half budget, seed 2",
     "fast_pair_grey_seed0": "the half budget, seed 0, the colour jitter's saturation down to 0.2 (near grey)",
     "fast_pair_grey_seed1": "the same, seed 1",
+    "fast_pair_shade_seed0": (
+        "the half budget, seed 0, pasted items (real and drawn) partly shaded or hidden in the grass, 30% each"
+    ),
     "fast_pair_ensemble": (
         "the two half-budget runs as one ensemble (training/ensemble.py: both networks on every tile, their maps"
         " averaged), its operating point validated on the valid flight: one run's training time, two networks"
@@ -259,31 +263,47 @@ def ensemble_table(results: dict) -> str:
 
 
 GREY_PAIRS = (("fast_pair_seed0", "fast_pair_grey_seed0"), ("fast_pair_seed1", "fast_pair_grey_seed1"))
+SHADE_PAIRS = (("fast_pair_seed0", "fast_pair_shade_seed0"),)
 
 
-def grey_table(results: dict) -> str:
-    """The half-budget pair, seed for seed, without and with the colour jitter's saturation reaching near grey."""
+def paired_table(results: dict, pairs, column: str, settings: tuple[str, str]) -> str:
+    """Half-budget runs, seed for seed, with one setting changed: ``column`` names it, ``settings`` its two values."""
     lines = [
-        "| seed | saturation factors | training minutes (epochs) | PFM-1 AP50, valid flight (last validation)"
-        " | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
+        f"| seed | {column} | synthetic checkpoint | training minutes (epochs) | PFM-1 AP50, valid flight (last"
+        " validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
         " | mosaic recall / FA per ha at the card's threshold |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for seed, pair in enumerate(GREY_PAIRS):
+    for seed, pair in enumerate(pairs):
         if not all(k in results for k in pair):
             continue
-        for key, factors in zip(pair, ("0.75 to 1.25 (the recipe)", "0.2 to 1.25")):
+        for key, setting in zip(pair, settings):
             entry, test = results[key], results[key]["test"]
             curve = _mosaic(entry).get("curve", {}).get("overall", {})
             op = _mosaic(entry).get("operating_point", {}).get("overall", {})
             valid = entry.get("valid_curve") or [[0, None]]
+            init = Path(str(entry.get("init", ""))).parts
+            run = init[2][:8] if len(init) > 2 else ""
             lines.append(
-                f"| {seed} | {factors} | {_f(entry.get('train_minutes'), 1)} ({entry.get('trained', {}).get('epochs')})"
-                f" | {_f(valid[-1][1])} | **{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
+                f"| {seed} | {setting} | {run} | {_f(entry.get('train_minutes'), 1)}"
+                f" ({entry.get('trained', {}).get('epochs')}) | {_f(valid[-1][1])}"
+                f" | **{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
                 f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
                 f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
             )
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def grey_table(results: dict) -> str:
+    """The half-budget pair, seed for seed, without and with the colour jitter's saturation reaching near grey."""
+    return paired_table(results, GREY_PAIRS, "saturation factors", ("0.75 to 1.25 (the recipe)", "0.2 to 1.25"))
+
+
+def shade_table(results: dict) -> str:
+    """The half budget without and with pasted items partly shaded or hidden."""
+    return paired_table(
+        results, SHADE_PAIRS, "pasted items shaded / hidden", ("never (the recipe)", "30% / 30% of pastes")
+    )
 
 
 def second_stage_table(second: dict) -> str:
@@ -402,6 +422,7 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
            masked: dict | None = None, per_flight: dict | None = None) -> str:  # fmt: skip
     second_rows = second_stage_table(second or {})
     grey_rows = grey_table(results)
+    shade_rows = shade_table(results)
     masked_rows = masked_table(masked or {})
     fit_rows = per_flight_table(results, per_flight or {})
     return "\n\n".join(
@@ -451,6 +472,18 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     " saturation factors of the colour jitter (`data.augment.saturation`).",
                 ]
                 if grey_rows
+                else []
+            ),
+            *(
+                [
+                    "#### Pasted items partly shaded or hidden (stage `fast_pair_shade_seed0`)",
+                    shade_rows,
+                    "The same seed, budget (29 minutes) and recipe, but a pasted item (real or drawn) lies partly in"
+                    " a soft shadow edge (30% of pastes) or has up to half its box covered by the ground it lands on"
+                    " (30%): `data.copy_paste.shade` and `.hide`. The synthetic checkpoint column names the MLflow"
+                    " run each row started from: where they differ, so does the pretraining.",
+                ]
+                if shade_rows
                 else []
             ),
             *(

@@ -29,6 +29,7 @@ experiment resumes after a stop). Stages:
 | fast_real | the recipe with the fast detector (centernet_resnet10_lite), from its own synthetic checkpoint |
 | fast_pair_seed0, fast_pair_seed1 | fast_real in half its time budget (29 minutes), seeds 0 and 1 |
 | fast_pair_seed2 | the same half budget, seed 2 |
+| fast_pair_shade_seed0 | fast_pair_seed0 with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | fast_pair_ensemble | the two runs' maps averaged in one graph (training/ensemble.py), validated as one model |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -139,6 +140,14 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "config": PFM1,
             "init": fast_synthetic,
             "args": [*FAST, *LOOKALIKES, *HALF, *SEED2],
+            "needs": "fast",
+        },
+        # The half budget, seed 0, with pasted items (real and drawn) partly in shadow or half hidden in the grass
+        # (SHADE_HIDE): how the lowest-scored items of the test flight lie.
+        "fast_pair_shade_seed0": {
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *HALF, *SHADE_HIDE],
             "needs": "fast",
         },
         # The same pair with the colour jitter reaching down to nearly grey (GREY), seed for seed.
