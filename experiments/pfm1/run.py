@@ -30,6 +30,7 @@ experiment resumes after a stop). Stages:
 | fast_pair_seed0, fast_pair_seed1 | fast_real in half its time budget (29 minutes), seeds 0 and 1 |
 | fast_pair_seed2 | the same half budget, seed 2 |
 | fast_pair_shade_seed0 | fast_pair_seed0 with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
+| fast_pair_seed0_rerun | fast_pair_seed0 again, from the shade stage's synthetic checkpoint: its baseline |
 | fast_pair_ensemble | the two runs' maps averaged in one graph (training/ensemble.py), validated as one model |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -148,6 +149,13 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "config": PFM1,
             "init": fast_synthetic,
             "args": [*FAST, *LOOKALIKES, *HALF, *SHADE_HIDE],
+            "needs": "fast",
+        },
+        # fast_pair_seed0 again, run from the same synthetic checkpoint as fast_pair_shade_seed0: its baseline.
+        "fast_pair_seed0_rerun": {
+            "config": PFM1,
+            "init": fast_synthetic,
+            "args": [*FAST, *LOOKALIKES, *HALF],
             "needs": "fast",
         },
         # The same pair with the colour jitter reaching down to nearly grey (GREY), seed for seed.
