@@ -270,10 +270,11 @@ SHADE_PAIRS = (("fast_pair_seed0_rerun", "fast_pair_shade_seed0"),)
 def paired_table(results: dict, pairs, column: str, settings: tuple[str, str]) -> str:
     """Half-budget runs, seed for seed, with one setting changed: ``column`` names it, ``settings`` its two values."""
     lines = [
-        f"| seed | {column} | synthetic checkpoint | training minutes (epochs) | PFM-1 AP50, valid flight (last"
+        f"| seed | {column} | synthetic checkpoint | training minutes (epochs) | steps (per second) | PFM-1 AP50,"
+        " valid flight (last"
         " validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
         " | mosaic recall / FA per ha at the card's threshold |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for seed, pair in enumerate(pairs):
         if not all(k in results for k in pair):
@@ -285,9 +286,11 @@ def paired_table(results: dict, pairs, column: str, settings: tuple[str, str]) -
             valid = entry.get("valid_curve") or [[0, None]]
             init = Path(str(entry.get("init", ""))).parts
             run = init[2][:8] if len(init) > 2 else ""
+            trained, minutes = entry.get("trained", {}), entry.get("train_minutes")
+            rate = trained["steps"] / (60 * minutes) if "steps" in trained and minutes else None
             lines.append(
                 f"| {seed} | {setting} | {run} | {_f(entry.get('train_minutes'), 1)}"
-                f" ({entry.get('trained', {}).get('epochs')}) | {_f(valid[-1][1])}"
+                f" ({trained.get('epochs')}) | {trained.get('steps', '')} ({_f(rate, 2)}) | {_f(valid[-1][1])}"
                 f" | **{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
                 f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
                 f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
