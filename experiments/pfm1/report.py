@@ -267,30 +267,40 @@ GREY_PAIRS = (("fast_pair_seed0", "fast_pair_grey_seed0"), ("fast_pair_seed1", "
 SHADE_PAIRS = (("fast_pair_seed0_rerun", "fast_pair_shade_seed0"),)
 
 
-def paired_table(results: dict, pairs, column: str, settings: tuple[str, str]) -> str:
-    """Half-budget runs, seed for seed, with one setting changed: ``column`` names it, ``settings`` its two values."""
+def _override(entry: dict, flag: str) -> str | None:
+    """The value ``entry`` was run with for the LightningCLI ``flag``, or None where it kept the recipe's."""
+    args = entry.get("overrides", [])
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def _synthetic_run(entry: dict) -> str:
+    """The MLflow run (8 characters) of the checkpoint a stage started from: ``<root>/<exp>/<run>/checkpoints/...``."""
+    path = Path(str(entry.get("init") or ""))
+    return path.parents[1].name[:8] if path.parent.name == "checkpoints" else ""
+
+
+def paired_table(results: dict, pairs, column: str, setting) -> str:
+    """Half-budget runs, seed for seed, with one setting changed: ``column`` names it, ``setting(entry)`` gives its
+    value in each row. Steps per second: the steps over the run's wall clock, validations included."""
     lines = [
-        f"| seed | {column} | synthetic checkpoint | training minutes (epochs) | steps (per second) | PFM-1 AP50,"
-        " valid flight (last"
-        " validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha | mosaic AP"
-        " | mosaic recall / FA per ha at the card's threshold |",
+        f"| seed | {column} | synthetic checkpoint | training minutes (epochs) | steps (per second)"
+        " | PFM-1 AP50, valid flight (last validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha"
+        " | mosaic AP | mosaic recall / FA per ha at the card's threshold |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for seed, pair in enumerate(pairs):
         if not all(k in results for k in pair):
             continue
-        for key, setting in zip(pair, settings):
+        for key in pair:
             entry, test = results[key], results[key]["test"]
             curve = _mosaic(entry).get("curve", {}).get("overall", {})
             op = _mosaic(entry).get("operating_point", {}).get("overall", {})
             valid = entry.get("valid_curve") or [[0, None]]
-            init = Path(str(entry.get("init", ""))).parts
-            run = init[2][:8] if len(init) > 2 else ""
             trained, minutes = entry.get("trained", {}), entry.get("train_minutes")
             rate = trained["steps"] / (60 * minutes) if "steps" in trained and minutes else None
             lines.append(
-                f"| {seed} | {setting} | {run} | {_f(entry.get('train_minutes'), 1)}"
-                f" ({trained.get('epochs')}) | {trained.get('steps', '')} ({_f(rate, 2)}) | {_f(valid[-1][1])}"
+                f"| {seed} | {setting(entry)} | {_synthetic_run(entry)} | {_f(minutes, 1)} ({trained.get('epochs')})"
+                f" | {trained.get('steps', '')} ({_f(rate, 2)}) | {_f(valid[-1][1])}"
                 f" | **{_f(test.get('test/ap50_ap_mine'))}** | {_f(test.get('test/map50'))} | "
                 f"**{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
                 f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
@@ -300,14 +310,24 @@ def paired_table(results: dict, pairs, column: str, settings: tuple[str, str]) -
 
 def grey_table(results: dict) -> str:
     """The half-budget pair, seed for seed, without and with the colour jitter's saturation reaching near grey."""
-    return paired_table(results, GREY_PAIRS, "saturation factors", ("0.75 to 1.25 (the recipe)", "0.2 to 1.25"))
+
+    def factors(entry: dict) -> str:
+        value = _override(entry, "--data.augment.saturation")
+        return "0.75 to 1.25 (the recipe)" if value is None else " to ".join(value.strip("[]").split(", "))
+
+    return paired_table(results, GREY_PAIRS, "saturation factors", factors)
+
+
+def _shade_hide(entry: dict) -> str:
+    shade, hide = (_override(entry, f"--data.copy_paste.{k}") for k in ("shade", "hide"))
+    if shade is None and hide is None:
+        return "never (the recipe)"
+    return f"{float(shade or 0):.0%} / {float(hide or 0):.0%} of pastes"
 
 
 def shade_table(results: dict) -> str:
     """The half budget without and with pasted items partly shaded or hidden."""
-    return paired_table(
-        results, SHADE_PAIRS, "pasted items shaded / hidden", ("never (the recipe)", "30% / 30% of pastes")
-    )
+    return paired_table(results, SHADE_PAIRS, "pasted items shaded / hidden", _shade_hide)
 
 
 def second_stage_table(second: dict) -> str:
@@ -482,10 +502,10 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                 [
                     "#### Pasted items partly shaded or hidden (stage `fast_pair_shade_seed0`)",
                     shade_rows,
-                    "The same seed, budget (29 minutes) and recipe, but a pasted item (real or drawn) lies partly in"
-                    " a soft shadow edge (30% of pastes) or has up to half its box covered by the ground it lands on"
-                    " (30%): `data.copy_paste.shade` and `.hide`. Both rows start from the synthetic checkpoint the"
-                    " column names (its MLflow run) and ran in one session, one after the other.",
+                    "The same seed, budget and recipe, but a pasted item (real or drawn) lies partly in a soft"
+                    " shadow edge (the first share of pastes) or has up to half its box covered by the ground it"
+                    " lands on (the second): `data.copy_paste.shade` and `.hide`. Both rows start from the synthetic"
+                    " checkpoint the column names (its MLflow run) and ran in one session, one after the other.",
                 ]
                 if shade_rows
                 else []
