@@ -10,7 +10,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from ordnance.datasets.datamodule import DetectionDataModule
-from ordnance.training.callbacks import ValidateFinalEpoch
+from ordnance.training.callbacks import TrainingThreads, ValidateFinalEpoch
 from ordnance.training.task import DetectionTask
 from ordnance.training.tracking import LogConfig, MLflowArtifacts, OrdnanceMLFlowLogger
 
@@ -62,6 +62,7 @@ def trainer_defaults() -> dict:
             LearningRateMonitor(logging_interval="step"),
             MLflowArtifacts(),
             ValidateFinalEpoch(),
+            TrainingThreads(),
         ],
         "default_root_dir": "runs",
     }

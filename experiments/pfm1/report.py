@@ -52,6 +52,10 @@ ROWS = {
         "the look-alike recipe with the fast detector (centernet_resnet10_lite, one basic block per stage, patchify"
         " stem), from its own synthetic checkpoint (675eecf3); the same 58 minutes, up to 132 epochs: the recipe since"
     ),
+    "fast_real_threads": (
+        "the fast detector's recipe again, from a fresh synthetic checkpoint, its training steps on one intra-op"
+        " thread per core the two loader workers leave (training/callbacks.py TrainingThreads)"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"

@@ -32,6 +32,7 @@ experiment resumes after a stop). Stages:
 | fast_pair_shade_seed0 | fast_pair_seed0 with pasted items partly shaded or hidden (copy_paste.shade, hide 0.3) |
 | fast_pair_seed0_rerun | fast_pair_seed0 again, from the shade stage's synthetic checkpoint: its baseline |
 | fast_pair_ensemble | the two runs' maps averaged in one graph (training/ensemble.py), validated as one model |
+| fast_real_threads | fast_real again, fresh synthetic checkpoint, one training thread per core the loader leaves |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -176,6 +177,9 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "ensemble": ["fast_pair_seed0", "fast_pair_seed1"],
             "side_by_side": True,
         },
+        # fast_real again with the training process on one intra-op thread per core left by the loader workers
+        # (training/callbacks.py TrainingThreads, fit_speed.py): the recipe's steps within its budget on this CPU.
+        "fast_real_threads": {"config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES], "needs": "fast"},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
         "fast_real_2x": {

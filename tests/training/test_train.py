@@ -290,3 +290,46 @@ def test_training_samples_repeat_across_runs_and_change_across_epochs(tiny_data,
     first, second = epochs(), epochs()
     assert first == second
     assert len(set(first)) == 3
+
+
+@pytest.mark.parametrize(
+    ("workers", "threads", "expected"), [(1, None, "cores-1"), (0, None, "default"), (1, 0, "default"), (1, 2, 2)]
+)
+def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, workers, threads, expected):
+    """On a CPU the training steps run with one intra-op thread fewer per loader worker (at least one); validation
+    and whatever follows fit get torch's count back. No workers, or ``threads=0``, keep torch's count."""
+    import os
+
+    import lightning as L
+    from ordnance.training.callbacks import TrainingThreads
+    from ordnance.training.cli import main
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.train, self.val = set(), set()
+
+        def on_train_batch_end(self, *args):
+            self.train.add(torch.get_num_threads())
+
+        def on_validation_batch_end(self, *args):
+            self.val.add(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    default = cores + 2  # a count no rule of the callback gives, so that each phase's count tells which rule ran
+    torch.set_num_threads(default)
+    try:
+        cli = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
+                    "--data.num_workers", str(workers), "--trainer.default_root_dir", str(tmp_path / "runs"),
+                    "--trainer.check_val_every_n_epoch", "1"], run=False)  # fmt: skip
+        next(c for c in cli.trainer.callbacks if isinstance(c, TrainingThreads)).threads = threads
+        record = Record()
+        cli.trainer.callbacks.append(record)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    want = {"cores-1": max(1, cores - 1), "default": default}.get(expected, expected)
+    assert record.train == {want}
+    assert record.val == {default}
+    assert after == default
