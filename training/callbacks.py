@@ -101,6 +101,17 @@ class TrainingThreads(Callback):
         self._set(self._default)
 
 
+def cpu_training_threads(trainer: L.Trainer) -> int | None:
+    """The intra-op threads the training steps of ``trainer`` run with on a CPU (None on other accelerators)."""
+    if not isinstance(trainer.accelerator, CPUAccelerator):
+        return None
+    callback = next((c for c in trainer.callbacks if isinstance(c, TrainingThreads)), None)
+    threads = callback.training_threads(trainer) if callback is not None else None
+    if threads is None:
+        threads = callback._default if callback is not None and callback._default else torch.get_num_threads()
+    return int(threads)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity), not every core of the machine."""
     try:

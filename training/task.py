@@ -13,6 +13,7 @@ import torch
 from ordnance.datasets.records import DatasetError
 from ordnance.inference.metrics import match_points, pr_curve, summarise
 from ordnance.models import build_detector
+from ordnance.training.callbacks import cpu_training_threads
 from torchmetrics.detection import MeanAveragePrecision
 
 log = logging.getLogger(__name__)
@@ -268,9 +269,10 @@ class DetectionTask(L.LightningModule):
 
     def training_record(self) -> dict:
         """How far these weights were trained and on what, kept in the lineage and so in the exported card: the
-        device, the precision (and the one the recipe asked for, where the CPU lacked native bf16), epochs and steps
-        against their limits, and the clock budget spent. A recipe whose clock ran out long before its epochs (a
-        slower machine than it was sized on) reads ``stopped_by: "max_time"`` with the epochs it reached."""
+        device (on a CPU, the intra-op threads of the training steps), the precision (and the one the recipe asked
+        for, where the CPU lacked native bf16), epochs and steps against their limits, and the clock budget spent.
+        A recipe whose clock ran out long before its epochs (a slower machine than it was sized on) reads
+        ``stopped_by: "max_time"`` with the epochs it reached."""
         trainer = self.trainer
         device = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
         record = {
@@ -282,6 +284,9 @@ class DetectionTask(L.LightningModule):
         }
         if trainer.max_steps and trainer.max_steps > 0:
             record["max_steps"] = int(trainer.max_steps)
+        threads = cpu_training_threads(trainer)
+        if threads is not None:
+            record["cpu_threads"] = threads
         if self.precision_requested and self.precision_requested != record["precision"]:
             record["precision_requested"] = self.precision_requested
         timer = _time_budget(trainer)

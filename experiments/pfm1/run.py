@@ -238,6 +238,7 @@ def _save(results: dict) -> None:
 def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[str, str, float, dict]:
     """Train; returns (best checkpoint, MLflow run id, minutes, {"epochs", "steps"} trained): epochs begun, the last
     possibly cut short by the time budget, and optimizer steps taken."""
+    from ordnance.training.callbacks import cpu_training_threads
     from ordnance.training.cli import main
 
     start = time.perf_counter()
@@ -257,6 +258,9 @@ def fit(config: Path, init: str | None, args: list[str], root: Path) -> tuple[st
     best = cli.trainer.checkpoint_callback.best_model_path
     run_id = getattr(cli.trainer.logger, "run_id", "") or ""
     trained = {"epochs": cli.trainer.current_epoch, "steps": cli.trainer.global_step}
+    threads = cpu_training_threads(cli.trainer)
+    if threads is not None:
+        trained["cpu_threads"] = threads
     return best, run_id, minutes, trained
 
 

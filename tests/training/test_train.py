@@ -297,7 +297,8 @@ def test_training_samples_repeat_across_runs_and_change_across_epochs(tiny_data,
 )
 def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, workers, threads, expected):
     """On a CPU the training steps run with one intra-op thread fewer per loader worker (at least one); validation
-    and whatever follows fit get torch's count back. No workers, or ``threads=0``, keep torch's count."""
+    and whatever follows fit get torch's count back. No workers, or ``threads=0``, keep torch's count. The
+    checkpoint records the training steps' count."""
     import os
 
     import lightning as L
@@ -333,3 +334,6 @@ def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, wor
     assert record.train == {want}
     assert record.val == {default}
     assert after == default
+    # the checkpoint's lineage (and so the card) says what the training steps ran with
+    saved = torch.load(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
+    assert saved["ordnance_lineage"]["training"]["cpu_threads"] == want
