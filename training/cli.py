@@ -16,6 +16,9 @@ from ordnance.training.tracking import LogConfig, MLflowArtifacts, OrdnanceMLFlo
 
 log = logging.getLogger(__name__)
 
+# DetectionTask arguments that set how a run evaluates, not what its weights are: never taken from a checkpoint.
+EVALUATION_ONLY = ("test_flips",)
+
 
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 autocast is emulated
@@ -42,6 +45,18 @@ class OrdnanceCLI(LightningCLI):
             log.warning("precision bf16-mixed: this CPU has no native bfloat16; training in float32 instead")
             trainer["precision"] = "32-true"
             self._precision_requested = "bf16-mixed"
+
+    def _parse_ckpt_path(self) -> None:
+        """With ``--ckpt_path``, Lightning takes the model's arguments from the checkpoint over the command line's.
+        Settings of the evaluation only (``EVALUATION_ONLY``: not weights, chosen per run) stay as the command line
+        and config give them, so ``ordnance train test --ckpt_path X --model.test_flips 2`` tests two views."""
+        subcommand = self.config.get("subcommand")
+        model = self.config[subcommand].get("model") if subcommand else None
+        keep = {k: model.get(k) for k in EVALUATION_ONLY if model is not None and model.get(k) is not None}
+        super()._parse_ckpt_path()
+        if keep:
+            for key, value in keep.items():
+                self.config[subcommand]["model"][key] = value
 
     def instantiate_classes(self) -> None:
         """The model learns the precision the recipe asked for when it fell back, so the checkpoint (and the card

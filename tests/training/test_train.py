@@ -337,3 +337,18 @@ def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, wor
     # the checkpoint's lineage (and so the card) says what the training steps ran with
     saved = torch.load(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
     assert saved["ordnance_lineage"]["training"]["cpu_threads"] == want
+
+
+@pytest.mark.parametrize("flips", [None, 2])
+def test_evaluation_settings_on_the_command_line_win_over_the_checkpoint(fit, tmp_path, tiny_data, flips):
+    """``--ckpt_path`` takes the model's arguments from the checkpoint, but ``--model.test_flips`` given for a test
+    run is the run's own: the network evaluates that many views."""
+    from ordnance.training.cli import main
+
+    trained = fit()
+    ckpt = trained.trainer.checkpoint_callback.last_model_path
+    extra = [] if flips is None else ["--model.test_flips", str(flips)]
+    cli = main(["test", "--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
+                "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", ckpt, *extra])  # fmt: skip
+    assert cli.model.detector.net.test_flips == (flips or 1)
+    assert cli.model.hparams.lr == trained.model.hparams.lr  # the rest still from the checkpoint
