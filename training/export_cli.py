@@ -37,6 +37,13 @@ import click
     help="How int8 activation ranges are set.",
 )
 @click.option(
+    "--int8-max-recall-drop",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.01,
+    show_default=True,
+    help="Largest int8 recall drop against float32, at the card's threshold on the parity tiles, the gate allows.",
+)
+@click.option(
     "--int8-ops",
     default="Conv",
     show_default=True,
@@ -67,6 +74,7 @@ def export(
     int8,
     calibration,
     calibration_method,
+    int8_max_recall_drop,
     int8_ops,
     test_flips,
     register,
@@ -86,6 +94,7 @@ def export(
         calibration=calibration,
         calibration_method=calibration_method,
         int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
+        max_recall_drop=int8_max_recall_drop,
         test_flips=None if test_flips is None else int(test_flips),
     )
     report = export_checkpoint(checkpoint, output, settings)
