@@ -54,9 +54,8 @@ class OrdnanceCLI(LightningCLI):
         model = self.config[subcommand].get("model") if subcommand else None
         keep = {k: model.get(k) for k in EVALUATION_ONLY if model is not None and model.get(k) is not None}
         super()._parse_ckpt_path()
-        if keep:
-            for key, value in keep.items():
-                self.config[subcommand]["model"][key] = value
+        for key, value in keep.items():
+            self.config[subcommand]["model"][key] = value
 
     def instantiate_classes(self) -> None:
         """The model learns the precision the recipe asked for when it fell back, so the checkpoint (and the card

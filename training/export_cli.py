@@ -39,9 +39,9 @@ import click
 @click.option(
     "--int8-max-recall-drop",
     type=click.FloatRange(0.0, 1.0),
-    default=0.01,
-    show_default=True,
-    help="Largest int8 recall drop against float32, at the card's threshold on the parity tiles, the gate allows.",
+    default=None,
+    help="Largest int8 recall drop against float32, at the card's threshold on the parity tiles, the gate allows."
+    " Default: ExportSettings.max_recall_drop.",
 )
 @click.option(
     "--int8-ops",
@@ -94,8 +94,8 @@ def export(
         calibration=calibration,
         calibration_method=calibration_method,
         int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
-        max_recall_drop=int8_max_recall_drop,
         test_flips=None if test_flips is None else int(test_flips),
+        **({} if int8_max_recall_drop is None else {"max_recall_drop": int8_max_recall_drop}),
     )
     report = export_checkpoint(checkpoint, output, settings)
     fp32 = report["fp32"]
