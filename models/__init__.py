@@ -1,5 +1,12 @@
 """Torch detectors and their builders."""
 
-from ordnance.models.detectors import DEFAULT_DETECTOR, ExportRefused, build_detector, list_detectors, weights_sha256
+from ordnance.models.detectors import (
+    DEFAULT_DETECTOR,
+    ExportRefused,
+    build_detector,
+    input_scaling,
+    list_detectors,
+    weights_sha256,
+)
 
-__all__ = ["DEFAULT_DETECTOR", "ExportRefused", "build_detector", "list_detectors", "weights_sha256"]
+__all__ = ["DEFAULT_DETECTOR", "ExportRefused", "build_detector", "input_scaling", "list_detectors", "weights_sha256"]

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
+from ordnance.models import efficientnet_lite
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FeaturePyramidNetwork
@@ -23,7 +24,11 @@ BACKBONES = {
     "resnet18": ("resnet18", RESNET_LAYERS),
     "resnet34": ("resnet34", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
     "mobilenet_v3_large": ("mobilenet_v3_large", {"3": "0", "6": "1", "12": "2", "16": "3"}),
+    # ImageNet weights from a local file (models/efficientnet_lite.py): weights "IMAGENET1K" or the file's path
+    "efficientnet_lite0": ("efficientnet_lite0", {}),
 }
+# Input normalisation each backbone's published weights were trained with (ImageNet mean/std otherwise).
+NORMALISATION = {"efficientnet_lite0": (efficientnet_lite.MEAN, efficientnet_lite.STD)}
 
 
 def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv7") -> nn.Module:
@@ -41,6 +46,13 @@ def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv
     if stem not in ("conv7", "patch4"):
         raise ValueError(f"stem must be 'conv7' or 'patch4', got {stem!r}")
     builder, layers = BACKBONES[name]
+    if builder == "efficientnet_lite0":
+        if stem != "conv7":
+            raise ValueError(f"the {stem} stem is for ResNet backbones, not {name!r}")
+        body = efficientnet_lite.EfficientNetLite0(stages)
+        if weights is not None:
+            efficientnet_lite.load_imagenet_weights(body, weights)
+        return body
     if builder == "resnet10":
         if weights is not None:
             raise ValueError("resnet10 has no published weights; use weights=None or another backbone")
@@ -95,11 +107,14 @@ class CenterNet(nn.Module):
         self.stride = STRIDE / self.input_scale
         self.body = _backbone(backbone, backbone_weights, stages, stem)
         self.shared_head = shared_head
-        with torch.no_grad():
+        with torch.no_grad():  # in eval mode, so the probe leaves pretrained BatchNorm statistics as loaded
+            self.body.eval()
             channels = [f.shape[1] for f in self.body(torch.zeros(1, 3, 64, 64)).values()]
+            self.body.train()
         self.fpn = FeaturePyramidNetwork(channels, fpn_channels)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        mean, std = NORMALISATION.get(backbone, (IMAGENET_MEAN, IMAGENET_STD))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
         def head(out: int) -> nn.Sequential:
             if shared_head:  # the 3 x 3 trunk is shared; each head is its 1 x 1 output convolution

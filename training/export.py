@@ -19,7 +19,7 @@ from ordnance.inference.errors import OrdnanceError
 from ordnance.inference.metrics import match_points
 from ordnance.inference.preprocess import pad_to_tile
 from ordnance.inference.writers import atomic_path, write_json
-from ordnance.models import ExportRefused, weights_sha256
+from ordnance.models import ExportRefused, input_scaling, weights_sha256
 
 log = logging.getLogger(__name__)
 
@@ -408,6 +408,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, settings: Expo
         max_detections=settings.max_detections,
         test_flips=flips,
         item_size_m=default_item_sizes(list(hp.class_names)),
+        input_scaling=input_scaling(task.detector),
         # an ensemble names its members: "ensemble(centernet_resnet10_lite+centernet_resnet10_lite)"
         model_name=f"{hp.model}({'+'.join(hp.members)})" if hp.get("members") else hp.model,
         model_version=f"{checkpoint.stem}",

@@ -33,6 +33,7 @@ experiment resumes after a stop). Stages:
 | fast_pair_seed0_rerun | fast_pair_seed0 again, from the shade stage's synthetic checkpoint: its baseline |
 | fast_pair_ensemble | the two runs' maps averaged in one graph (training/ensemble.py), validated as one model |
 | fast_real_threads | fast_real again, fresh synthetic checkpoint, one training thread per core the loader leaves |
+| imagenet_real | the recipe on centernet_efficientnet_lite0 from ImageNet weights, no synthetic checkpoint |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
     .venv/bin/python experiments/pfm1/run.py --synthetic-ckpt runs/1/<run>/checkpoints/best-*.ckpt STAGE...
@@ -101,6 +102,10 @@ UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoc
 # three times the epochs (the cosine decay still follows the clock); validated every 12 epochs instead of 8.
 FAST = ["--model.model", "centernet_resnet10_lite", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12"]  # fmt: skip
+# EfficientNet-Lite0 from its ImageNet weights (models/efficientnet_lite.py): about a third of the fast detector's
+# steps per second on this CPU, so the 58-minute clock, not the epoch cap, ends the run.
+IMAGENET = ["--model.model", "centernet_efficientnet_lite0", "--model.weights", "IMAGENET1K",
+            "--trainer.max_epochs", "132", "--trainer.check_val_every_n_epoch", "12"]  # fmt: skip
 # configs/pfm1.yaml trains the fast detector; the stages on centernet_resnet18 (every stage but the fast ones) set it
 # back with the schedule it had then: up to 44 epochs, validated every 8.
 R18 = ["--model.model", "centernet_resnet18", "--trainer.max_epochs", "44", "--trainer.check_val_every_n_epoch", "8"]
@@ -180,6 +185,9 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # fast_real again with the training process on one intra-op thread per core left by the loader workers
         # (training/callbacks.py TrainingThreads, fit_speed.py): the recipe's steps within its budget on this CPU.
         "fast_real_threads": {"config": PFM1, "init": fast_synthetic, "args": [*FAST, *LOOKALIKES], "needs": "fast"},
+        # A backbone that has seen photographs (ImageNet) in place of the synthetic scenes: the recipe from random
+        # heads on EfficientNet-Lite0's ImageNet weights, never trained on a synthetic scene.
+        "imagenet_real": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES]},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
         "fast_real_2x": {

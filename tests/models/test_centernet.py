@@ -131,14 +131,6 @@ def test_ignore_regions_get_no_target_and_no_background_loss():
     assert centernet_loss(maps, targets)["heatmap"].item() > loss.item() + 1.0
 
 
-@pytest.fixture
-def torch_seed():
-    """Torch's global random state seeded for the test and restored after it."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        yield
-
-
 # The heatmap output's weights are drawn wide enough that an untrained map has peaks clear of near-ties (the
 # patchify variant's features are flatter, so it needs a wider draw; over seeds 0-5 both give at least 6).
 @pytest.mark.parametrize(

