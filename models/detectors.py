@@ -17,6 +17,7 @@ import hashlib
 import io
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 import torchvision
@@ -347,6 +348,21 @@ def build_detector(
     return DETECTORS[name](
         num_classes=num_classes, weights=weights, tile_size_px=tile_size_px, max_detections=max_detections, **extra
     )
+
+
+def backbone_weights_record(weights: str) -> dict:
+    """Provenance of a backbone weight name for the lineage and the card: for EfficientNet-Lite0's ImageNet file, the
+    file, its sha256 (checked when loaded) and its source; a torchvision weight name as it is."""
+    from ordnance.models import efficientnet_lite
+
+    if weights == efficientnet_lite.IMAGENET or Path(weights).name == efficientnet_lite.IMAGENET_FILE:
+        return {
+            "name": weights,
+            "file": efficientnet_lite.IMAGENET_FILE,
+            "sha256": efficientnet_lite.IMAGENET_SHA256,
+            "source": efficientnet_lite.SOURCE,
+        }
+    return {"name": weights, "source": "torchvision"}
 
 
 def input_scaling(module: nn.Module) -> str:

