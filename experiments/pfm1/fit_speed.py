@@ -88,7 +88,10 @@ def main() -> int:
         child(args.steps, args.skip, threads, extra, Path(args.child[1]))
         return 0
     if args.report:
-        return report(json.loads((HERE / f"{args.name}.json").read_text()), args.name)
+        path = HERE / f"{args.name}.json"
+        if not path.is_file():
+            parser.error(f"{path}: no results to report; run without --report first")
+        return report(json.loads(path.read_text()), args.name)
     order = [BASELINE, *[v for v in args.variants if v != BASELINE], BASELINE]
     rows = []
     for i, name in enumerate(order):
