@@ -11,7 +11,7 @@ then writes into OUT:
 
 On the GPU machine:
 
-    python experiments/pfm1/gpu_fit.py OUT --init synthetic.ckpt --minutes 6 [--data-yaml pfm1/data.yaml]
+    python experiments/pfm1/gpu_fit.py OUT --minutes 6 [--init synthetic.ckpt] [--data-yaml pfm1/data.yaml]
 
 then, where the test flight is: ``python experiments/pfm1/gpu_fit.py OUT --join`` and the ``gpu`` stage of
 run.py tests the checkpoint on the test flight and scores the test mosaic.
@@ -103,7 +103,11 @@ def _history(log_dir: Path) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--init", help="the synthetic recipe's checkpoint")
+    parser.add_argument(
+        "--init",
+        help="a checkpoint to start from (the recipe's ImageNet backbone without it; a synthetic checkpoint"
+        " for the stages that start from one)",
+    )
     parser.add_argument("--minutes", type=float, default=6.0, help="training budget; the cosine anneals to it")
     parser.add_argument("--max-epochs", type=int, default=400)
     parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs (and the last)")
@@ -115,8 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.join:
         print(join(args.out))
         return 0
-    if not args.init:
-        parser.error("--init is required to train")
     os.chdir(REPO)
     args.out.mkdir(parents=True, exist_ok=True)
     import lightning
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         "--config",
         str(GPU),
         "--model.init_checkpoint",
-        args.init,
+        args.init or "null",
         "--trainer.default_root_dir",
         str(root),
         "--trainer.max_time",

@@ -99,9 +99,10 @@ SEED1 = ["--seed_everything", "1"]  # crops, pastes and their order drawn anew: 
 SEED2 = ["--seed_everything", "2"]
 SEEDS = ("synth_real_lookalikes_rerun", "synth_real_lookalikes_seed1")  # one recipe, two seeds
 UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoch, as the recipe was before F03_HALF
-# The fast detector: about three times the default's steps per minute, so the same 58-minute budget may run up to
-# three times the epochs (the cosine decay still follows the clock); validated every 12 epochs instead of 8.
-FAST = ["--model.model", "centernet_resnet10_lite", "--trainer.max_epochs", "132",
+# The fast detector (the recipe's until stage imagenet_real): about three times the default's steps per minute, so
+# the same 58-minute budget may run up to three times the epochs (the cosine decay still follows the clock);
+# validated every 12 epochs instead of 8.
+FAST = ["--model.model", "centernet_resnet10_lite", "--model.weights", "null", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12"]  # fmt: skip
 # EfficientNet-Lite0 from its ImageNet weights (models/efficientnet_lite.py): about a third of the fast detector's
 # steps per second on this CPU, so the 58-minute clock, not the epoch cap, ends the run.
@@ -110,9 +111,11 @@ IMAGENET = ["--model.model", "centernet_efficientnet_lite0", "--model.weights", 
 # configs/pfm1_photosynth.yaml's 14 minutes doubled for the slower detector, its cosine on the clock.
 IMAGENET_PHOTO = [*IMAGENET[:4], "--trainer.max_epochs", "24", "--trainer.max_time", "00:00:28:00",
                   "--model.anneal_by_time", "true"]  # fmt: skip
-# configs/pfm1.yaml trains the fast detector; the stages on centernet_resnet18 (every stage but the fast ones) set it
-# back with the schedule it had then: up to 44 epochs, validated every 8.
-R18 = ["--model.model", "centernet_resnet18", "--trainer.max_epochs", "44", "--trainer.check_val_every_n_epoch", "8"]
+# configs/pfm1.yaml trains centernet_efficientnet_lite0 from ImageNet (stage imagenet_real); the fast stages set the
+# detector they ran with back, without pretrained weights, and the stages on centernet_resnet18 (every stage but the
+# fast and ImageNet ones) set it back with the schedule it had then: up to 44 epochs, validated every 8.
+R18 = ["--model.model", "centernet_resnet18", "--model.weights", "null", "--trainer.max_epochs", "44",
+       "--trainer.check_val_every_n_epoch", "8"]  # fmt: skip
 SHORT = [
     "--trainer.max_epochs",
     "16",

