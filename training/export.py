@@ -101,6 +101,8 @@ class ExportSettings:
             raise ValueError(
                 f"unknown calibration_method {self.calibration_method!r}; choose from {list(CALIBRATION_METHODS)}"
             )
+        if self.int8 and self.calibration_tiles < self.batch:
+            raise ValueError(f"calibration_tiles {self.calibration_tiles} is fewer than one batch of {self.batch}")
 
 
 def load_task(checkpoint: Path):
@@ -543,6 +545,7 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
     parity["fp32_ms_per_tile"] = time_session(fp32_session, images[:8], card.batch_size)
     parity["int8_ms_per_tile"] = time_session(int8_session, images[:8], card.batch_size)
     parity["speedup"] = parity["fp32_ms_per_tile"] / parity["int8_ms_per_tile"]
+    parity["calibration"] = {"method": settings.calibration_method, "tiles": len(calib) // batch * batch}
     drop = parity["recall_reference"] - parity["recall_candidate"]
     log.info("int8 parity: %s", parity)
     if drop > settings.max_recall_drop:

@@ -37,6 +37,13 @@ import click
     help="How int8 activation ranges are set.",
 )
 @click.option(
+    "--calibration-tiles",
+    type=click.IntRange(1),
+    default=None,
+    help="Training tiles that calibrate int8 (percentile and entropy keep every activation of each: fewer tiles,"
+    " less memory). Default: ExportSettings.calibration_tiles.",
+)
+@click.option(
     "--int8-max-recall-drop",
     type=click.FloatRange(0.0, 1.0),
     default=None,
@@ -74,6 +81,7 @@ def export(
     int8,
     calibration,
     calibration_method,
+    calibration_tiles,
     int8_max_recall_drop,
     int8_ops,
     test_flips,
@@ -96,6 +104,7 @@ def export(
         int8_op_types=tuple(op.strip() for op in int8_ops.split(",") if op.strip()),
         test_flips=None if test_flips is None else int(test_flips),
         **({} if int8_max_recall_drop is None else {"max_recall_drop": int8_max_recall_drop}),
+        **({} if calibration_tiles is None else {"calibration_tiles": calibration_tiles}),
     )
     report = export_checkpoint(checkpoint, output, settings)
     fp32 = report["fp32"]

@@ -181,10 +181,13 @@ def test_export_command_writes_int8_by_default_and_not_with_no_int8(tiny_checkpo
     assert not (tmp_path / "plain.int8.onnx").exists()
     # the tiny model's few-step weights sit near its threshold, so its int8 recall on 4 tiles may drop by more than
     # the default allows: the gate is opened here so that the default's writing is what is tested
-    default = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "m.onnx"), "--int8-max-recall-drop", "1"])
+    default = CliRunner().invoke(
+        cli, [*base, "-o", str(tmp_path / "m.onnx"), "--int8-max-recall-drop", "1", "--calibration-tiles", "8"]
+    )
     assert default.exit_code == 0, default.output
     card = open_session(tmp_path / "m.int8.onnx").card
     assert card.quantization == "int8-qdq" and "int8_vs_fp32" in card.parity
+    assert card.parity["int8_vs_fp32"]["calibration"] == {"method": "minmax", "tiles": 8}
     # a closed gate refuses the int8 file, says so, and leaves the float32 file standing alone
     shut = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "s.onnx"), "--int8-max-recall-drop", "0"])
     refused = json.loads((tmp_path / "s.parity.json").read_text())["int8"]
