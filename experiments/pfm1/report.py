@@ -210,6 +210,9 @@ def int8_table(results: dict) -> str:
                 f"{_f(curve.get('recall_at_10_fa_per_ha'))} | {_f(curve.get('ap'))} | "
                 f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} |"
             )
+        if "int8_refused" in mosaic:  # the export's int8 gate refused the file: the reason, in one line
+            reason = mosaic["int8_refused"].split(": ", 1)[-1]
+            lines.append(f"| {key} | int8 | refused: {reason} | | | |")
     return "\n".join(lines)
 
 

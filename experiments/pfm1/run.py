@@ -351,6 +351,10 @@ def make_ensemble(name: str, members: list[dict]) -> tuple[str, dict]:
     }
 
 
+# int8 calibration options for `ordnance export` (main sets them from --calibration-method / --calibration-tiles)
+CALIBRATION: list[str] = []
+
+
 def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int = 1) -> dict:
     """Export through the parity gate (with ``test_flips`` views averaged in the graph), score the test mosaic
     with the exported file, evaluate."""
@@ -369,8 +373,9 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int 
         "32",
         "--no-register",
     ]
-    if int8:
-        export += ["--int8", "--calibration", str(config)]
+    # int8 where its gate passes; a refusal is recorded and the float32 file is still scored
+    export += ["--calibration", str(config), *CALIBRATION] if int8 else ["--no-int8"]
+    onnx.with_suffix(".int8.onnx").unlink(missing_ok=True)  # an earlier export's file is not this one's
     if test_flips != 1:
         export += ["--test-flips", str(test_flips)]
     exported = subprocess.run(export, capture_output=True, text=True)
@@ -381,7 +386,11 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int 
     if not mosaic.exists():
         subprocess.run([sys.executable, str(HERE / "mosaic.py")], check=True)
     out = {"parity": json.loads(onnx.with_suffix(".parity.json").read_text())}
-    files = {"fp32": onnx, **({"int8": onnx.with_suffix(".int8.onnx")} if int8 else {})}
+    files = {"fp32": onnx}
+    if int8 and onnx.with_suffix(".int8.onnx").exists():
+        files["int8"] = onnx.with_suffix(".int8.onnx")
+    elif int8:
+        out["int8_refused"] = out["parity"].get("int8", {}).get("refused", "not written")
     for kind, model in files.items():
         out[kind] = score_mosaic(model, mosaic, data / f"scored_{name}_{kind}")
     return out
@@ -489,12 +498,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / "runs", help="training runs folder")
     parser.add_argument("--int8", action="store_true", help="also export and score the int8 file")
     parser.add_argument("--force", action="store_true", help="run stages already in results.json again")
+    parser.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"], help="int8 calibration")
+    parser.add_argument("--calibration-tiles", type=int, help="training tiles that calibrate int8")
     parser.add_argument(
         "--reexport",
         action="store_true",
         help="export and score the checkpoints of finished stages again (no training)",
     )
     args = parser.parse_args(argv)
+    CALIBRATION[:] = [
+        *(["--calibration-method", args.calibration_method] if args.calibration_method else []),
+        *(["--calibration-tiles", str(args.calibration_tiles)] if args.calibration_tiles else []),
+    ]
     os.chdir(REPO)  # recipes name their data relative to the repository root
     table = stages(args.synthetic_ckpt, args.fast_synthetic_ckpt)
     unknown = [s for s in args.stages if s not in table]
