@@ -382,10 +382,13 @@ def backbone_table(results: dict) -> str:
         op = _mosaic(entry).get("operating_point", {}).get("overall", {})
         valid = entry.get("valid_curve") or [[0, None]]
         trained = entry.get("trained", {})
-        model = _override(entry, "--model.model") or "configs' own"
+        model = _override(entry, "--model.model") or "its config's"
+        minutes = _f(entry.get("train_minutes"), 1)
+        if trained:
+            minutes += f" ({trained['epochs']}, {trained['steps']})"
         lines.append(
-            f"| {key} | {model} | {start} | {real} | {_f(entry.get('train_minutes'), 1)} ({trained.get('epochs', '')},"
-            f" {trained.get('steps', '')}) | {_f(valid[-1][1])} | **{_f(test.get('test/ap50_ap_mine'))}** | "
+            f"| {key} | {model} | {start} | {real} | {minutes} | {_f(valid[-1][1])} | "
+            f"**{_f(test.get('test/ap50_ap_mine'))}** | "
             f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
             f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} | "
             f"{_f(_mosaic(entry).get('timings', {}).get('infer_s'), 1)} |"
@@ -595,11 +598,13 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
                     " `imagenet_real`, `imagenet_photo_synth`)",
                     backbone_rows,
-                    "Each row: one run, seed 0, trained on this CPU (TrainingThreads). The ImageNet rows start from"
-                    " EfficientNet-Lite0's ImageNet weights (models/efficientnet_lite.py) with new FPN and heads; the"
-                    " others from a synthetic checkpoint (the row's `init` in results.json). Model seconds: ONNX"
-                    " Runtime's time in `ordnance score` on the test mosaic (float32), as run.py ran it right after"
-                    " training.",
+                    "Each row: one run, seed 0, trained on a 2-core CPU; all but photo_synth (an earlier day, before"
+                    " TrainingThreads, on configs/pfm1_photosynth.yaml's centernet_resnet18) on the training threads"
+                    " of TrainingThreads. The ImageNet rows start from EfficientNet-Lite0's ImageNet weights"
+                    " (models/efficientnet_lite.py) with new FPN and heads; the others from a synthetic checkpoint"
+                    " (the row's `init` in results.json). Model seconds: ONNX Runtime's time in `ordnance score` on"
+                    " the test mosaic (float32), as run.py ran it after training; photo_synth's on another day and"
+                    " detector.",
                 ]
                 if backbone_rows
                 else []
