@@ -71,6 +71,7 @@ def child(steps: int, skip: int, threads: int | None, extra: list[str], out: Pat
         "median_steps_per_s": 1.0 / statistics.median(gaps),
         "mean_steps_per_s": len(gaps) / sum(gaps),
         "torch_threads": clock.threads,
+        "model": cli.model.hparams.model,
     }))  # fmt: skip
 
 
@@ -126,7 +127,8 @@ def report(result: dict, name: str) -> int:
 
 def table(result: dict) -> str:
     lines = [
-        f"Training steps per second of configs/pfm1.yaml from random init on {result['cpu']} "
+        f"Training steps per second of configs/pfm1.yaml ({result['rows'][0].get('model', 'centernet_resnet10_lite')})"
+        f" with no checkpoint to start from, on {result['cpu']} "
         f"({result['cpu_count']} CPUs): steps {result['skip'] + 1} to {result['steps']} of each run timed; "
         f"the baseline ({BASELINE}) ran first and last.",
         "",
