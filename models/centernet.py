@@ -46,9 +46,9 @@ def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv
     if stem not in ("conv7", "patch4"):
         raise ValueError(f"stem must be 'conv7' or 'patch4', got {stem!r}")
     builder, layers = BACKBONES[name]
+    if stem == "patch4" and not builder.startswith("resnet"):
+        raise ValueError(f"the patch4 stem is for ResNet backbones, not {name!r}")
     if builder == "efficientnet_lite0":
-        if stem != "conv7":
-            raise ValueError(f"the {stem} stem is for ResNet backbones, not {name!r}")
         body = efficientnet_lite.EfficientNetLite0(stages)
         if weights is not None:
             efficientnet_lite.load_imagenet_weights(body, weights)
@@ -60,8 +60,6 @@ def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv
     else:
         model = torchvision.models.get_model(builder, weights=weights)
     if stem == "patch4":
-        if not builder.startswith("resnet"):
-            raise ValueError(f"the patch4 stem is for ResNet backbones, not {name!r}")
         model.conv1 = nn.Conv2d(3, model.conv1.out_channels, 4, stride=4, bias=False)
         model.maxpool = nn.Identity()
     body = model.features if name.startswith("mobilenet") else model

@@ -92,7 +92,6 @@ class EfficientNetLite0(nn.Module):
                 cin = cout
         last = FEATURE_BLOCKS[self.stages - 1]
         self._blocks = nn.ModuleList(blocks[: last + 1])
-        self.channels = [STAGES[i][3] for i in (1, 2, 4, 6)][: self.stages]
         if classifier:
             self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
             self._bn1 = _bn(1280)

