@@ -86,9 +86,9 @@ class TrainingThreads(Callback):
         self._set(self.training_threads(trainer))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        threads = self.training_threads(trainer)
+        threads = cpu_training_threads(trainer)
         if threads is not None and trainer.logger is not None:
-            trainer.logger.log_hyperparams({"training_threads": threads})
+            trainer.logger.log_hyperparams({"cpu_training_threads": threads})
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._set(self._default)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from jsonargparse import lazy_instance
+from jsonargparse.typing import NonNegativeInt
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from ordnance.datasets.datamodule import DetectionDataModule
@@ -31,7 +32,24 @@ def cpu_has_bf16() -> bool:
 
 
 class OrdnanceCLI(LightningCLI):
-    """LightningCLI that falls back from bf16 autocast to float32 on CPUs without native bf16."""
+    """LightningCLI that falls back from bf16 autocast to float32 on CPUs without native bf16, and takes the CPU
+    training threads from the recipe (``training_threads``, beside ``seed_everything``)."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--training_threads",
+            type=NonNegativeInt | None,
+            default=None,
+            help="Intra-op threads of the training steps on a CPU: unset, one per core the loader workers leave"
+            " (training/callbacks.py TrainingThreads); 0, torch's own count; n, n threads.",
+        )
+
+    def _training_threads(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        threads = config.get("training_threads")
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, TrainingThreads):
+                callback.threads = threads
 
     def before_instantiate_classes(self) -> None:
         import torch
@@ -61,6 +79,7 @@ class OrdnanceCLI(LightningCLI):
         """The model learns the precision the recipe asked for when it fell back, so the checkpoint (and the card
         exported from it) says so (``DetectionTask.training_record``)."""
         super().instantiate_classes()
+        self._training_threads()
         requested = getattr(self, "_precision_requested", None)
         if requested is not None and hasattr(self.model, "precision_requested"):
             self.model.precision_requested = requested

@@ -32,7 +32,7 @@ BEGIN, END = "<!-- pfm1-threads:begin -->", "<!-- pfm1-threads:end -->"
 # name -> (environment, extra CLI arguments, TrainingThreads.threads (None: its own choice), description)
 VARIANTS: dict[str, tuple[dict, list[str], int | None, str]] = {
     "torch_default": ({}, [], 0, "torch's own threads (one per core) throughout, 2 loader workers"),
-    "recipe": ({}, [], None, "the recipe: training threads = cores - loader workers, at least 1 (TrainingThreads)"),
+    "recipe": ({}, [], None, "TrainingThreads' rule: training threads = cores - loader workers, at least 1"),
     "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, [], None, "the recipe, idle OpenMP threads sleep"),
     "torch_default_passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, [], 0, "torch's own threads, idle OpenMP threads sleep"),
     "cv1": ({}, ["--data.opencv_threads", "1"], None, "the recipe, one OpenCV thread per loader worker"),

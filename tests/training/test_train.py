@@ -298,11 +298,10 @@ def test_training_samples_repeat_across_runs_and_change_across_epochs(tiny_data,
 def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, workers, threads, expected):
     """On a CPU the training steps run with one intra-op thread fewer per loader worker (at least one); validation
     and whatever follows fit get torch's count back. No workers, or ``threads=0``, keep torch's count. The
-    checkpoint records the training steps' count."""
+    checkpoint records the training steps' count. The count comes from the recipe's ``training_threads``."""
     import os
 
     import lightning as L
-    from ordnance.training.callbacks import TrainingThreads
     from ordnance.training.cli import main
 
     class Record(L.Callback):
@@ -322,8 +321,8 @@ def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, wor
     try:
         cli = main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
                     "--data.num_workers", str(workers), "--trainer.default_root_dir", str(tmp_path / "runs"),
-                    "--trainer.check_val_every_n_epoch", "1"], run=False)  # fmt: skip
-        next(c for c in cli.trainer.callbacks if isinstance(c, TrainingThreads)).threads = threads
+                    "--trainer.check_val_every_n_epoch", "1",
+                    *(["--training_threads", str(threads)] if threads is not None else [])], run=False)  # fmt: skip
         record = Record()
         cli.trainer.callbacks.append(record)
         cli.trainer.fit(cli.model, cli.datamodule)
@@ -337,6 +336,16 @@ def test_training_threads_leave_cores_to_loader_workers(tiny_data, tmp_path, wor
     # the checkpoint's lineage (and so the card) says what the training steps ran with
     saved = torch.load(cli.trainer.checkpoint_callback.last_model_path, map_location="cpu", weights_only=False)
     assert saved["ordnance_lineage"]["training"]["cpu_threads"] == want
+
+
+def test_training_threads_refuses_a_negative_count(tiny_data, tmp_path, capsys):
+    from ordnance.training.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(REPO / "configs" / "tiny.yaml"), "--data.data_yaml", str(tiny_data),
+              "--trainer.default_root_dir", str(tmp_path / "runs"), "--training_threads", "-1"], run=False)  # fmt: skip
+    assert exit_info.value.code != 0
+    assert "training_threads" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flips", [None, 2])
