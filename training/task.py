@@ -262,7 +262,9 @@ class DetectionTask(L.LightningModule):
         every checkpoint; the export writes it into the model card."""
         # The pretrained weights the backbone was built with (kept when a checkpoint of it is fine-tuned further)
         backbone = (
-            {"backbone_weights": backbone_weights_record(self.hparams.weights)} if self.hparams.get("weights") else {}
+            {"backbone_weights": backbone_weights_record(self.hparams.weights, self.hparams.model)}
+            if self.hparams.get("weights")
+            else {}
         )
         if getattr(self, "_lineage", None) is not None:
             return backbone | self._lineage

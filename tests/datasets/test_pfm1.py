@@ -256,4 +256,4 @@ def test_recipe_builds_its_detector_on_the_imagenet_weight_file(monkeypatch):
     state = torch.load(efficientnet_lite.imagenet_weights_path(), map_location="cpu", weights_only=True)
     body = cli.model.detector.net.body.state_dict()
     assert body and all(torch.equal(body[key], state[key]) for key in body)
-    assert cli.model.lineage()["backbone_weights"]["sha256"] == efficientnet_lite.IMAGENET_SHA256
+    assert cli.model.lineage()["backbone_weights"]["sha256"] == efficientnet_lite.VARIANTS["lite0"].sha256

@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 with its ImageNet weights: the converted classifier names photographs it never saw here, the
-weight file is checked before it is loaded, and the CenterNet on its features normalises its input as the weights
-were trained and exports."""
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with their ImageNet weights: each converted classifier names photographs it
+never saw here, a weight file is checked before it is loaded, and the CenterNet on the features normalises its input
+as the weights were trained and exports."""
 
 from __future__ import annotations
 
@@ -25,13 +25,14 @@ def _imagenet_input(image: np.ndarray) -> torch.Tensor:
     return (x - torch.tensor(lite.MEAN).view(1, 3, 1, 1)) / torch.tensor(lite.STD).view(1, 3, 1, 1)
 
 
-def test_imagenet_weights_name_photographs():
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_imagenet_weights_name_photographs(variant):
     """scikit-image's sample photographs, classified with the whole network: the cat as one of ImageNet's domestic
     cats (281 tabby, 282 tiger cat, 283 Persian, 284 Siamese, 285 Egyptian cat) and the cup of coffee as 967
     espresso. Random or misloaded weights, or a block of the wrong shape or order, do not name both."""
     from skimage import data
 
-    net = lite.EfficientNetLite0(classifier=True).eval()
+    net = lite.EfficientNetLite(classifier=True, variant=variant).eval()
     lite.load_imagenet_weights(net, lite.IMAGENET)
     with torch.no_grad():
         cat = net.classify(_imagenet_input(data.chelsea())).softmax(1)[0]
@@ -39,24 +40,38 @@ def test_imagenet_weights_name_photographs():
     assert int(cat.argmax()) in {281, 282, 283, 284, 285}
     assert float(cat[281:286].sum()) > 0.8
     assert int(coffee.argmax()) == 967 and float(coffee[967]) > 0.5
-    untrained = lite.EfficientNetLite0(classifier=True).eval()
+    untrained = lite.EfficientNetLite(classifier=True, variant=variant).eval()
     with torch.no_grad():
         assert float(untrained.classify(_imagenet_input(data.coffee())).softmax(1)[0][967]) < 0.05
 
 
+def test_variants_hold_their_files_blocks():
+    """Each variant's network has exactly the blocks, and the shapes, of its file: Lite1 and Lite2 one block more in
+    each middle stage than Lite0 (21 against 16), Lite2 wider; their stride-16 features end at block 14."""
+    for variant, blocks, stride16 in (("lite0", 16, 10), ("lite1", 21, 14), ("lite2", 21, 14)):
+        state = torch.load(lite.imagenet_weights_path(variant), map_location="cpu", weights_only=True)
+        net = lite.EfficientNetLite(classifier=True, variant=variant)
+        own = net.state_dict()
+        assert set(own) == set(state)
+        assert all(own[k].shape == state[k].shape for k in own)
+        assert len(net._blocks) == blocks and lite.VARIANTS[variant].feature_blocks()[2] == stride16
+    with pytest.raises(ValueError, match="sha256 .* efficientnet_lite1"):
+        lite.load_imagenet_weights(lite.EfficientNetLite(3, variant="lite1"), str(lite.imagenet_weights_path("lite0")))
+
+
 def test_weight_file_is_checked_before_it_is_loaded(tmp_path):
     source = lite.imagenet_weights_path()
-    assert source.name == lite.IMAGENET_FILE
-    copy = tmp_path / lite.IMAGENET_FILE
+    assert source.name == lite.VARIANTS["lite0"].file
+    copy = tmp_path / source.name
     shutil.copyfile(source, copy)
-    net = lite.EfficientNetLite0(stages=3)
+    net = lite.EfficientNetLite(stages=3)
     lite.load_imagenet_weights(net, str(copy))  # the same file by its path
     with open(copy, "r+b") as f:  # one byte changed
         f.seek(1000)
         byte = f.read(1)
         f.seek(1000)
         f.write(bytes([byte[0] ^ 1]))
-    with pytest.raises(ValueError, match=rf"{copy}: sha256 .* is not the ImageNet file's"):
+    with pytest.raises(ValueError, match=rf"{copy}: sha256 .* is not the ImageNet file's of efficientnet_lite0"):
         lite.load_imagenet_weights(net, str(copy))
     with pytest.raises(FileNotFoundError, match="not found"):
         lite.load_imagenet_weights(net, str(tmp_path / "absent.pth"))
@@ -118,3 +133,9 @@ def test_lineage_and_checkpoint_name_the_backbone_weights():
     task.on_save_checkpoint(checkpoint)
     assert checkpoint["ordnance_lineage"]["backbone_weights"] == record
     assert "backbone_weights" not in DetectionTask(model="centernet_efficientnet_lite0", tile_size_px=256).lineage()
+    lite2 = DetectionTask(model="centernet_efficientnet_lite2", weights=lite.IMAGENET, tile_size_px=256).lineage()
+    assert (
+        lite2["backbone_weights"]["sha256"]
+        == hashlib.sha256(lite.imagenet_weights_path("lite2").read_bytes()).hexdigest()
+    )
+    assert lite2["backbone_weights"]["file"] == "efficientnet-lite2-9656183e.pth"
