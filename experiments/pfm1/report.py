@@ -60,6 +60,14 @@ ROWS = {
         "the fast detector's recipe on EfficientNet-Lite0 from its ImageNet weights (centernet_efficientnet_lite0, the"
         " lite shape), no synthetic checkpoint; the same 58 minutes"
     ),
+    "imagenet_real_threads": (
+        "the ImageNet recipe again, its training steps on torch's own two intra-op threads (training_threads 0):"
+        " the recipe since"
+    ),
+    "imagenet_lite1_real": (
+        "the ImageNet recipe on EfficientNet-Lite1 from its ImageNet weights (centernet_efficientnet_lite1: a block"
+        " more in each middle stage), on torch's own threads"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
@@ -364,6 +372,8 @@ def threads_table(results: dict) -> str:
 BACKBONE_ROWS = (
     ("fast_real_threads", "synthetic scenes (configs/synthetic.yaml)", "yes"),
     ("imagenet_real", "ImageNet", "yes"),
+    ("imagenet_real_threads", "ImageNet", "yes"),
+    ("imagenet_lite1_real", "ImageNet", "yes"),
     ("photo_synth", "synthetic scenes (configs/synthetic_resnet18.yaml)", "no"),
     ("imagenet_photo_synth", "ImageNet", "no"),
 )
