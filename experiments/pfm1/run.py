@@ -203,7 +203,7 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # heads on EfficientNet-Lite0's ImageNet weights, never trained on a synthetic scene.
         "imagenet_real": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *RULE_THREADS]},
         # The same recipe on torch's own two intra-op threads (training_threads 0): the ImageNet detector trained
-        # about 1.24 times the steps per second that way (fit_speed_effnet.json), the recipe since.
+        # more steps per second that way (fit_speed_effnet.json); the recipe since.
         "imagenet_real_threads": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES]},
         # Zero-shot on that backbone: ImageNet's photographs, then drawn items on real grass, never a real item.
         # The recipe on EfficientNet-Lite1 from its ImageNet weights: a deeper backbone in the same 58 minutes.
