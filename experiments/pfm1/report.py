@@ -7,6 +7,7 @@ between the ``<!-- pfm1:begin -->`` and ``<!-- pfm1:end -->`` markers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -185,6 +186,22 @@ def ablation_table(results: dict) -> str:
             f"{at_op} | {minutes} | {entry.get('mlflow_run', '')[:8]} |"
         )
     return "\n".join(lines)
+
+
+def budget_note(results: dict, stage: str = "imagenet_real") -> str:
+    """What 10 false alarms per ha allows on the test mosaic, from a stage's evaluation of it."""
+    curve = _mosaic(results.get(stage, {})).get("curve", {})
+    area, items = curve.get("area_ha"), curve.get("overall", {}).get("n_truth")
+    if not area or not items:
+        return ""
+    allowed = 10 * area
+    return (
+        f"The test mosaic's scanned ground is {area:.4f} ha (`ordnance evaluate`, stage {stage}), so 10 false alarms"
+        f" per ha allows {allowed:.2f} false alarms, that is {math.floor(allowed)}: recall at 10 FA/ha is the share"
+        f" of its {items} items scored above the mosaic's highest-scoring false alarm (a duplicate of an item counts"
+        f" as one), and a single false alarm scored above k items lowers it by k/{items}. The goal of 95% asks for"
+        f" {math.ceil(0.95 * items)} of the {items} items above every false alarm on the mosaic."
+    )
 
 
 def gsd_table(results: dict, speed: dict) -> str:
@@ -534,6 +551,7 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
         [
             "#### Ablation (test flight Phan4_200316_F02, 179 tiles, 33 items; test mosaic of the same tiles)",
             ablation_table(results),
+            budget_note(results),
             gpu_note(results),
             *(
                 [
