@@ -4,7 +4,9 @@ scores lowest, as a contact sheet, with the scores in JSON.
 Reads a stage's scoring of the test mosaic (run.py: data/scored_<stage>_fp32/candidates.gpkg) and the mosaic's
 point truth; a candidate is a hit within half the item's size, at least 5 cm, as in run.py's evaluation.
 Writes docs/pfm1_false_alarms_<stage>.jpg (top two rows: the 16 highest-scoring false alarms; bottom row: the 8
-items with the lowest best score, 80 px at 2.94 mm, shown 2x) and false_alarms_<stage>.json beside this script.
+items with the lowest best score, 80 px at 2.94 mm, shown 2x) and false_alarms_<stage>.json beside this script,
+which also says how many of the 5, 16 and 50 highest false alarms lie on a seam of the mosaic (within 16 px of
+their tile's edge, where the tiles, photographed apart, meet) against that band's share of the mosaic.
 
     .venv/bin/python experiments/pfm1/false_alarms.py synth_real_f03 photo_synth
 """
@@ -26,6 +28,27 @@ from ordnance.inference.metrics import match_points
 
 DATA = HERE / "data"
 FLOOR_M, SIZE_FACTOR, SIDE = 0.05, 0.5, 80
+SEAM_PX = 16  # a false alarm this close to the edge of its tile lies on a seam of the mosaic (4.7 cm at 2.94 mm)
+
+
+def edge_distance_px(src, xy: np.ndarray, placement: list[dict]) -> np.ndarray:
+    """Pixels from each point to the nearest edge of the tile that holds it on the mosaic (mosaic.py's placement),
+    where the tile meets its neighbour or the mosaic's border."""
+    rows, cols = (np.asarray(v) for v in rasterio.transform.rowcol(src.transform, xy[:, 0], xy[:, 1]))
+    out = np.full(len(xy), np.inf)
+    for p in placement:
+        c0, r0, c1, r1 = p["col_off"], p["row_off"], p["col_off"] + p["width"], p["row_off"] + p["height"]
+        inside = (cols >= c0) & (cols < c1) & (rows >= r0) & (rows < r1)
+        d = np.minimum.reduce([cols - c0, c1 - 1 - cols, rows - r0, r1 - 1 - rows])
+        out[inside] = d[inside]
+    return out
+
+
+def band_share(placement: list[dict], band: int) -> float:
+    """The share of the tiles' pixels within ``band`` pixels of a tile edge."""
+    total = sum(p["width"] * p["height"] for p in placement)
+    core = sum(max(0, p["width"] - 2 * band) * max(0, p["height"] - 2 * band) for p in placement)
+    return (total - core) / total
 
 
 def _points(path, layer=None):
@@ -53,7 +76,12 @@ def sheet(stage: str) -> dict:
     dist = np.sqrt(((p_xy[:, None] - t_xy[None]) ** 2).sum(-1))
     near_item = (dist <= tolerance[None]).any(axis=1)
     false = np.flatnonzero(~near_item)  # neither a hit nor a second peak on an item
-    false = false[np.argsort(-scores[false])][:16]
+    false = false[np.argsort(-scores[false])]
+    placement = json.loads((DATA / "pfm1_test.json").read_text())["placement"]
+    with rasterio.open(DATA / "pfm1_test.tif") as src:
+        edge = edge_distance_px(src, p_xy[false[:50]], placement)
+    on_seam = {f"top_{k}": int((edge[:k] < SEAM_PX).sum()) for k in (5, 16, 50) if len(edge) >= k}
+    false = false[:16]
     best = np.array([scores[dist[:, j] <= tolerance[j]].max(initial=0.0) for j in range(len(t_xy))])
     lowest = np.argsort(best)[:8]
     with rasterio.open(DATA / "pfm1_test.tif") as src:
@@ -74,6 +102,10 @@ def sheet(stage: str) -> dict:
         "top_false_alarm_xy": [[round(float(v), 3) for v in p_xy[i]] for i in false],
         "item_best_scores": sorted(round(float(v), 4) for v in best),
         "items_above_the_top_false_alarm": int((best > scores[false[0]]).sum()) if len(false) else len(t_xy),
+        "top_false_alarm_edge_px": [int(v) for v in edge[:16]],
+        "seam_band_px": SEAM_PX,
+        "seam_band_area_share": round(band_share(placement, SEAM_PX), 4),
+        "false_alarms_on_seams": on_seam,
         "sheet": str(out.relative_to(REPO)),
     }
     path = HERE / f"false_alarms_{stage}.json"

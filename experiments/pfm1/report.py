@@ -204,6 +204,34 @@ def budget_note(results: dict, stage: str = "imagenet_real") -> str:
     )
 
 
+def seam_table(sheets: dict) -> str:
+    """Where each stage's highest false alarms lie on the test mosaic (false_alarms.py): on a seam where two tiles,
+    photographed apart, meet, or inside a tile."""
+    rows = {k: v for k, v in sorted(sheets.items()) if "false_alarms_on_seams" in v}
+    if not rows:
+        return ""
+    band = next(iter(rows.values()))
+    lines = [
+        "| stage | items above the top false alarm | of the 5 / 16 / 50 highest false alarms, within"
+        f" {band['seam_band_px']} px of their tile's edge | edge distance of the 16 highest (px) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, v in rows.items():
+        seams = v["false_alarms_on_seams"]
+        lines.append(
+            f"| {name} | {v['items_above_the_top_false_alarm']} of {v['items']} | "
+            f"{seams.get('top_5', '')} / {seams.get('top_16', '')} / {seams.get('top_50', '')} | "
+            f"{', '.join(str(d) for d in v['top_false_alarm_edge_px'])} |"
+        )
+    lines += [
+        "",
+        f"That band holds {band['seam_band_area_share']:.1%} of the mosaic's pixels. The mosaic lays the test flight's"
+        " tiles side by side (mosaic.py), so each tile meets its neighbours with a step in exposure and texture that"
+        " no training crop holds.",
+    ]
+    return "\n".join(lines)
+
+
 def gsd_table(results: dict, speed: dict) -> str:
     lines = [
         "| working GSD | PFM-1 AP50, test flight | hazard AP, test flight | hazard recall (validated threshold) |"
@@ -539,13 +567,14 @@ def per_flight_table(results: dict, per_flight: dict) -> str:
 
 
 def render(results: dict, speed: dict, flips: dict | None = None, second: dict | None = None,
-           masked: dict | None = None, per_flight: dict | None = None) -> str:  # fmt: skip
+           masked: dict | None = None, per_flight: dict | None = None, sheets: dict | None = None) -> str:  # fmt: skip
     second_rows = second_stage_table(second or {})
     grey_rows = grey_table(results)
     shade_rows = shade_table(results)
     threads_rows = threads_table(results)
     backbone_rows = backbone_table(results)
     masked_rows = masked_table(masked or {})
+    seam_rows = seam_table(sheets or {})
     fit_rows = per_flight_table(results, per_flight or {})
     return "\n\n".join(
         [
@@ -661,6 +690,14 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
             ),
             *(
                 [
+                    "#### Where the highest false alarms lie on the test mosaic (`experiments/pfm1/false_alarms.py`)",
+                    seam_rows,
+                ]
+                if seam_rows
+                else []
+            ),
+            *(
+                [
                     "#### PFM-1 AP50 on each flight, training flights included (`experiments/pfm1/per_flight.py"
                     " --held-out`)",
                     fit_rows,
@@ -685,6 +722,10 @@ def main() -> int:
     for key, name in (("second", "second_stage.json"), ("masked", "masked.json"), ("per_flight", "per_flight.json")):
         path = HERE / name
         extra[key] = json.loads(path.read_text()) if path.exists() else {}
+    extra["sheets"] = {
+        path.stem.removeprefix("false_alarms_"): json.loads(path.read_text())
+        for path in HERE.glob("false_alarms_*.json")
+    }
     text = render(results, speed, flips, **extra)
     (HERE / "results.md").write_text(text + "\n")
     write_readme_block(BEGIN, END, text)
