@@ -296,3 +296,41 @@ def composite(
         np.array(labels, np.int64),
         sample.source + "+paste",
     )
+
+
+def stitch(sample: Sample, donors: list[np.ndarray], rng: np.random.Generator) -> Sample:
+    """``sample`` with one to three of its quadrants around a random point replaced by ground of other training
+    images (``donors``, tiles with no item): the seams where separately photographed pieces of ground meet, with
+    their step in exposure, colour and texture, as on an orthomosaic's seamlines or a mosaic of tiles.
+
+    The point falls in the middle half of each side, so a training crop often holds a seam. Only quadrants that no
+    box of ``sample`` touches are replaced, so each item stays whole and labelled and no unlabelled item comes in;
+    each replaced quadrant takes a block of its size from a random place of a donor large enough to hold it.
+    Without such a quadrant and donor the sample is returned as it is."""
+    h, w = sample.image.shape[:2]
+    cy, cx = int(rng.integers(h // 4, 3 * h // 4 + 1)), int(rng.integers(w // 4, 3 * w // 4 + 1))
+    quadrants = [(0, 0, cx, cy), (cx, 0, w, cy), (0, cy, cx, h), (cx, cy, w, h)]  # x0, y0, x1, y1
+    boxes = np.asarray(sample.boxes, np.float32).reshape(-1, 4)
+
+    def free(q) -> bool:
+        x0, y0, x1, y1 = q
+        if x1 <= x0 or y1 <= y0:
+            return False
+        touch = (boxes[:, 0] < x1) & (boxes[:, 2] > x0) & (boxes[:, 1] < y1) & (boxes[:, 3] > y0)
+        return not touch.any()
+
+    eligible = [q for q in quadrants if free(q)]
+    if not eligible or not donors:
+        return sample
+    n = int(rng.integers(1, min(3, len(eligible)) + 1))
+    image, changed = sample.image.copy(), False
+    for k, i in enumerate(rng.choice(len(eligible), n, replace=False)):
+        x0, y0, x1, y1 = eligible[int(i)]
+        donor = donors[k % len(donors)]
+        dh, dw = donor.shape[0] - (y1 - y0), donor.shape[1] - (x1 - x0)
+        if dh < 0 or dw < 0:
+            continue
+        dy, dx = int(rng.integers(0, dh + 1)), int(rng.integers(0, dw + 1))
+        image[y0:y1, x0:x1] = donor[dy : dy + y1 - y0, dx : dx + x1 - x0]
+        changed = True
+    return Sample(image, sample.boxes, sample.labels, sample.source + "+seams") if changed else sample

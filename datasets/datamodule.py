@@ -14,7 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 from ordnance.datasets.augment import AugmentConfig, build_eval_transform, build_train_transform
-from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches
+from ordnance.datasets.composite import CopyPaste, Patch, composite, cut_patches, stitch
 from ordnance.datasets.gsd import load_at_gsd
 from ordnance.datasets.records import DatasetError, DetectionDataset, image_keys
 from ordnance.datasets.reviewed import REVIEW_GROUP, ReviewedRun, read_reviewed_runs
@@ -52,8 +52,10 @@ class _Transformed(Dataset):
         *,
         gsd: tuple[float | None, float | None] = (None, None),
         paste: tuple[CopyPaste, list[Patch], dict[str, int]] | None = None,
+        seams: tuple[float, list[int]] | None = None,
     ) -> None:
         self.data, self.transform, self.gsd, self.paste = data, transform, gsd, paste
+        self.seams = seams  # (probability, indices of the images without items that lend quadrants)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -65,9 +67,15 @@ class _Transformed(Dataset):
         # epoch (persistent workers included) and a run repeats exactly. Albumentations would otherwise seed
         # itself from the OS.
         seed = int(torch.randint(0, 2**32 - 1, (1,), dtype=torch.int64))
+        rng = np.random.default_rng(seed)
+        if self.seams is not None and rng.random() < self.seams[0]:
+            others = [i for i in self.seams[1] if i != index]
+            picks = rng.choice(len(others), min(3, len(others)), replace=False) if others else []
+            donors = [load_at_gsd(self.data.records[others[int(i)]], *self.gsd).image for i in picks]
+            sample = stitch(sample, donors, rng)
         if self.paste is not None:
             cfg, patches, class_ids = self.paste
-            sample = composite(sample, patches, cfg, class_ids, self.gsd[1], np.random.default_rng(seed))
+            sample = composite(sample, patches, cfg, class_ids, self.gsd[1], rng)
         if hasattr(self.transform, "set_random_seed"):
             self.transform.set_random_seed(seed)
         out = self.transform(image=sample.image, bboxes=sample.boxes, labels=sample.labels)
@@ -143,6 +151,9 @@ class DetectionDataModule(L.LightningDataModule):
         opencv_threads: OpenCV threads in each loader worker; None keeps OpenCV's default (one per core). One
             thread per worker was slower on a 16-core machine and no faster on 2 cores
             (experiments/pfm1/loader_speed.py), so the default stays.
+        seams: Probability that a training image has one to three of its quadrants replaced by the same ground of
+            other training images without items (:func:`ordnance.datasets.composite.stitch`): seams like those
+            where separately photographed pieces of ground meet on a mosaic. 0 (the default) never.
     """
 
     def __init__(
@@ -172,8 +183,12 @@ class DetectionDataModule(L.LightningDataModule):
         replay: float = 0.5,
         group_weights: dict[str, float] | None = None,
         opencv_threads: int | None = None,
+        seams: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0 <= seams <= 1:
+            raise ValueError(f"seams is a probability in [0, 1], got {seams}")
+        self.seams = seams
         self.opencv_threads = opencv_threads
         self.data_yaml = Path(data_yaml) if data_yaml else None
         self.coco = (coco_train, coco_val, coco_image_root)
@@ -358,7 +373,13 @@ class DetectionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         records, paste = self._paste()
         transform = build_train_transform(self.augment, self.crop_px)
-        data = _Transformed(records, transform, gsd=self.gsd, paste=paste)
+        seams = None
+        if self.seams:
+            empty = [i for i, r in enumerate(records.records) if len(r.labels) == 0]
+            if len(empty) < 2:
+                raise DatasetError("seams needs training images without items to lend their ground; there are none")
+            seams = (self.seams, empty)
+        data = _Transformed(records, transform, gsd=self.gsd, paste=paste, seams=seams)
         sampler = self._train_sampler(records)
         return DataLoader(
             data,

@@ -69,6 +69,10 @@ ROWS = {
         "the ImageNet recipe on EfficientNet-Lite1 from its ImageNet weights (centernet_efficientnet_lite1: a block"
         " more in each middle stage), on torch's own threads"
     ),
+    "imagenet_seams": (
+        "the ImageNet recipe with seams: half the training images take one to three quadrants of ground from other"
+        " empty training tiles (data.seams 0.5)"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"

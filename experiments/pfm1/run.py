@@ -36,6 +36,7 @@ experiment resumes after a stop). Stages:
 | imagenet_real | the recipe on centernet_efficientnet_lite0 from ImageNet weights, no synthetic checkpoint |
 | imagenet_real_threads | imagenet_real on torch's own two intra-op threads (training_threads 0): the recipe since |
 | imagenet_lite1_real | imagenet_real_threads on centernet_efficientnet_lite1 (EfficientNet-Lite1 from ImageNet) |
+| imagenet_seams | imagenet_real_threads with seams: quadrants of ground from other empty training tiles (p 0.5) |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -208,6 +209,10 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # Zero-shot on that backbone: ImageNet's photographs, then drawn items on real grass, never a real item.
         # The recipe on EfficientNet-Lite1 from its ImageNet weights: a deeper backbone in the same 58 minutes.
         "imagenet_lite1_real": {"config": PFM1, "init": None, "args": [*LITE1, *LOOKALIKES]},
+        # The recipe with seams: half the training images get one to three quadrants of ground from other empty
+        # training tiles (data.seams, datasets/composite.py stitch). The highest false alarms of
+        # imagenet_real_threads on the test mosaic lie on the seams where its tiles meet (false_alarms.py).
+        "imagenet_seams": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, "--data.seams", "0.5"]},
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.

@@ -209,3 +209,33 @@ def test_hidden_items_show_the_ground_over_at_most_half_their_box(seed):
     item = image[y0:y1, x0:x1, 0]
     ground = (item < 110).mean()  # item pixels where the ground shows through
     assert 0.02 <= ground <= 0.55
+
+
+def test_stitch_replaces_free_quadrants_with_donor_ground_and_keeps_every_item():
+    """Quadrants around a point in the middle half take ground from the donors; a quadrant that a box touches is
+    never replaced, at least one of the image's own quadrants stays, the boxes are unchanged, and a donor too small
+    for a quadrant is not used for it."""
+    from ordnance.datasets.composite import stitch
+
+    image = np.full((200, 300, 3), 100, np.uint8)
+    boxes = np.array([[10, 10, 30, 30]], np.float32)  # in the top-left quadrant whatever the point
+    sample = Sample(image, boxes, np.array([0]), "tile")
+    donor = (np.arange(400 * 500) % 97 + 150).astype(np.uint8).reshape(400, 500, 1).repeat(3, 2)  # 150-246
+    tiny = np.full((20, 20, 3), 50, np.uint8)  # smaller than any quadrant: never used
+    sizes = set()
+    for seed in range(40):
+        out = stitch(sample, [donor, tiny], np.random.default_rng(seed))
+        replaced = out.image[..., 0] != 100
+        assert (out.image[..., 0] >= 150)[replaced].all()  # donor ground, never the tiny donor's 50
+        assert not replaced[0:31, 0:31].any()
+        assert 0 < replaced.mean() < 1
+        np.testing.assert_array_equal(out.boxes, boxes)
+        rows, cols = np.flatnonzero(replaced.any(1)), np.flatnonzero(replaced.any(0))
+        assert rows[0] == 0 or rows[-1] == 199  # a quadrant reaches the image's edges
+        assert cols[0] == 0 or cols[-1] == 299
+        assert out.source == "tile+seams"
+        sizes.add(int(replaced.sum()))
+    assert len(sizes) > 5  # the point moves from draw to draw
+    blocked = Sample(image, np.array([[0, 0, 300, 200]], np.float32), np.array([0]), "tile")
+    assert stitch(blocked, [donor], np.random.default_rng(0)) is blocked
+    assert stitch(sample, [tiny], np.random.default_rng(0)) is sample

@@ -131,6 +131,38 @@ def test_copy_paste_puts_real_training_items_on_empty_training_tiles():
     assert labels <= {0, 2} and 0 in labels
 
 
+def test_seams_take_ground_from_empty_training_tiles_only():
+    """``seams: 1``: every training image that has a quadrant free of items gets ground from other training tiles
+    without items (never the valid or test flight's), and keeps its own items."""
+    import yaml
+    from ordnance.datasets.augment import AugmentConfig
+    from ordnance.datasets.datamodule import DetectionDataModule
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "pfm1.yaml").read_text())["data"]
+    recipe.update(
+        data_yaml=str(PFM1 / "data.yaml"),
+        num_workers=0,
+        crop_px=768,
+        augment=AugmentConfig(flips=False, rotate90=False, scale=(1.0, 1.0), colour=0, blur=0, noise=0, jpeg=0),
+        copy_paste=None,
+        seams=1.0,
+    )
+    module = DetectionDataModule(**recipe)
+    module.setup()
+    data = module.train_dataloader().dataset
+    probability, donors = data.seams
+    assert probability == 1.0 and len(donors) > 100
+    assert all(len(data.data.records[i].labels) == 0 for i in donors)
+    assert {"Phan4_210414_F14", "Phan4_200316_F02"}.isdisjoint({data.data.records[i].group for i in donors})
+    picks = [i for i, r in enumerate(data.data.records) if len(r.labels)][:6] + donors[:6]
+    for i in picks:
+        _, _, labels, source = data[i]
+        assert source.endswith("+seams")
+        assert len(labels) == len(data.data.records[i].labels)
+    with pytest.raises(ValueError, match="seams is a probability"):
+        DetectionDataModule(**{**recipe, "seams": 1.5})
+
+
 def test_group_weights_set_each_flights_share_of_an_epoch():
     """{"F03": 3} over four training flights of 153 to 183 tiles: F03 gets 3/6 of the draws, each other flight 1/6,
     whatever its size; every tile stays drawable; a pattern matching no flight is refused."""
