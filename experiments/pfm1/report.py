@@ -431,10 +431,11 @@ BACKBONE_ROWS = (
 def backbone_table(results: dict) -> str:
     """What the backbone starts from: synthetic scenes or ImageNet photographs, with and without real items."""
     lines = [
-        "| stage | detector | backbone starts from | real items in training | training minutes (epochs, steps)"
+        "| stage | detector | backbone starts from | real items in training | training threads"
+        " | training minutes (epochs, steps)"
         " | PFM-1 AP50, valid flight (last validation) | PFM-1 AP50, test flight | mAP50 | mosaic recall @ 10 FA/ha"
         " | mosaic AP | mosaic recall / FA per ha at the card's threshold | model seconds on the test mosaic |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     if "imagenet_real" not in results:
         return ""
@@ -449,7 +450,8 @@ def backbone_table(results: dict) -> str:
         if trained:
             minutes += f" ({trained['epochs']}, {trained['steps']})"
         lines.append(
-            f"| {key} | {model} | {start} | {real} | {minutes} | {_f(valid[-1][1])} | "
+            f"| {key} | {model} | {start} | {real} | {trained.get('cpu_threads', '')} | {minutes} | "
+            f"{_f(valid[-1][1])} | "
             f"**{_f(test.get('test/ap50_ap_mine'))}** | "
             f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
             f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} | "
@@ -660,11 +662,13 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
             *(
                 [
                     "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
-                    " `imagenet_real`, `imagenet_photo_synth`)",
+                    " `imagenet_real`, `imagenet_real_threads`, `imagenet_lite1_real`, `imagenet_photo_synth`)",
                     backbone_rows,
-                    "Each row: one run, seed 0, trained on a 2-core CPU; all but photo_synth (an earlier day, before"
-                    " TrainingThreads, on configs/pfm1_photosynth.yaml's centernet_resnet18) on the training threads"
-                    " of TrainingThreads. The ImageNet rows start from EfficientNet-Lite0's ImageNet weights"
+                    "Each row: one run, seed 0, trained on a 2-core CPU beside its two loader workers; training"
+                    " threads: the intra-op threads of its training steps as its checkpoint records them (1:"
+                    " TrainingThreads' rule, 2: torch's own, `training_threads: 0`; photo_synth ran on an earlier day,"
+                    " before TrainingThreads, on configs/pfm1_photosynth.yaml's centernet_resnet18). The ImageNet rows"
+                    " start from EfficientNet-Lite0's (imagenet_lite1_real: Lite1's) ImageNet weights"
                     " (models/efficientnet_lite.py) with new FPN and heads; the others from a synthetic checkpoint"
                     " (the row's `init` in results.json). Model seconds: ONNX Runtime's time in `ordnance score` on"
                     " the test mosaic (float32), as run.py ran it after training; photo_synth's on another day and"
