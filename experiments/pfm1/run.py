@@ -114,7 +114,7 @@ FAST = ["--model.model", "centernet_resnet10_lite", "--model.weights", "null", "
 # steps per second on this CPU, so the 58-minute clock, not the epoch cap, ends the run.
 IMAGENET = ["--model.model", "centernet_efficientnet_lite0", "--model.weights", "IMAGENET1K",
             "--trainer.max_epochs", "132", "--trainer.check_val_every_n_epoch", "12"]  # fmt: skip
-# EfficientNet-Lite1 in Lite0's place: a block more in each middle stage, 1.44 times the training step's arithmetic.
+# EfficientNet-Lite1 in Lite0's place: a block more in each middle stage.
 LITE1 = ["--model.model", "centernet_efficientnet_lite1", *IMAGENET[2:]]
 # configs/pfm1_photosynth.yaml's 14 minutes doubled for the slower detector, its cosine on the clock.
 IMAGENET_PHOTO = [*IMAGENET[:4], "--trainer.max_epochs", "24", "--trainer.max_time", "00:00:28:00",
