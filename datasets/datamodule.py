@@ -377,7 +377,10 @@ class DetectionDataModule(L.LightningDataModule):
         if self.seams:
             empty = [i for i, r in enumerate(records.records) if len(r.labels) == 0]
             if len(empty) < 2:
-                raise DatasetError("seams needs training images without items to lend their ground; there are none")
+                raise DatasetError(
+                    "seams needs at least two training images without items to lend their ground;"
+                    f" there are {len(empty)}"
+                )
             seams = (self.seams, empty)
         data = _Transformed(records, transform, gsd=self.gsd, paste=paste, seams=seams)
         sampler = self._train_sampler(records)

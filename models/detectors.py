@@ -358,14 +358,14 @@ def build_detector(
     )
 
 
-def backbone_weights_record(weights: str, detector: str | None = None) -> dict:
-    """Provenance of a backbone weight name for the lineage and the card: for an EfficientNet-Lite ImageNet file (by
-    name, or "IMAGENET1K" on ``detector``'s variant), the file, its sha256 (checked when loaded) and its source; a
-    torchvision weight name as it is."""
+def backbone_weights_record(weights: str, detector: str) -> dict:
+    """Provenance of the backbone weights ``detector`` was built with, for the lineage and the card: for an
+    EfficientNet-Lite ImageNet file (by name, or "IMAGENET1K" on ``detector``'s variant), the file, its sha256
+    (checked when loaded) and its source; a torchvision weight name as it is."""
     from ordnance.models import efficientnet_lite
 
     for variant, spec in efficientnet_lite.VARIANTS.items():
-        named = weights == efficientnet_lite.IMAGENET and (detector or "").endswith(f"efficientnet_{variant}")
+        named = weights == efficientnet_lite.IMAGENET and detector.endswith(f"efficientnet_{variant}")
         if named or Path(weights).name == spec.file:
             return {"name": weights, "file": spec.file, "sha256": spec.sha256, "source": spec.source}
     return {"name": weights, "source": "torchvision"}
