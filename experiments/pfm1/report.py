@@ -423,6 +423,9 @@ BACKBONE_ROWS = (
     ("imagenet_real", "ImageNet", "yes"),
     ("imagenet_real_threads", "ImageNet", "yes"),
     ("imagenet_lite1_real", "ImageNet", "yes"),
+    ("imagenet_seams", "ImageNet", "yes"),
+    ("imagenet_real_threads_seed1", "ImageNet", "yes"),
+    ("imagenet_seams_seed1", "ImageNet", "yes"),
     ("photo_synth", "synthetic scenes (configs/synthetic_resnet18.yaml)", "no"),
     ("imagenet_photo_synth", "ImageNet", "no"),
 )

@@ -37,6 +37,7 @@ experiment resumes after a stop). Stages:
 | imagenet_real_threads | imagenet_real on torch's own two intra-op threads (training_threads 0): the recipe since |
 | imagenet_lite1_real | imagenet_real_threads on centernet_efficientnet_lite1 (EfficientNet-Lite1 from ImageNet) |
 | imagenet_seams | imagenet_real_threads with seams: quadrants of ground from other empty training tiles (p 0.5) |
+| imagenet_real_threads_seed1, imagenet_seams_seed1 | the two above with seed_everything 1: the spread between runs |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -108,6 +109,7 @@ UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoc
 # configs/pfm1.yaml trains on torch's own intra-op threads (training_threads 0, since stage imagenet_real_threads);
 # the stages before it ran with TrainingThreads' rule, one thread per core the two loader workers leave.
 RULE_THREADS = ["--training_threads", "null"]
+SEAMS = ["--data.seams", "0.5"]  # half the training images take ground from other empty training tiles
 FAST = ["--model.model", "centernet_resnet10_lite", "--model.weights", "null", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12", *RULE_THREADS]  # fmt: skip
 # EfficientNet-Lite0 from its ImageNet weights (models/efficientnet_lite.py): about a third of the fast detector's
@@ -212,7 +214,10 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # The recipe with seams: half the training images get one to three quadrants of ground from other empty
         # training tiles (data.seams, datasets/composite.py stitch). The highest false alarms of
         # imagenet_real_threads on the test mosaic lie on the seams where its tiles meet (false_alarms.py).
-        "imagenet_seams": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, "--data.seams", "0.5"]},
+        "imagenet_seams": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEAMS]},
+        # Each of the two again with seed_everything 1: how far one run lies from the next.
+        "imagenet_real_threads_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEED1]},
+        "imagenet_seams_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEAMS, *SEED1]},
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
