@@ -255,9 +255,10 @@ def test_comparison_tells_real_differences_from_near_ties_and_float_noise():
     noisy_tie = compare(reference, shaky, truth, 0.5, 0.05, np.asarray([[0.5, 2e-4, 0.5, 0.0]]), tie=1e-3)
     assert noisy_tie["near_tie_margin"] == pytest.approx(1e-3) and noisy_tie["near_ties"] == 2
     assert noisy_tie["max_score_diff"] == pytest.approx(5e-5, rel=1e-2)
-    # The report says where a difference was seen: between matched detections, or between the ranked scores. A
-    # detection that only the exported graph makes (here at 0.755, where the reference's 21st is below the floor)
-    # matches nothing of the reference's, so only the ranks show it, and it fails the gate like a changed score.
+    # The report says where a difference was seen: between matched detections, or between each score and its nearest
+    # counterpart. A detection that only the exported graph makes (here at 0.755, where the reference's 21st is below
+    # the floor) matches nothing of the reference's, so only the scores show it, and it fails the gate like a changed
+    # score.
     assert noisy_tie["matched_score_diff"] == 0.0 and noisy_tie["score_noise"] == pytest.approx(5e-5, rel=1e-2)
     grid = [[20.0 * k, 0, 20.0 * k + 8, 8] for k in range(20)]
     ranked = [0.9 - 0.01 * k for k in range(20)]  # 0.90 down to 0.71, all above the floor
@@ -266,8 +267,32 @@ def test_comparison_tells_real_differences_from_near_ties_and_float_noise():
     shifted = compare(many, extra, truth, 0.5, 0.05)
     assert shifted["matched_share"] == 1.0 and shifted["detections_compared"] == 20
     assert shifted["matched_score_diff"] == 0.0
-    # ranked, every score below 0.755 moves down one place: the last, 0.71 against the reference's 0.03
+    # the reference's 0.03 has no counterpart nearer than the exported graph's lowest, 0.71
     assert shifted["max_score_diff"] == shifted["score_noise"] == pytest.approx(0.68)
+
+
+def test_a_peak_tied_between_two_cells_is_not_a_score_difference():
+    """Two cells tied at a peak's score (a saturated or flat top): one runtime keeps both, the other one of them,
+    and each fills its K rows with the next peaks. Every score keeps its counterpart, so the graph is at parity; a
+    detection of its own at a score nobody else gave still fails."""
+    from ordnance.training.export import compare
+
+    truth = [np.zeros((0, 4), np.float32)]
+    k = 60  # rows per tile; the score check looks at each runtime's top 50
+    grid = [[20.0 * i, 0, 20.0 * i + 8, 8] for i in range(k + 1)]
+    ranked = [0.9 - 0.01 * i for i in range(k + 1)]  # 0.90 down to 0.30
+    twin = [4.0, 0, 12.0, 8]  # the cell next to the first peak, tied with it
+    reference = _outputs([grid[0], twin, *grid[1 : k - 1]], [0.9, 0.9, *ranked[1 : k - 1]], [0] * k)
+    margins = np.asarray([[0.0, 0.0, *[0.01] * (k - 2)]])  # the two tied cells decided by nothing
+    dropped = _outputs(grid[:k], ranked[:k], [0] * k)
+    tied = compare(reference, dropped, truth, 0.5, 0.05, margins, tie=1e-3)
+    assert tied["score_noise"] == 0.0 and tied["max_score_diff"] == 0.0
+    assert tied["near_ties"] == 2 and tied["detections_compared"] == k - 2 and tied["matched_share"] == 1.0
+    # Ranked against each other, every score below 0.9 would have moved one place (0.01 apart).
+    by_rank = np.sort(reference[1][0])[::-1][:50] - np.sort(dropped[1][0])[::-1][:50]
+    assert float(np.abs(by_rank).max()) == pytest.approx(0.01, rel=1e-4)
+    own = _outputs(grid[:k], [*ranked[: k - 1], 0.885], [0] * k)  # a peak at a score of its own
+    assert compare(reference, own, truth, 0.5, 0.05, margins, tie=1e-3)["score_noise"] == pytest.approx(0.005, rel=1e-4)
 
 
 def test_export_that_cannot_be_checked_is_refused(tiny_checkpoint, tmp_path):
