@@ -133,6 +133,13 @@ def _mosaic(entry: dict, kind: str = "fp32") -> dict:
     return entry.get("mosaic", {}).get(kind, {})
 
 
+def _recall_cell(entry: dict, curve: dict) -> str:
+    """The mosaic's recall at 10 false alarms per ha, bold, or why there is none: the export was refused."""
+    if entry.get("mosaic", {}).get("export_refused"):
+        return "export refused (parity gate), not scored"
+    return f"**{_f(curve.get('recall_at_10_fa_per_ha'))}**"
+
+
 def _figures(entry: dict) -> tuple[dict, dict, dict, list]:
     """A stage's test-flight metrics, its test mosaic's whole curve and operating point (float32, overall), and its
     valid-flight curve ([[0, None]] without one)."""
@@ -186,7 +193,7 @@ def ablation_table(results: dict) -> str:
             )
         lines.append(
             f"| {label} | {_gsd(entry) * 1000:.2f} mm | {valid} | **{_f(test.get('test/ap50_ap_mine'))}** | "
-            f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
+            f"{_f(test.get('test/map50'))} | {_recall_cell(entry, curve)} | {_f(curve.get('ap'))} | "
             f"{at_op} | {minutes} | {entry.get('mlflow_run', '')[:8]} |"
         )
     return "\n".join(lines)
@@ -456,8 +463,8 @@ def backbone_table(results: dict) -> str:
             f"| {key} | {model} | {start} | {real} | {trained.get('cpu_threads', '')} | {minutes} | "
             f"{_f(valid[-1][1])} | "
             f"**{_f(test.get('test/ap50_ap_mine'))}** | "
-            f"{_f(test.get('test/map50'))} | **{_f(curve.get('recall_at_10_fa_per_ha'))}** | {_f(curve.get('ap'))} | "
-            f"{_f(op.get('recall'))} / {_f(op.get('false_alarms_per_ha'), 0)} | "
+            f"{_f(test.get('test/map50'))} | {_recall_cell(entry, curve)} | {_f(curve.get('ap'))} | "
+            f"{_f(op.get('recall')) + ' / ' + _f(op.get('false_alarms_per_ha'), 0) if op else ''} | "
             f"{_f(_mosaic(entry).get('timings', {}).get('infer_s'), 1)} |"
         )
     return "\n".join(lines)
