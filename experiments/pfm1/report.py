@@ -73,6 +73,10 @@ ROWS = {
         "the ImageNet recipe with seams: half the training images take one to three quadrants of ground from other"
         " empty training tiles (data.seams 0.5)"
     ),
+    "imagenet_real_threads_seed1": (
+        "the ImageNet recipe as configs/pfm1.yaml stands, seed 1 (the spread between two runs of the recipe; tests"
+        " of this repository shared the CPU for about a quarter of its 58 minutes)"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
@@ -672,9 +676,11 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
             *(
                 [
                     "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
-                    " `imagenet_real`, `imagenet_real_threads`, `imagenet_lite1_real`, `imagenet_photo_synth`)",
+                    " `imagenet_real`, `imagenet_real_threads`, `imagenet_lite1_real`, `imagenet_seams`,"
+                    " `imagenet_real_threads_seed1`, `imagenet_photo_synth`)",
                     backbone_rows,
-                    "Each row: one run, seed 0, trained on a 2-core CPU beside its two loader workers; training"
+                    "Each row: one run, seed 0 (seed 1 where the stage ends in _seed1), trained on a 2-core CPU"
+                    " beside its two loader workers; training"
                     " threads: the intra-op threads of its training steps as its checkpoint records them (1:"
                     " TrainingThreads' rule, 2: torch's own, `training_threads: 0`; photo_synth ran on an earlier day,"
                     " before TrainingThreads, on configs/pfm1_photosynth.yaml's centernet_resnet18). The ImageNet rows"
