@@ -38,6 +38,7 @@ experiment resumes after a stop). Stages:
 | imagenet_lite1_real | imagenet_real_threads on centernet_efficientnet_lite1 (EfficientNet-Lite1 from ImageNet) |
 | imagenet_seams | imagenet_real_threads with seams: quadrants of ground from other empty training tiles (p 0.5) |
 | imagenet_real_threads_seed1, imagenet_seams_seed1 | the two above with seed_everything 1: the spread between runs |
+| imagenet_flips2 | imagenet_real_threads validated, tested and exported on two views (the tile and its flip) |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -218,6 +219,9 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # Each of the two again with seed_everything 1: how far one run lies from the next.
         "imagenet_real_threads_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEED1]},
         "imagenet_seams_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEAMS, *SEED1]},
+        # The recipe validating, testing and exporting the maps of the tile and its left-right flip averaged: the
+        # operating point is chosen on the two views the exported file runs (twice the model time per tile).
+        "imagenet_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, "--model.test_flips", "2"]},
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
