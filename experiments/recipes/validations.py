@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     best = max(rows, key=lambda r: r["val/map50"])  # the highest mAP50 (the checkpoint kept: best hazard AP)
     minutes = (run.info.end_time - run.info.start_time) / 60000 if run.info.end_time else float("nan")
+    init = run.data.params.get("model.init_checkpoint")
+    init = init if init not in (None, "", "None", "null") else "no checkpoint"  # the detector's own initialisation
     lines = [
-        f"MLflow run `{args.run_id}` ({run.data.params.get('model.init_checkpoint', 'random init')} as init; "
+        f"MLflow run `{args.run_id}` ({init} as init; "
         f"{len(rows)} validations, {minutes:.1f} minutes from start to end of the run); every validation in "
         f"`experiments/recipes/{out.name}`.",
         "",
