@@ -77,6 +77,12 @@ ROWS = {
         "the ImageNet recipe as configs/pfm1.yaml stands, seed 1 (the spread between two runs of the recipe; tests"
         " of this repository shared the CPU for about a quarter of its 58 minutes)"
     ),
+    "imagenet_flips2": (
+        "the ImageNet recipe as configs/pfm1.yaml stands, validated, tested and exported on two views (each tile and"
+        " its left-right flip, their maps averaged: model.test_flips 2), so its operating point is validated on the"
+        " views its file runs; twice the model time per tile"
+    ),
+    "imagenet_seams_seed1": "the ImageNet recipe with seams (data.seams 0.5), seed 1",
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
@@ -437,6 +443,7 @@ BACKBONE_ROWS = (
     ("imagenet_seams", "ImageNet", "yes"),
     ("imagenet_real_threads_seed1", "ImageNet", "yes"),
     ("imagenet_seams_seed1", "ImageNet", "yes"),
+    ("imagenet_flips2", "ImageNet", "yes"),
     ("photo_synth", "synthetic scenes (configs/synthetic_resnet18.yaml)", "no"),
     ("imagenet_photo_synth", "ImageNet", "no"),
 )
@@ -677,7 +684,8 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                 [
                     "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
                     " `imagenet_real`, `imagenet_real_threads`, `imagenet_lite1_real`, `imagenet_seams`,"
-                    " `imagenet_real_threads_seed1`, `imagenet_photo_synth`)",
+                    " `imagenet_real_threads_seed1`, `imagenet_seams_seed1`, `imagenet_flips2`,"
+                    " `imagenet_photo_synth`)",
                     backbone_rows,
                     "Each row: one run, seed 0 (seed 1 where the stage ends in _seed1), trained on a 2-core CPU"
                     " beside its two loader workers; training"
