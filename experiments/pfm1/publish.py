@@ -1,0 +1,63 @@
+"""Make a finished stage's exported files the project's RGB model: experiments/models/rgb.onnx, rgb.int8.onnx and
+the parity report rgb.parity.json (the report is kept in the repository, the files are not).
+
+Only a stage whose export passed the parity gate is taken, and each file is checked against the report before it
+is copied: the card inside the ONNX file must carry the weights hash and score threshold the report's card names.
+Each file is written under a temporary name and renamed, so a failed copy never leaves a file that looks complete.
+
+    .venv/bin/python experiments/pfm1/publish.py imagenet_flips2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+from common import HERE, REPO
+from ordnance.inference.card import read_card
+
+DATA = HERE / "data"
+MODELS = REPO / "experiments" / "models"
+
+
+def publish(stage: str, name: str = "rgb") -> list[str]:
+    report_path = DATA / f"{stage}.parity.json"
+    if not report_path.exists():
+        raise SystemExit(f"{report_path}: no parity report; export the stage first (run.py --reexport {stage})")
+    report = json.loads(report_path.read_text())
+    if not report.get("passed"):
+        raise SystemExit(f"{report_path}: the export did not pass the parity gate; it is not published")
+    expected = report["card"]
+    sources = {f"{name}.onnx": DATA / f"{stage}.onnx"}
+    if "int8" in report:
+        sources[f"{name}.int8.onnx"] = DATA / f"{stage}.int8.onnx"
+    for source in sources.values():
+        if not source.exists():
+            raise SystemExit(f"{source}: missing; the parity report names it")
+        card = read_card(source)
+        if card.weights_sha256 != expected["weights_sha256"] or card.test_flips != expected.get("test_flips", 1):
+            raise SystemExit(f"{source}: its card does not match {report_path.name} (another export?)")
+    MODELS.mkdir(parents=True, exist_ok=True)
+    written = []
+    for target, source in [*sources.items(), (f"{name}.parity.json", report_path)]:
+        tmp = MODELS / f".{target}.tmp"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, MODELS / target)
+        written.append(str((MODELS / target).relative_to(REPO)))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage", help="a run.py stage whose files lie in experiments/pfm1/data")
+    args = parser.parse_args(argv)
+    for path in publish(args.stage):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
