@@ -136,7 +136,11 @@ def recalibrate_batchnorm(checkpoint: Path, config: Path, batches: int = 100, ex
 
 def validate_operating_point(checkpoint: Path, config: Path, extra: list[str] = ()) -> tuple[float, bool, dict]:
     """Validate ``checkpoint`` on ``config``'s validation split, write the operating point chosen there into it,
-    and return (threshold, whether it reached the recipe's precision target, the validation metrics)."""
+    and return (threshold, whether it reached the recipe's precision target, the validation metrics).
+
+    The views validation averaged (``model.test_flips`` of the config or ``extra``) are written into the
+    checkpoint's hyper-parameters with the threshold: an export runs the checkpoint's own count by default, and
+    must run the maps the threshold was chosen on."""
     from ordnance.training.cli import main
 
     cli = main(
@@ -149,9 +153,10 @@ def validate_operating_point(checkpoint: Path, config: Path, extra: list[str] = 
     out = torch.load(checkpoint, map_location="cpu", weights_only=False)
     out["state_dict"]["operating_threshold"] = torch.tensor(threshold)
     out["state_dict"]["operating_validated"] = torch.tensor(validated)
+    out["hyper_parameters"]["test_flips"] = int(task.hparams.get("test_flips", 1))
     save(out, checkpoint)
-    log.info("%s: operating threshold %.4f validated on %s (precision target met: %s)", checkpoint, threshold,
-             config, validated == 1.0)  # fmt: skip
+    log.info("%s: operating threshold %.4f validated on %s with %d view(s) (precision target met: %s)", checkpoint,
+             threshold, config, out["hyper_parameters"]["test_flips"], validated == 1.0)  # fmt: skip
     return threshold, validated == 1.0, metrics
 
 

@@ -39,6 +39,7 @@ experiment resumes after a stop). Stages:
 | imagenet_seams | imagenet_real_threads with seams: quadrants of ground from other empty training tiles (p 0.5) |
 | imagenet_real_threads_seed1, imagenet_seams_seed1 | the two above with seed_everything 1: the spread between runs |
 | imagenet_flips2 | imagenet_real_threads validated, tested and exported on two views (the tile and its flip) |
+| imagenet_flips2_seed1, imagenet_seams_flips2 | imagenet_flips2 with seed_everything 1; with seams |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -111,6 +112,10 @@ UNIFORM = ["--data.group_weights", "null"]  # every training image once per epoc
 # the stages before it ran with TrainingThreads' rule, one thread per core the two loader workers leave.
 RULE_THREADS = ["--training_threads", "null"]
 SEAMS = ["--data.seams", "0.5"]  # half the training images take ground from other empty training tiles
+# Views validated, tested and exported (model.test_flips). configs/pfm1.yaml runs two since stage imagenet_flips2;
+# a stage of configs/pfm1.yaml that names no view count ran before that, on one, and keeps it (run_stage).
+ONE_VIEW = ["--model.test_flips", "1"]
+TWO_VIEWS = ["--model.test_flips", "2"]
 FAST = ["--model.model", "centernet_resnet10_lite", "--model.weights", "null", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12", *RULE_THREADS]  # fmt: skip
 # EfficientNet-Lite0 from its ImageNet weights (models/efficientnet_lite.py): about a third of the fast detector's
@@ -221,7 +226,10 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         "imagenet_seams_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *SEAMS, *SEED1]},
         # The recipe validating, testing and exporting the maps of the tile and its left-right flip averaged: the
         # operating point is chosen on the two views the exported file runs (twice the model time per tile).
-        "imagenet_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, "--model.test_flips", "2"]},
+        "imagenet_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS]},
+        # The two-view recipe with seed_everything 1, and with seams: its spread, and the seams on top of it.
+        "imagenet_flips2_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEED1]},
+        "imagenet_seams_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEAMS]},
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
@@ -477,6 +485,8 @@ def score_mosaic(model: Path, mosaic: Path, scored: Path) -> dict:
 
 def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> None:
     args = list(spec.get("args", []))
+    if spec["config"] == PFM1 and ONE_VIEW[0] not in args:
+        args += ONE_VIEW  # as the stage ran, before configs/pfm1.yaml took two views
     entry: dict = {"config": str(Path(spec["config"]).relative_to(REPO)), "overrides": args}
     if "test_only" in spec:
         ckpt = spec["test_only"]

@@ -111,6 +111,31 @@ def test_ensemble_averages_the_members_probabilities_validates_and_exports_as_on
         assert scores[0].max() == pytest.approx(mean[i].max(), rel=1e-3)
 
 
+def test_an_ensemble_validated_on_two_views_exports_the_views_its_threshold_was_chosen_on(runs, tmp_path, tiny_data):
+    """An export runs the checkpoint's own view count: validation on two views (the recipe's or the command
+    line's ``model.test_flips``) writes that count beside the threshold, so the file averages the maps the
+    threshold was chosen on and its card keeps the operating point validated."""
+    from ordnance.inference.card import ModelCard
+    from ordnance.training import ensemble
+    from ordnance.training.export import ExportSettings, export_checkpoint
+
+    a, b = runs
+    recipe = _recipe(tmp_path, tiny_data)
+    assert ensemble.assemble([a, b])["hyper_parameters"]["test_flips"] == 1  # before validation: one view
+    two = tmp_path / "pair2.ckpt"
+    summary = ensemble.make([a, b], two, recipe, ["--model.test_flips", "2"])
+    assert torch.load(two, map_location="cpu", weights_only=False)["hyper_parameters"]["test_flips"] == 2
+    one = tmp_path / "pair1.ckpt"
+    ensemble.make([a, b], one, recipe)
+    assert torch.load(one, map_location="cpu", weights_only=False)["hyper_parameters"]["test_flips"] == 1
+
+    report = export_checkpoint(two, tmp_path / "pair2.onnx", ExportSettings(parity_tiles=2))
+    card = ModelCard.from_json(json.dumps(report["card"]))
+    assert card.test_flips == 2
+    assert card.score_threshold == pytest.approx(summary["operating_threshold"], abs=1e-6)
+    assert card.operating_point == ("validated" if summary["precision_target_met"] else "fallback")
+
+
 def test_ensemble_refuses_what_it_cannot_average_in_one_line(runs, tmp_path, tiny_data):
     from click.testing import CliRunner
     from ordnance.training import ensemble
