@@ -139,7 +139,21 @@ def summarise(entry: dict) -> dict:
             "max_spread": float(np.max(width)),
         }
 
-    return {"by_distance": rows, "core": spread(core), "phase": spread(phase)}
+    every = [np.array([s for _, _, s in item]) for item in entry["scores"] if item]
+    return {
+        "by_distance": rows,
+        "core": spread(core),
+        "phase": spread(phase),
+        "items_placed": len(every),
+        "items_below_threshold_everywhere": sum(int((g < threshold).all()) for g in every),
+        "items_called_somewhere_not_everywhere": sum(
+            int((g >= threshold).any() and (g < threshold).any()) for g in every
+        ),
+    }
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
 
 
 def table(results: dict) -> str:
@@ -162,10 +176,13 @@ def table(results: dict) -> str:
             f"card's overlap ({entry['overlap_px']} px: {entry['overlap_px'] // 2} px and more), an item's score "
             f"spreads by {core['median_spread']:.3f} (median over {core['items']} items; largest "
             f"{core['max_spread']:.3f}) and the placement alone decides the call at the card's threshold for "
-            f"{core['calls_changed']} items. Shifting a centred window by 0 to {PHASES[-1]} px (the item's phase "
+            f"{_items(core['calls_changed'])}. Shifting a centred window by 0 to {PHASES[-1]} px (the item's phase "
             f"on the network's cell grid, nothing else): spread {phase['median_spread']:.3f} (median over "
             f"{phase['items']} items; largest {phase['max_spread']:.3f}), the call changed for "
-            f"{phase['calls_changed']} items."
+            f"{_items(phase['calls_changed'])}. Over every placement, {s['items_below_threshold_everywhere']} of the "
+            f"{s['items_placed']} items placed (none where every such window would leave the mosaic) stay "
+            f"below the threshold wherever the window lies; called in some placements only: "
+            f"{s['items_called_somewhere_not_everywhere']}."
         )
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 
@@ -177,10 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(OUT)
     for stage in args.stages:
         if stage not in results:
-            entry = measure(stage)
-            entry["summary"] = summarise(entry)
-            results[stage] = entry
-            save_results(OUT, results)
+            results[stage] = measure(stage)
+        results[stage]["summary"] = summarise(results[stage])
+        save_results(OUT, results)
     tmp = TABLE.with_suffix(".md.tmp")
     tmp.write_text(table(results))
     tmp.replace(TABLE)
