@@ -2,8 +2,9 @@
 the parity report rgb.parity.json (the report is kept in the repository, the files are not).
 
 Only a stage whose export passed the parity gate is taken, and each file is checked against the report before it
-is copied: the card inside the ONNX file must carry the weights hash and score threshold the report's card names.
-Each file is written under a temporary name and renamed, so a failed copy never leaves a file that looks complete.
+is copied: the card inside the ONNX file must carry the weights hash, score threshold and view count the report's
+card names. Every file is first copied under a temporary name and only then renamed into place, so a failed copy
+leaves the published set as it was; an int8 file of an earlier model is removed when the new report has none.
 
     .venv/bin/python experiments/pfm1/publish.py imagenet_flips2
 """
@@ -38,16 +39,25 @@ def publish(stage: str, name: str = "rgb") -> list[str]:
         if not source.exists():
             raise SystemExit(f"{source}: missing; the parity report names it")
         card = read_card(source)
-        if card.weights_sha256 != expected["weights_sha256"] or card.test_flips != expected.get("test_flips", 1):
+        if (
+            card.weights_sha256 != expected["weights_sha256"]
+            or card.score_threshold != expected["score_threshold"]
+            or card.test_flips != expected.get("test_flips", 1)
+        ):
             raise SystemExit(f"{source}: its card does not match {report_path.name} (another export?)")
     MODELS.mkdir(parents=True, exist_ok=True)
-    written = []
-    for target, source in [*sources.items(), (f"{name}.parity.json", report_path)]:
-        tmp = MODELS / f".{target}.tmp"
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, MODELS / target)
-        written.append(str((MODELS / target).relative_to(REPO)))
-    return written
+    copies = [*sources.items(), (f"{name}.parity.json", report_path)]
+    try:
+        for target, source in copies:
+            shutil.copyfile(source, MODELS / f".{target}.tmp")
+    except OSError as error:
+        for target, _ in copies:
+            (MODELS / f".{target}.tmp").unlink(missing_ok=True)
+        raise SystemExit(f"{MODELS}: could not copy the files ({error.strerror}); nothing was published") from None
+    (MODELS / f"{name}.int8.onnx").unlink(missing_ok=True)  # an earlier model's, where this export has none
+    for target, _ in copies:
+        os.replace(MODELS / f".{target}.tmp", MODELS / target)
+    return [str((MODELS / target).relative_to(REPO)) for target, _ in copies]
 
 
 def main(argv: list[str] | None = None) -> int:

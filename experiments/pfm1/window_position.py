@@ -11,9 +11,12 @@ on that axis and centred on the other, and the item's score is the highest score
 evaluation's match tolerance of the item (``ordnance evaluate``'s rule: max(0.25 m, half the item's size)).
 Placements whose window would leave the raster are skipped.
 
-Reported per distance: the mean and median item score, and the share of items at or above the card's validated
-threshold. Per item, over the distances a window's core can give at the card's overlap (d >= overlap/2): the
-spread of its score, and whether the call at the card's threshold changes with the placement alone.
+Distances are multiples of 32 px, so the item keeps its phase on the network's cell grid in each; a second set
+shifts a centred window by 0 to 28 px, which changes nothing but that phase. Reported per distance: the mean and
+median item score, and the share of items at or above the card's validated threshold. Per item, over the
+distances a window's core can give at the card's overlap (d >= overlap/2), and over the phases: the spread of its
+score, and for how many items the call at the card's threshold changes with that alone; over every placement, how
+many items stay below the threshold wherever the window lies.
 
     .venv/bin/python experiments/pfm1/window_position.py imagenet_real_threads_seed1 [imagenet_flips2 ...]
 
@@ -30,7 +33,6 @@ import time
 import numpy as np
 import pyogrio
 import rasterio
-import shapely
 from common import HERE, load_results, save_results
 from ordnance.inference.evaluate import EvaluationSettings
 from ordnance.inference.grid import Tile
@@ -50,13 +52,12 @@ PHASES = tuple(range(0, 32, 4))  # shifts of a centred window by less than 32 px
 
 def truth_points() -> tuple[np.ndarray, np.ndarray]:
     """Truth points (col, row) in mosaic pixels and their match tolerance in metres."""
-    meta, _, geometry, fields = pyogrio.raw.read(TRUTH)
+    meta, _, _, fields = pyogrio.raw.read(TRUTH, read_geometry=False)
     names = list(meta["fields"])
     cols = np.asarray(fields[names.index("col")], float)
     rows = np.asarray(fields[names.index("row")], float)
     sizes = np.nan_to_num(np.asarray(fields[names.index("size_m")], float))
     settings = EvaluationSettings()
-    assert len(shapely.from_wkb(geometry)) == len(cols)
     return np.c_[cols, rows], np.maximum(settings.floor_m, settings.size_factor * sizes)
 
 
@@ -82,6 +83,9 @@ def placements(width: int, height: int, xy: np.ndarray, tile_px: int) -> list[tu
 
 
 def measure(stage: str) -> dict:
+    for needed in (MOSAIC, TRUTH):
+        if not needed.exists():
+            raise SystemExit(f"{needed}: missing; lay the test mosaic and its truth first (mosaic.py)")
     path = DATA / f"{stage}.onnx"
     if not path.exists():
         raise SystemExit(f"{path}: no exported file for stage {stage} (run.py writes it)")
