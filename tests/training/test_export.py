@@ -360,3 +360,47 @@ def test_files_that_are_not_checkpoints_are_refused_in_one_line(tmp_path, conten
     errors = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and str(path) in errors[0] and "not a Lightning checkpoint" in errors[0]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_comparison_reports_how_far_each_items_score_moved():
+    """Recall at one threshold only counts the items that cross it; the item scores show how far every item moved.
+    Two items (one per tile), each matched by the detection nearest its centre within half its longer side."""
+    from ordnance.training.export import compare
+
+    truth = [np.asarray([[100, 100, 120, 110]], np.float32), np.asarray([[10, 10, 30, 20]], np.float32)]
+    # tile 0: the item at 0.8 and a false alarm far away at 0.9; tile 1: the item at 0.6
+    reference = (
+        [
+            np.asarray([[101, 100, 121, 110], [300, 300, 310, 310]], np.float32),
+            np.asarray([[10, 11, 30, 21]], np.float32),
+        ],
+        [np.asarray([0.8, 0.9], np.float32), np.asarray([0.6], np.float32)],
+        [np.asarray([0, 0]), np.asarray([0])],
+    )
+    # the candidate lowers the first item to 0.55 and the second to 0.45 (below the threshold 0.5)
+    candidate = (reference[0], [np.asarray([0.55, 0.9], np.float32), np.asarray([0.45], np.float32)], reference[2])
+    report = compare(reference, candidate, truth, 0.5, 0.05)
+    assert report["items"] == 2
+    assert report["recall_reference"] == 1.0 and report["recall_candidate"] == 0.5
+    assert report["item_score_drop"] == pytest.approx(0.25)  # 0.80 -> 0.55; the false alarm's 0.9 is no item's
+    assert report["lowest_found_item_score"] == pytest.approx(0.45)
+    same = compare(reference, reference, truth, 0.5, 0.05)
+    assert same["item_score_drop"] == 0.0 and same["lowest_found_item_score"] == pytest.approx(0.6)
+
+
+def test_parity_tiles_of_a_dataset_take_every_tile_with_an_item_first(tmp_path):
+    """A validation split with its items in its last tiles: the gate's tiles still hold them all."""
+    import cv2
+
+    for split in ("train", "valid"):
+        (tmp_path / split / "images").mkdir(parents=True)
+        (tmp_path / split / "labels").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "valid" / "images" / f"t{i}.png"), rng.integers(0, 255, (64, 64, 3), np.uint8))
+        (tmp_path / "valid" / "labels" / f"t{i}.txt").write_text("0 0.5 0.5 0.25 0.25\n" if i >= 4 else "")
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: train/images\nval: valid/images\nnames: ['ap_mine']\n")
+    images, truth = validation_tiles(3, 64, 0.01, str(tmp_path / "data.yaml"))
+    assert images.shape == (3, 3, 64, 64)
+    assert [len(t) for t in truth] == [1, 1, 0]
+    np.testing.assert_allclose(truth[0][0], [24, 24, 40, 40])
