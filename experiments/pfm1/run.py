@@ -40,6 +40,7 @@ experiment resumes after a stop). Stages:
 | imagenet_real_threads_seed1, imagenet_seams_seed1 | the two above with seed_everything 1: the spread between runs |
 | imagenet_flips2 | imagenet_real_threads validated, tested and exported on two views (the tile and its flip) |
 | imagenet_flips2_seed1, imagenet_seams_flips2 | imagenet_flips2 with seed_everything 1; with seams |
+| imagenet_ensemble3 | imagenet_flips2, imagenet_seams_seed1 and imagenet_seams_flips2 as one ensemble, two views |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
 
@@ -230,6 +231,14 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # The two-view recipe with seed_everything 1, and with seams: its spread, and the seams on top of it.
         "imagenet_flips2_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEED1]},
         "imagenet_seams_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEAMS]},
+        # Three ImageNet runs of two seeds, with and without seams, as one model that averages their maps
+        # (training/ensemble.py), each on two views: validated, tested and exported on those views. Six network
+        # passes per tile: for the desk, where recall is bought with compute, not for the tablet.
+        "imagenet_ensemble3": {
+            "config": PFM1,
+            "ensemble": ["imagenet_flips2", "imagenet_seams_seed1", "imagenet_seams_flips2"],
+            "args": TWO_VIEWS,
+        },
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
@@ -361,15 +370,16 @@ def make_soup(name: str, members: list[dict], bn_batches: int, args: list[str]) 
     }
 
 
-def make_ensemble(name: str, members: list[dict]) -> tuple[str, dict]:
+def make_ensemble(name: str, members: list[dict], views: list[str]) -> tuple[str, dict]:
     """Join the members' best checkpoints into one model that averages their maps (training/ensemble.py) and
-    validate its own operating point on the valid flight in float32."""
+    validate its own operating point on the valid flight in float32, on the stage's ``views``
+    (``--model.test_flips N``)."""
     from ordnance.training import ensemble
 
     paths = [Path(m["checkpoint"]) if Path(m["checkpoint"]).is_absolute() else REPO / m["checkpoint"] for m in members]
     ckpt = HERE / "data" / f"{name}.ckpt"
     start = time.perf_counter()
-    made = ensemble.make(paths, ckpt, PFM1)
+    made = ensemble.make(paths, ckpt, PFM1, views)
     metrics = made["validation"]
     return str(ckpt), {
         "checkpoint": str(ckpt.relative_to(REPO)),
@@ -507,7 +517,8 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
             valid_curve=[[v["step"], v["val/ap50_ap_mine"]] for v in meta["validations"] if "val/ap50_ap_mine" in v],
         )
     elif "ensemble" in spec:
-        ckpt, record = make_ensemble(name, [results[s] for s in spec["ensemble"]])
+        views = args[args.index(ONE_VIEW[0]) : args.index(ONE_VIEW[0]) + 2]
+        ckpt, record = make_ensemble(name, [results[s] for s in spec["ensemble"]], views)
         entry.update(record, ensemble=list(spec["ensemble"]))
     elif "soup" in spec:
         ckpt, record = make_soup(name, [results[s] for s in spec["soup"]], spec.get("bn_batches", 0), args)
