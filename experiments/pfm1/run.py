@@ -40,6 +40,7 @@ experiment resumes after a stop). Stages:
 | imagenet_real_threads_seed1, imagenet_seams_seed1 | the two above with seed_everything 1: the spread between runs |
 | imagenet_flips2 | imagenet_real_threads validated, tested and exported on two views (the tile and its flip) |
 | imagenet_flips2_seed1, imagenet_seams_flips2 | imagenet_flips2 with seed_everything 1; with seams |
+| imagenet_seams_flips2_seed1 | imagenet_seams_flips2 (configs/pfm1.yaml since) with seed_everything 1 |
 | imagenet_ensemble3 | imagenet_flips2, imagenet_seams_seed1 and imagenet_seams_flips2 as one ensemble, two views |
 | imagenet_photo_synth | photo_synth (drawn items on real grass, no real item pixel) on that detector from ImageNet |
 | fast_real_2x | fast_real at twice the tiles' resolution (1.47 mm per pixel, tiles enlarged), on 384 px crops |
@@ -117,6 +118,9 @@ SEAMS = ["--data.seams", "0.5"]  # half the training images take ground from oth
 # a stage of configs/pfm1.yaml that names no view count ran before that, on one, and keeps it (run_stage).
 ONE_VIEW = ["--model.test_flips", "1"]
 TWO_VIEWS = ["--model.test_flips", "2"]
+# configs/pfm1.yaml trains with seams (data.seams 0.5) since stage imagenet_seams_flips2; a stage of it that names no
+# seams ran before that, without them, and keeps that (run_stage).
+NO_SEAMS = ["--data.seams", "0"]
 FAST = ["--model.model", "centernet_resnet10_lite", "--model.weights", "null", "--trainer.max_epochs", "132",
         "--trainer.check_val_every_n_epoch", "12", *RULE_THREADS]  # fmt: skip
 # EfficientNet-Lite0 from its ImageNet weights (models/efficientnet_lite.py): about a third of the fast detector's
@@ -231,6 +235,12 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
         # The two-view recipe with seed_everything 1, and with seams: its spread, and the seams on top of it.
         "imagenet_flips2_seed1": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEED1]},
         "imagenet_seams_flips2": {"config": PFM1, "init": None, "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEAMS]},
+        # configs/pfm1.yaml as it stands since (seams, two views) with seed_everything 1: the recipe's spread.
+        "imagenet_seams_flips2_seed1": {
+            "config": PFM1,
+            "init": None,
+            "args": [*IMAGENET, *LOOKALIKES, *TWO_VIEWS, *SEAMS, *SEED1],
+        },
         # Three ImageNet runs of two seeds, with and without seams, as one model that averages their maps
         # (training/ensemble.py), each on two views: validated, tested and exported on those views. Six network
         # passes per tile: for the desk, where recall is bought with compute, not for the tablet.
@@ -497,6 +507,8 @@ def run_stage(name: str, spec: dict, results: dict, root: Path, int8: bool) -> N
     args = list(spec.get("args", []))
     if spec["config"] == PFM1 and ONE_VIEW[0] not in args:
         args += ONE_VIEW  # as the stage ran, before configs/pfm1.yaml took two views
+    if spec["config"] == PFM1 and NO_SEAMS[0] not in args:
+        args += NO_SEAMS  # as the stage ran, before configs/pfm1.yaml took seams (training only: no effect on tests)
     entry: dict = {"config": str(Path(spec["config"]).relative_to(REPO)), "overrides": args}
     if "test_only" in spec:
         ckpt = spec["test_only"]
