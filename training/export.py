@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -69,6 +70,11 @@ class ExportSettings:
             64 validation tiles, 17% of detections reproduced) where convolutions alone cost none (0.886,
             89% reproduced), for 2.75x instead of 3.1x the float32 speed.
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
+        calibration_memory_bytes: Most memory int8 calibration may hold. onnxruntime's calibrators keep every
+            activation of every calibration batch until the end (an ensemble of three
+            EfficientNet detectors on two views, 8 tiles of 768 px: more than this 24 GiB machine has), and a
+            process the kernel kills for memory leaves no verdict; int8 is refused with the estimate instead.
+            Default: 60% of the memory available when calibration starts.
         test_flips: Views averaged inside the graph (1, 2 or 4; see ``CenterNet.flip_averaged``); default: the
             checkpoint's own (``model.test_flips``). A count other than the one its score threshold was validated
             with leaves the card's operating point "unknown".
@@ -92,6 +98,7 @@ class ExportSettings:
     calibration_tiles: int = 32
     calibration_method: str = "minmax"
     max_recall_drop: float = 0.01
+    calibration_memory_bytes: int | None = None
     int8_float_outputs: bool = True
     int8_op_types: tuple[str, ...] = ("Conv",)
     test_flips: int | None = None
@@ -532,6 +539,30 @@ def output_convolutions(path: Path, max_channels: int) -> list[str]:
     return names
 
 
+def activation_bytes(path: Path) -> int:
+    """Bytes of one run's float32 activations (every tensor of statically known shape in the graph's value_info and
+    outputs, after shape inference): what a calibrator that records every tensor holds per batch."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    total = 0
+    for info in [*graph.value_info, *graph.output]:
+        tensor = info.type.tensor_type
+        dims = [d.dim_value for d in tensor.shape.dim]
+        if tensor.elem_type == onnx.TensorProto.FLOAT and dims and all(d > 0 for d in dims):
+            total += 4 * int(np.prod(dims))
+    return total
+
+
+def available_memory_bytes() -> int:
+    """Memory the kernel can give without swapping (Linux: MemAvailable), else free physical pages."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, settings: ExportSettings, gsd_m):
     """Static QDQ quantisation calibrated on training tiles; its own parity report against fp32."""
     from onnxruntime.quantization import (
@@ -569,6 +600,19 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        batches = len(calib) // batch
+        per_batch = activation_bytes(pre)
+        held = per_batch * batches  # every calibrator here keeps each batch's activations until its ranges are set
+        budget = settings.calibration_memory_bytes
+        if budget is None:
+            budget = int(0.6 * available_memory_bytes())
+        if held > budget:
+            raise ExportError(
+                f"int8 calibration ({settings.calibration_method}, {batches} batches of {batch}) would hold about"
+                f" {held / 2**30:.1f} GiB of activations, over its budget of {budget / 2**30:.1f} GiB: use fewer"
+                " --calibration-tiles",
+                out,
+            )
         staged = Path(tmp) / "int8.onnx"
         excluded = output_convolutions(pre, max(len(card.class_names), 4)) if settings.int8_float_outputs else []
         log.info("int8: %d output convolutions stay float32: %s", len(excluded), excluded)

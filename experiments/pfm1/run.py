@@ -433,6 +433,8 @@ def mosaic_eval(name: str, ckpt: str, config: Path, int8: bool, test_flips: int 
     if test_flips != 1:
         export += ["--test-flips", str(test_flips)]
     exported = subprocess.run(export, capture_output=True, text=True)
+    if exported.returncode < 0:  # killed (the kernel's out-of-memory killer sends SIGKILL): no verdict of the gate
+        return {"export_killed": f"ordnance export killed by signal {-exported.returncode}"}
     if exported.returncode != 0:  # the gate refused the file: nothing to score, and the results say why
         lines = (exported.stderr or exported.stdout).strip().splitlines()
         return {"export_refused": lines[-1] if lines else f"exit {exported.returncode}"}

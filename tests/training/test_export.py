@@ -404,3 +404,31 @@ def test_parity_tiles_of_a_dataset_take_every_tile_with_an_item_first(tmp_path):
     assert images.shape == (3, 3, 64, 64)
     assert [len(t) for t in truth] == [1, 1, 0]
     np.testing.assert_allclose(truth[0][0], [24, 24, 40, 40])
+
+
+def test_int8_calibration_over_its_memory_budget_is_refused_with_the_estimate(tiny_checkpoint, tmp_path):
+    """The calibrators keep every activation of every batch: an estimate over the budget refuses int8 in
+    one line (and the float32 file stands when int8 is not required) instead of a process killed for memory."""
+    from ordnance.training.export import activation_bytes
+
+    export_checkpoint(tiny_checkpoint, tmp_path / "f.onnx", ExportSettings(parity_tiles=2))
+    per_batch = activation_bytes(tmp_path / "f.onnx")
+    # at least the normalised input tile, float32 inside the graph (3 x 256 x 256)
+    assert per_batch >= 4 * 3 * 256 * 256
+    tight = ExportSettings(
+        parity_tiles=2,
+        int8=True,
+        calibration_tiles=4,
+        calibration_method="percentile",
+        max_recall_drop=1.0,
+        calibration_memory_bytes=3 * per_batch,  # four batches are held: over
+    )
+    with pytest.raises(ExportError, match=r"m\.int8\.onnx: int8 calibration \(percentile, 4 batches of 1\) would hold"):
+        export_checkpoint(tiny_checkpoint, tmp_path / "m.onnx", tight)
+    assert not (tmp_path / "m.int8.onnx").exists()
+    loose = ExportSettings(**{**tight.__dict__, "calibration_memory_bytes": 5 * per_batch, "int8_required": False})
+    report = export_checkpoint(tiny_checkpoint, tmp_path / "n.onnx", loose)
+    assert "refused" not in report["int8"] and (tmp_path / "n.int8.onnx").exists()
+    # two batches fit the tight budget
+    fewer = ExportSettings(**{**tight.__dict__, "calibration_tiles": 2})
+    assert "refused" not in export_checkpoint(tiny_checkpoint, tmp_path / "o.onnx", fewer)["int8"]
