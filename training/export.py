@@ -70,8 +70,8 @@ class ExportSettings:
             64 validation tiles, 17% of detections reproduced) where convolutions alone cost none (0.886,
             89% reproduced), for 2.75x instead of 3.1x the float32 speed.
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
-        calibration_memory_bytes: Most memory int8 calibration may hold. onnxruntime's calibrators keep every
-            activation of every calibration batch until the end (an ensemble of three
+        calibration_memory_bytes: Most memory int8 calibration may hold. onnxruntime's percentile and entropy
+            calibrators keep every activation they calibrate, of every batch, until the end (an ensemble of three
             EfficientNet detectors on two views, 8 tiles of 768 px: more than this 24 GiB machine has), and a
             process the kernel kills for memory leaves no verdict; int8 is refused with the estimate instead.
             Default: 60% of the memory available when calibration starts.
@@ -539,16 +539,22 @@ def output_convolutions(path: Path, max_channels: int) -> list[str]:
     return names
 
 
-def activation_bytes(path: Path) -> int:
-    """Bytes of one run's float32 activations (every tensor of statically known shape in the graph's value_info and
-    outputs, after shape inference): what a calibrator that records every tensor holds per batch."""
+def activation_bytes(path: Path, op_types: tuple[str, ...] | list[str]) -> int:
+    """Bytes of one run's float activations a histogram calibrator records: every input and output of a node of
+    ``op_types`` that is not a weight, with its shape known after shape inference (as onnxruntime's
+    ``select_tensors_to_calibrate`` picks them)."""
     graph = onnx.load(str(path), load_external_data=False).graph
+    infos = {i.name: i for i in [*graph.value_info, *graph.output, *graph.input]}
+    weights = {w.name for w in graph.initializer}
+    names = {n for node in graph.node if node.op_type in op_types for n in [*node.input, *node.output]}
     total = 0
-    for info in [*graph.value_info, *graph.output]:
-        tensor = info.type.tensor_type
+    for name in names - weights:
+        tensor = infos[name].type.tensor_type if name in infos else None
+        if tensor is None or tensor.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
+            continue
         dims = [d.dim_value for d in tensor.shape.dim]
-        if tensor.elem_type == onnx.TensorProto.FLOAT and dims and all(d > 0 for d in dims):
-            total += 4 * int(np.prod(dims))
+        if dims and all(d > 0 for d in dims):
+            total += (4 if tensor.elem_type == onnx.TensorProto.FLOAT else 2) * int(np.prod(dims))
     return total
 
 
@@ -601,8 +607,9 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         batches = len(calib) // batch
-        per_batch = activation_bytes(pre)
-        held = per_batch * batches  # every calibrator here keeps each batch's activations until its ranges are set
+        # percentile and entropy keep every batch's activations until the ranges are set; minmax keeps only each
+        # tensor's reduced minimum and maximum
+        held = 0 if settings.calibration_method == "minmax" else batches * activation_bytes(pre, settings.int8_op_types)
         budget = settings.calibration_memory_bytes
         if budget is None:
             budget = int(0.6 * available_memory_bytes())
@@ -610,7 +617,7 @@ def export_int8(fp32_path: Path, card: ModelCard, images: np.ndarray, truth, set
             raise ExportError(
                 f"int8 calibration ({settings.calibration_method}, {batches} batches of {batch}) would hold about"
                 f" {held / 2**30:.1f} GiB of activations, over its budget of {budget / 2**30:.1f} GiB: use fewer"
-                " --calibration-tiles",
+                " --calibration-tiles or --calibration-method minmax",
                 out,
             )
         staged = Path(tmp) / "int8.onnx"

@@ -7,6 +7,7 @@ card names. Every file is first copied under a temporary name and only then rena
 leaves the published set as it was; an int8 file of an earlier model is removed when the new report has none.
 
     .venv/bin/python experiments/pfm1/publish.py imagenet_flips2
+    .venv/bin/python experiments/pfm1/publish.py imagenet_ensemble3 --name rgb_ensemble
 """
 
 from __future__ import annotations
@@ -63,8 +64,13 @@ def publish(stage: str, name: str = "rgb") -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", help="a run.py stage whose files lie in experiments/pfm1/data")
+    parser.add_argument(
+        "--name", default="rgb", help="the published files' name in experiments/models (default: rgb, the RGB model)"
+    )
     args = parser.parse_args(argv)
-    for path in publish(args.stage):
+    if not args.name.replace("_", "").replace("-", "").isalnum():
+        parser.error(f"--name {args.name!r}: letters, digits, '-' and '_' only")
+    for path in publish(args.stage, args.name):
         print(path)
     return 0
 

@@ -645,7 +645,11 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     " operating point is validated on the valid flight on those views, and its exported file runs"
                     " them. imagenet_seams_seed1's own row is on one view, as it was validated. Training minutes:"
                     " the members' summed, one after another on this CPU. Model seconds: ONNX Runtime's time in"
-                    " `ordnance score` on the test mosaic, as run.py ran each stage.",
+                    " `ordnance score` on the test mosaic, as run.py ran each stage. The ensemble has no int8 file:"
+                    " its percentile calibration on 8 tiles was killed for memory on this 24 GiB machine, and the"
+                    " export now refuses such a calibration with its estimate (training/export.py,"
+                    " `calibration_memory_bytes`); its float32 file was exported and scored again"
+                    " (`run.py --reexport imagenet_ensemble3`).",
                 ]
                 if ensemble_table(results, ENSEMBLE3_ROWS)
                 else []

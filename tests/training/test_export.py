@@ -407,13 +407,13 @@ def test_parity_tiles_of_a_dataset_take_every_tile_with_an_item_first(tmp_path):
 
 
 def test_int8_calibration_over_its_memory_budget_is_refused_with_the_estimate(tiny_checkpoint, tmp_path):
-    """The calibrators keep every activation of every batch: an estimate over the budget refuses int8 in
+    """The histogram calibrators keep every activation of every batch: an estimate over the budget refuses int8 in
     one line (and the float32 file stands when int8 is not required) instead of a process killed for memory."""
     from ordnance.training.export import activation_bytes
 
     export_checkpoint(tiny_checkpoint, tmp_path / "f.onnx", ExportSettings(parity_tiles=2))
-    per_batch = activation_bytes(tmp_path / "f.onnx")
-    # at least the normalised input tile, float32 inside the graph (3 x 256 x 256)
+    per_batch = activation_bytes(tmp_path / "f.onnx", ("Conv",))
+    # at least the normalised input tile, float32 inside the graph and read by the first convolution (3 x 256 x 256)
     assert per_batch >= 4 * 3 * 256 * 256
     tight = ExportSettings(
         parity_tiles=2,
@@ -429,6 +429,8 @@ def test_int8_calibration_over_its_memory_budget_is_refused_with_the_estimate(ti
     loose = ExportSettings(**{**tight.__dict__, "calibration_memory_bytes": 5 * per_batch, "int8_required": False})
     report = export_checkpoint(tiny_checkpoint, tmp_path / "n.onnx", loose)
     assert "refused" not in report["int8"] and (tmp_path / "n.int8.onnx").exists()
-    # two batches fit the tight budget
+    # two batches fit the tight budget; minmax keeps only reduced ranges, so four do
     fewer = ExportSettings(**{**tight.__dict__, "calibration_tiles": 2})
     assert "refused" not in export_checkpoint(tiny_checkpoint, tmp_path / "o.onnx", fewer)["int8"]
+    minmax = ExportSettings(**{**tight.__dict__, "calibration_method": "minmax"})
+    assert "refused" not in export_checkpoint(tiny_checkpoint, tmp_path / "p.onnx", minmax)["int8"]
