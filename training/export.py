@@ -72,7 +72,7 @@ class ExportSettings:
         max_recall_drop: Largest allowed int8 recall drop at the card's threshold.
         calibration_memory_bytes: Most memory int8 calibration may hold. onnxruntime's percentile and entropy
             calibrators keep every activation they calibrate, of every batch, until the end (an ensemble of three
-            EfficientNet detectors on two views, 8 tiles of 768 px: more than this 24 GiB machine has), and a
+            EfficientNet detectors on two views, 8 tiles of 768 px: about 27 GiB), and a
             process the kernel kills for memory leaves no verdict; int8 is refused with the estimate instead.
             Default: 60% of the memory available when calibration starts.
         test_flips: Views averaged inside the graph (1, 2 or 4; see ``CenterNet.flip_averaged``); default: the
