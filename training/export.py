@@ -233,12 +233,17 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None] - inter, 1e-9)
 
 
+def _tolerance(truth: np.ndarray, floor_px: float) -> np.ndarray:
+    """Each item's matching radius: half its longer side, at least ``floor_px``."""
+    return np.maximum(np.max(truth[:, 2:] - truth[:, :2], axis=1) / 2, floor_px) if len(truth) else np.zeros(0)
+
+
 def _recall(outputs, truth, threshold: float, floor_px: float = 4.0) -> float:
     boxes, scores, _ = outputs
     found = total = 0
     for b, s, t in zip(boxes, scores, truth):
         keep = s >= threshold
-        tol = np.maximum(np.max(t[:, 2:] - t[:, :2], axis=1) / 2, floor_px) if len(t) else np.zeros(0)
+        tol = _tolerance(t, floor_px)
         m = match_points((b[keep, :2] + b[keep, 2:]) / 2, s[keep], (t[:, :2] + t[:, 2:]) / 2, tol)
         found += int(m.true_positive.sum())
         total += len(t)
@@ -254,7 +259,7 @@ def item_scores(outputs, truth, floor_px: float = 4.0) -> np.ndarray:
     for b, s, t in zip(outputs[0], outputs[1], truth):
         if not len(t):
             continue
-        tol = np.maximum(np.max(t[:, 2:] - t[:, :2], axis=1) / 2, floor_px)
+        tol = _tolerance(t, floor_px)
         centres = (b[:, :2] + b[:, 2:]) / 2
         items = (t[:, :2] + t[:, 2:]) / 2
         near = np.linalg.norm(centres[None, :, :] - items[:, None, :], axis=2) <= tol[:, None]

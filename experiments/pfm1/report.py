@@ -150,9 +150,11 @@ def _mosaic(entry: dict, kind: str = "fp32") -> dict:
 
 
 def _recall_cell(entry: dict, curve: dict) -> str:
-    """The mosaic's recall at 10 false alarms per ha, bold, or why there is none: the export was refused."""
+    """The mosaic's recall at 10 false alarms per ha, bold, or why there is none: the export was refused or killed."""
     if entry.get("mosaic", {}).get("export_refused"):
         return "export refused (parity gate), not scored"
+    if entry.get("mosaic", {}).get("export_killed"):
+        return f"not scored: {entry['mosaic']['export_killed']}"
     return f"**{_f(curve.get('recall_at_10_fa_per_ha'))}**"
 
 
@@ -271,7 +273,7 @@ def gsd_table(results: dict, speed: dict) -> str:
         entry, test = results[key], results[key]["test"]
         m = _mosaic(entry)
         rates = speed.get(key, {})
-        refused = entry.get("mosaic", {}).get("export_refused")
+        refused = entry.get("mosaic", {}).get("export_refused") or entry.get("mosaic", {}).get("export_killed")
         lines.append(
             f"| {_gsd(entry) * 1000:.2f} mm | {_f(test.get('test/ap50_ap_mine'))} | {_f(test.get('test/hazard_ap'))} | "
             f"{_f(test.get('test/recall'))} | {_f(m.get('curve', {}).get('overall', {}).get('ap'))} | "
