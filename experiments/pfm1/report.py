@@ -89,6 +89,16 @@ ROWS = {
         " each network on two views, its operating point validated on the valid flight: three runs' training"
         " time, six network passes per tile"
     ),
+    "imagenet_seams_flips2_seed1": "the ImageNet recipe as configs/pfm1.yaml stands (seams, two views), seed 1",
+    "imagenet_seams_ensemble2": (
+        "imagenet_seams_flips2 and imagenet_seams_flips2_seed1 (the recipe as it stands, seeds 0 and 1) as one"
+        " ensemble, each network on two views, its operating point validated on the valid flight: two runs'"
+        " training time, four network passes per tile"
+    ),
+    "imagenet_ensemble4": (
+        "imagenet_ensemble3's three runs and imagenet_seams_flips2_seed1 as one ensemble, each network on two views,"
+        " its operating point validated on the valid flight: four runs' training time, eight network passes per tile"
+    ),
     "fast_real_2x": (
         "the fast detector's recipe at twice the tiles' resolution (each tile enlarged to 1.47 mm per pixel, 1536 px"
         " tiles, 384 px crops)"
@@ -346,6 +356,18 @@ ENSEMBLE3_ROWS = (
     ("imagenet_seams_flips2", 2),
     ("imagenet_ensemble3", 6),
 )
+# The recipe as it stands, its two seeds, and those two as one ensemble.
+RECIPE_ENSEMBLE_ROWS = (
+    ("imagenet_seams_flips2", 2),
+    ("imagenet_seams_flips2_seed1", 2),
+    ("imagenet_seams_ensemble2", 4),
+)
+# imagenet_ensemble3 with the recipe's seed 1 as a fourth member.
+ENSEMBLE4_ROWS = (
+    ("imagenet_ensemble3", 6),
+    ("imagenet_seams_flips2_seed1", 2),
+    ("imagenet_ensemble4", 8),
+)
 
 
 def ensemble_table(results: dict, rows=ENSEMBLE_ROWS, passes: str = "networks per tile") -> str:
@@ -459,6 +481,7 @@ BACKBONE_ROWS = (
     ("imagenet_seams_seed1", "ImageNet", "yes"),
     ("imagenet_flips2", "ImageNet", "yes"),
     ("imagenet_seams_flips2", "ImageNet", "yes"),
+    ("imagenet_seams_flips2_seed1", "ImageNet", "yes"),
     ("photo_synth", "synthetic scenes (configs/synthetic_resnet18.yaml)", "no"),
     ("imagenet_photo_synth", "ImageNet", "no"),
 )
@@ -656,6 +679,30 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                 if ensemble_table(results, ENSEMBLE3_ROWS)
                 else []
             ),
+            *(
+                [
+                    "#### The recipe's two seeds as one ensemble (stage `imagenet_seams_ensemble2`)",
+                    ensemble_table(results, RECIPE_ENSEMBLE_ROWS, "network passes per tile (networks x views)"),
+                    "configs/pfm1.yaml as it stands (seams, two views) with seeds 0 and 1, and the two joined"
+                    " (training/ensemble.py): four maps averaged per tile, the operating point validated on the valid"
+                    " flight on those views. The seed rows show how far one run of the recipe lies from the next;"
+                    " the ensemble row what a second run buys at twice the model time. Training minutes and model"
+                    " seconds as in the table above.",
+                ]
+                if ensemble_table(results, RECIPE_ENSEMBLE_ROWS)
+                else []
+            ),
+            *(
+                [
+                    "#### Four ImageNet runs as one ensemble (stage `imagenet_ensemble4`)",
+                    ensemble_table(results, ENSEMBLE4_ROWS, "network passes per tile (networks x views)"),
+                    "imagenet_ensemble3 with the recipe's seed 1 as a fourth member: eight maps averaged per tile,"
+                    " the operating point validated again on the valid flight. Training minutes and model seconds as"
+                    " in the tables above.",
+                ]
+                if ensemble_table(results, ENSEMBLE4_ROWS)
+                else []
+            ),
             "#### Working GSD (synthetic checkpoint, then real, the earlier 16-epoch schedule each)",
             gsd_table(results, speed),
             "ha/h: `ordnance score` wall time on the test mosaic, the files run one after another on the idle"
@@ -718,7 +765,7 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
                     "#### What the backbone starts from: synthetic scenes or ImageNet photographs (stages"
                     " `imagenet_real`, `imagenet_real_threads`, `imagenet_lite1_real`, `imagenet_seams`,"
                     " `imagenet_real_threads_seed1`, `imagenet_seams_seed1`, `imagenet_flips2`,"
-                    " `imagenet_seams_flips2`, `imagenet_photo_synth`)",
+                    " `imagenet_seams_flips2`, `imagenet_seams_flips2_seed1`, `imagenet_photo_synth`)",
                     backbone_rows,
                     "Each row: one run, seed 0 (seed 1 where the stage ends in _seed1), trained on a 2-core CPU"
                     " beside its two loader workers; training"

@@ -249,6 +249,23 @@ def stages(synthetic: str, fast_synthetic: str | None = None) -> dict[str, dict]
             "ensemble": ["imagenet_flips2", "imagenet_seams_seed1", "imagenet_seams_flips2"],
             "args": TWO_VIEWS,
         },
+        # The recipe as it stands (seams, two views), its two seeds as one ensemble: four network passes per tile.
+        "imagenet_seams_ensemble2": {
+            "config": PFM1,
+            "ensemble": ["imagenet_seams_flips2", "imagenet_seams_flips2_seed1"],
+            "args": TWO_VIEWS,
+        },
+        # imagenet_ensemble3 and the recipe's seed 1: four runs, eight network passes per tile.
+        "imagenet_ensemble4": {
+            "config": PFM1,
+            "ensemble": [
+                "imagenet_flips2",
+                "imagenet_seams_seed1",
+                "imagenet_seams_flips2",
+                "imagenet_seams_flips2_seed1",
+            ],
+            "args": TWO_VIEWS,
+        },
         "imagenet_photo_synth": {"config": PHOTO, "init": None, "args": IMAGENET_PHOTO},
         # The working GSD's trend (10 mm, 5 mm, 2.94 mm: each finer one better on the test flight) carried past the
         # tiles' own: the stride-4 patchify stem sees a 2.94 mm PFM-1 as about 10 x 6 cells, its lobes as one or two.
