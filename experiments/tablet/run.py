@@ -34,7 +34,7 @@ from helpers import StaticServer, chromium, dji_xmp, exif_dms, wait_for  # noqa:
 
 DATA = HERE / "data"
 RESULTS = HERE / "results.json"
-DEFAULT = REPO / "experiments" / "pfm1" / "data" / "synth_real_f03.onnx"  # the RGB recipe's export (run.py)
+DEFAULT = REPO / "experiments" / "models" / "rgb.onnx"  # the published RGB model (experiments/pfm1/publish.py)
 PHOTO_W, PHOTO_H = 4000, 3000  # a 12 MP drone camera
 HEIGHT_M, FOCAL_MM = 10.0, 4.5
 
@@ -170,14 +170,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for model in (args.fp32, args.int8):
         if not model.exists():
-            parser.error(f"{model}: no such model; export one (experiments/pfm1/run.py) or pass --fp32/--int8")
+            parser.error(f"{model}: no such model; publish one (experiments/pfm1/publish.py) or pass --fp32/--int8")
     from ordnance.inference.session import open_session
 
     card = open_session(args.fp32).card
     photos = write_flight(DATA / "flight", args.photos, card.gsd_m)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results["setup"] = {"photo_px": [PHOTO_W, PHOTO_H], "gsd_m": card.gsd_m, "tile_px": card.tile_size_px,
-                        "overlap_px": card.overlap_px, "cpu_cores": os.cpu_count()}  # fmt: skip
+                        "overlap_px": card.overlap_px, "cpu_cores": os.cpu_count(), "test_flips": card.test_flips,
+                        "model": card.model_name, "mlflow_run": card.mlflow_run_id}  # fmt: skip
     for kind, model in (("fp32", args.fp32), ("int8", args.int8)):
         results[f"one_photo_{kind}"] = {"model": str(model.relative_to(REPO)), "page": page_run(model, photos[:1]),
                                         "python": python_run(model, photos[:1])}  # fmt: skip
@@ -204,7 +205,9 @@ def report(results: dict) -> str:
     s = results["setup"]
     lines = [
         f"Photos of {s['photo_px'][0]} x {s['photo_px'][1]} px at {s['gsd_m'] * 1000:.2f} mm/px, tiles of "
-        f"{s['tile_px']} px with {s['overlap_px']} px overlap, on this CPU ({s['cpu_cores']} cores). Page: "
+        f"{s['tile_px']} px with {s['overlap_px']} px overlap, on this CPU ({s['cpu_cores']} cores). Model: "
+        f"{s.get('model', 'not recorded')} (MLflow run {s.get('mlflow_run', '')[:8] or 'not recorded'}), "
+        f"{s.get('test_flips', 1)} view(s) per tile. Page: "
         "onnxruntime-web in headless Chromium, WebAssembly with SIMD and "
         f"{results['one_photo_fp32']['page']['threads']} threads; Python: `ordnance score` (ONNX Runtime).",
         "",
