@@ -6,7 +6,9 @@ point truth; a candidate is a hit within half the item's size, at least 5 cm, as
 Writes docs/pfm1_false_alarms_<stage>.jpg (top two rows: the 16 highest-scoring false alarms; bottom row: the 8
 items with the lowest best score, 80 px at 2.94 mm, shown 2x) and false_alarms_<stage>.json beside this script,
 which also says how many of the 5, 16 and 50 highest false alarms lie on a seam of the mosaic (within 16 px of
-their tile's edge, where the tiles, photographed apart, meet) against that band's share of the mosaic.
+their tile's edge, where the tiles, photographed apart, meet) against that band's share of the mosaic, and how many
+false alarms per ha an analyst reviews to find 90%, 95% and every item: those scored at or above the lowest score
+that still finds that share (the stage's scanned area from results.json; None where an item has no candidate).
 
     .venv/bin/python experiments/pfm1/false_alarms.py synth_real_f03 photo_synth
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -29,6 +32,7 @@ from ordnance.inference.metrics import match_points
 DATA = HERE / "data"
 FLOOR_M, SIZE_FACTOR, SIDE = 0.05, 0.5, 80
 SEAM_PX = 16  # a false alarm this close to the edge of its tile lies on a seam of the mosaic (4.7 cm at 2.94 mm)
+SHARES = (0.9, 0.95, 1.0)  # shares of the items for false_alarms_to_find
 
 
 def edge_distance_px(src, xy: np.ndarray, placement: list[dict]) -> np.ndarray:
@@ -49,6 +53,19 @@ def band_share(placement: list[dict], band: int) -> float:
     total = sum(p["width"] * p["height"] for p in placement)
     core = sum(max(0, p["width"] - 2 * band) * max(0, p["height"] - 2 * band) for p in placement)
     return (total - core) / total
+
+
+def false_alarms_to_find(best: np.ndarray, false_scores: np.ndarray, shares=SHARES) -> dict[str, int | None]:
+    """False alarms scored at or above the threshold that finds ``share`` of the items (the k-th highest of the
+    items' best scores, k = ceil(share x items)): what an analyst reviews on the way to that recall. A tie with an
+    item counts as reviewed. None where that item has no candidate at all."""
+    order = np.sort(np.asarray(best, float))[::-1]
+    out: dict[str, int | None] = {}
+    for share in shares:
+        k = max(1, math.ceil(share * len(order) - 1e-9))
+        threshold = order[k - 1]
+        out[f"{share:g}"] = int((np.asarray(false_scores) >= threshold).sum()) if threshold > 0 else None
+    return out
 
 
 def _points(path, layer=None):
@@ -80,11 +97,14 @@ def sheet(stage: str) -> dict:
     placement = json.loads((DATA / "pfm1_test.json").read_text())["placement"]
     best = np.array([scores[dist[:, j] <= tolerance[j]].max(initial=0.0) for j in range(len(t_xy))])
     lowest = np.argsort(best)[:8]
+    to_find = false_alarms_to_find(best, scores[false])  # over every false alarm, before the sheet keeps 16
     with rasterio.open(DATA / "pfm1_test.tif") as src:
         edge = edge_distance_px(src, p_xy[false[:50]], placement)
         false = false[:16]
         crops = [_crop(src, *p_xy[i]) for i in false] + [_crop(src, *t_xy[j]) for j in lowest]
     on_seam = {f"top_{k}": int((edge[:k] < SEAM_PX).sum()) for k in (5, 16, 50) if len(edge) >= k}
+    results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
+    area_ha = results.get(stage, {}).get("mosaic", {}).get("fp32", {}).get("area_scanned_ha")
     blank = np.zeros_like(crops[0])
     crops += [blank] * (24 - len(crops))
     image = np.vstack([np.hstack(crops[0:8]), np.hstack(crops[8:16]), np.hstack(crops[16:24])])
@@ -105,6 +125,13 @@ def sheet(stage: str) -> dict:
         "seam_band_px": SEAM_PX,
         "seam_band_area_share": round(band_share(placement, SEAM_PX), 4),
         "false_alarms_on_seams": on_seam,
+        "false_alarms_to_find": to_find,  # share of the items -> false alarms scored at or above the threshold
+        "area_scanned_ha": area_ha,
+        "false_alarms_per_ha_to_find": {
+            k: (round(v / area_ha, 1) if v is not None else None) for k, v in to_find.items()
+        }
+        if area_ha
+        else None,
         "sheet": str(out.relative_to(REPO)),
     }
     path = HERE / f"false_alarms_{stage}.json"

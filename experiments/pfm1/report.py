@@ -251,14 +251,20 @@ def seam_table(sheets: dict) -> str:
         return ""
     band = next(iter(rows.values()))
     lines = [
-        "| stage | items above the top false alarm | of the 5 / 16 / 50 highest false alarms, within"
+        "| stage | items above the top false alarm | false alarms per ha to find 90% / 95% / every item"
+        " | of the 5 / 16 / 50 highest false alarms, within"
         f" {band['seam_band_px']} px of their tile's edge | edge distance of the 16 highest (px) |",
-        "| --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for name, v in rows.items():
         seams = v["false_alarms_on_seams"]
+        per_ha = v.get("false_alarms_per_ha_to_find") or {}
+        to_find = " / ".join(
+            "none" if k in per_ha and per_ha[k] is None else _f(per_ha.get(k), 0) for k in ("0.9", "0.95", "1")
+        )
         lines.append(
             f"| {name} | {v['items_above_the_top_false_alarm']} of {v['items']} | "
+            f"{to_find if per_ha else 'not measured'} | "
             f"{seams.get('top_5', '')} / {seams.get('top_16', '')} / {seams.get('top_50', '')} | "
             f"{', '.join(str(d) for d in v['top_false_alarm_edge_px'])} |"
         )
@@ -266,7 +272,10 @@ def seam_table(sheets: dict) -> str:
         "",
         f"That band holds {band['seam_band_area_share']:.1%} of the mosaic's pixels. The mosaic lays the test flight's"
         " tiles side by side (mosaic.py), so each tile meets its neighbours with a step in exposure and texture that"
-        " no training crop holds.",
+        " no training crop holds. False alarms per ha to find a share of the items: the false alarms scored at or"
+        " above the lowest score that still finds that share (a threshold set there), over the mosaic's scanned"
+        " area; what an analyst reviews for that recall (none: an item has no candidate at the scored 0.02; not"
+        " measured: the sheet was made before this column, from a scoring no longer on this machine).",
     ]
     return "\n".join(lines)
 
