@@ -7,7 +7,7 @@ card names. Every file is first copied under a temporary name and only then rena
 leaves the published set as it was; an int8 file of an earlier model is removed when the new report has none.
 
     .venv/bin/python experiments/pfm1/publish.py imagenet_flips2
-    .venv/bin/python experiments/pfm1/publish.py imagenet_ensemble3 --name rgb_ensemble
+    .venv/bin/python experiments/pfm1/publish.py imagenet_ensemble4 --name rgb_ensemble
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def publish(stage: str, name: str = "rgb") -> list[str]:
         raise SystemExit(f"{report_path}: the export did not pass the parity gate; it is not published")
     expected = report["card"]
     sources = {f"{name}.onnx": DATA / f"{stage}.onnx"}
-    if "int8" in report:
+    if "int8" in report and "refused" not in report["int8"]:  # a refused int8 export left no file
         sources[f"{name}.int8.onnx"] = DATA / f"{stage}.int8.onnx"
     for source in sources.values():
         if not source.exists():
