@@ -6,10 +6,12 @@ items and look-alikes) is written once. For each model file: the app is built wi
 server with the two cross-origin isolation headers (as its service worker adds them on the tablet), and the page
 scores the first photo; ``ordnance score`` scores the same photo. Each reports milliseconds per tile in the model
 (the page: the worker's session.run; Python: the manifest's inference time) and seconds for the photo. Then the page
-scores the whole flight with the int8 file (the tablet's file) and ``ordnance score`` does the same. Writes
-results.json and results.md beside this script and the block in experiments/README.md.
+scores the whole flight with the file ``--flight`` names (the tablet's file; default float32, which onnxruntime-web
+ran faster than int8 for the EfficientNet detector) and ``ordnance score`` does the same. Each run starts its
+results afresh, so no figure of an earlier model is kept. Writes results.json and results.md beside this script and
+the block in experiments/README.md.
 
-    .venv/bin/python experiments/tablet/run.py [--fp32 M.onnx --int8 M.int8.onnx] [--photos 20]
+    .venv/bin/python experiments/tablet/run.py [--fp32 M.onnx --int8 M.int8.onnx] [--photos 20] [--flight int8]
 """
 
 from __future__ import annotations
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", type=Path, default=DEFAULT)
     parser.add_argument("--int8", type=Path, default=DEFAULT.with_suffix(".int8.onnx"))
     parser.add_argument("--photos", type=int, default=20)
+    parser.add_argument("--flight", choices=("fp32", "int8"), default="fp32", help="the file the flight runs")
     args = parser.parse_args(argv)
     for model in (args.fp32, args.int8):
         if not model.exists():
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
 
     card = open_session(args.fp32).card
     photos = write_flight(DATA / "flight", args.photos, card.gsd_m)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results: dict = {}  # afresh: figures of another model never stand beside this one's
     results["setup"] = {"photo_px": [PHOTO_W, PHOTO_H], "gsd_m": card.gsd_m, "tile_px": card.tile_size_px,
                         "overlap_px": card.overlap_px, "cpu_cores": os.cpu_count(), "test_flips": card.test_flips,
                         "model": card.model_name, "mlflow_run": card.mlflow_run_id}  # fmt: skip
@@ -193,9 +196,10 @@ def main(argv: list[str] | None = None) -> int:
             results[f"parity_{kind}"] = candidates_parity(run.pop("found"), scored / "candidates.csv")
             print(kind, results[f"parity_{kind}"], flush=True)
             RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    results["flight_int8"] = {"model": str(args.int8.relative_to(REPO)),
-                              "page": page_run(args.int8, photos),
-                              "python": python_run(args.int8, photos)}  # fmt: skip
+    flight_model = args.fp32 if args.flight == "fp32" else args.int8
+    results[f"flight_{args.flight}"] = {"model": str(flight_model.relative_to(REPO)),
+                                        "page": page_run(flight_model, photos),
+                                        "python": python_run(flight_model, photos)}  # fmt: skip
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     report(results)
     return 0
@@ -211,10 +215,13 @@ def report(results: dict) -> str:
         "onnxruntime-web in headless Chromium, WebAssembly with SIMD and "
         f"{results['one_photo_fp32']['page']['threads']} threads; Python: `ordnance score` (ONNX Runtime).",
         "",
-        "| run | file | tiles | ms per tile, page | ms per tile, Python | page / Python | s, page | s, Python |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | file | tiles | ms per tile, page | ms per tile, Python | page / Python | s, page | s, Python"
+        " | candidates, page / Python |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key, label in (("one_photo_fp32", "one photo"), ("one_photo_int8", "one photo"), ("flight_int8", "flight")):
+    runs = (("one_photo_fp32", "one photo"), ("one_photo_int8", "one photo"), ("flight_fp32", "flight"),
+            ("flight_int8", "flight"))  # fmt: skip
+    for key, label in runs:
         if key not in results:
             continue
         r = results[key]
@@ -224,7 +231,7 @@ def report(results: dict) -> str:
         ratio = page["ms_per_tile"] / py["ms_per_tile"]
         lines.append(
             f"| {label} ({photos}) | {kind} | {page['tiles']} | {page['ms_per_tile']:.0f} | {py['ms_per_tile']:.0f} | "
-            f"{ratio:.2f} | {page['seconds']:.0f} | {py['seconds']:.0f} |"
+            f"{ratio:.2f} | {page['seconds']:.0f} | {py['seconds']:.0f} | {page['candidates']} / {py['candidates']} |"
         )
     parity = [(k, results[f"parity_{k}"]) for k in ("fp32", "int8") if f"parity_{k}" in results]
     if parity:
@@ -243,11 +250,13 @@ def report(results: dict) -> str:
     text = "\n".join(lines) + "\n"
     (HERE / "results.md").write_text(text)
     write_readme_block("<!-- tablet:begin -->", "<!-- tablet:end -->", text)
-    if "flight_int8" in results:
-        page, py = results["flight_int8"]["page"], results["flight_int8"]["python"]
+    flights = [k for k in ("flight_fp32", "flight_int8") if k in results]
+    if flights:
+        page, py = results[flights[0]]["page"], results[flights[0]]["python"]
         flight = (
             f"A {page['photos']}-photo flight ({s['photo_px'][0]} x {s['photo_px'][1]} px photos, {page['tiles']} tiles"
-            f" of the RGB model, int8) takes {page['seconds'] / 60:.1f} minutes in the page on this 2-core CPU, against"
+            f" of the RGB model, {flights[0].removeprefix('flight_')}) takes {page['seconds'] / 60:.1f} minutes in the"
+            " page on this 2-core CPU, against"
             f" {py['seconds'] / 60:.1f} minutes with `ordnance score` (`experiments/tablet/run.py`)."
         )
         write_readme_block("<!-- tablet-flight:begin -->", "<!-- tablet-flight:end -->", flight, REPO / "README.md")
