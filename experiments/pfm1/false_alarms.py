@@ -26,7 +26,7 @@ import numpy as np
 import pyogrio
 import rasterio
 import shapely
-from common import HERE, REPO
+from common import HERE, REPO, load_results
 from ordnance.inference.metrics import match_points
 
 DATA = HERE / "data"
@@ -61,6 +61,8 @@ def false_alarms_to_find(best: np.ndarray, false_scores: np.ndarray, shares=SHAR
     item counts as reviewed. None where that item has no candidate at all."""
     order = np.sort(np.asarray(best, float))[::-1]
     out: dict[str, int | None] = {}
+    if not len(order):  # no item: no recall to reach
+        return out
     for share in shares:
         k = max(1, math.ceil(share * len(order) - 1e-9))
         threshold = order[k - 1]
@@ -103,8 +105,8 @@ def sheet(stage: str) -> dict:
         false = false[:16]
         crops = [_crop(src, *p_xy[i]) for i in false] + [_crop(src, *t_xy[j]) for j in lowest]
     on_seam = {f"top_{k}": int((edge[:k] < SEAM_PX).sum()) for k in (5, 16, 50) if len(edge) >= k}
-    results = json.loads((HERE / "results.json").read_text()) if (HERE / "results.json").exists() else {}
-    area_ha = results.get(stage, {}).get("mosaic", {}).get("fp32", {}).get("area_scanned_ha")
+    mosaic = load_results(HERE / "results.json").get(stage, {}).get("mosaic", {})
+    area_ha = mosaic.get("fp32", {}).get("area_scanned_ha")
     blank = np.zeros_like(crops[0])
     crops += [blank] * (24 - len(crops))
     image = np.vstack([np.hstack(crops[0:8]), np.hstack(crops[8:16]), np.hstack(crops[16:24])])

@@ -404,6 +404,12 @@ def ensemble_table(results: dict, rows=ENSEMBLE_ROWS, passes: str = "networks pe
     return "\n".join(lines)
 
 
+def ensemble_section(results: dict, title: str, rows, note: str, passes: str = "networks per tile") -> list[str]:
+    """A heading, the ensemble table of ``rows`` and its note; nothing before the ensemble (the last row) ran."""
+    table = ensemble_table(results, rows, passes)
+    return [title, table, note] if table else []
+
+
 GREY_PAIRS = (("fast_pair_seed0", "fast_pair_grey_seed0"), ("fast_pair_seed1", "fast_pair_grey_seed1"))
 SHADE_PAIRS = (("fast_pair_seed0_rerun", "fast_pair_shade_seed0"),)
 THREADS_PAIRS = (("fast_real", "fast_real_threads"),)
@@ -656,61 +662,52 @@ def render(results: dict, speed: dict, flips: dict | None = None, second: dict |
             ablation_table(results),
             budget_note(results),
             gpu_note(results),
-            *(
-                [
-                    "#### Two half-budget runs as one ensemble, against one run of the full budget",
-                    ensemble_table(results),
-                    "The pair's three rows ran in one session, from a synthetic checkpoint retrained with"
-                    " configs/synthetic.yaml (its MLflow run in each row's `init` in results.json); fast_real started"
-                    " from the recipe's earlier run of it (675eecf3). Model seconds: ONNX Runtime's time in"
-                    " `ordnance score` on the test mosaic, as run by `run.py` right after each stage (not the"
-                    " idle-machine timing of speed.py); fast_real's were taken on another day beside other jobs, so"
-                    " only the pair's rows compare with each other.",
-                ]
-                if ensemble_table(results)
-                else []
+            *ensemble_section(
+                results,
+                "#### Two half-budget runs as one ensemble, against one run of the full budget",
+                ENSEMBLE_ROWS,
+                "The pair's three rows ran in one session, from a synthetic checkpoint retrained with"
+                " configs/synthetic.yaml (its MLflow run in each row's `init` in results.json); fast_real started"
+                " from the recipe's earlier run of it (675eecf3). Model seconds: ONNX Runtime's time in"
+                " `ordnance score` on the test mosaic, as run by `run.py` right after each stage (not the"
+                " idle-machine timing of speed.py); fast_real's were taken on another day beside other jobs, so"
+                " only the pair's rows compare with each other.",
             ),
-            *(
-                [
-                    "#### Three ImageNet runs as one ensemble (stage `imagenet_ensemble3`)",
-                    ensemble_table(results, ENSEMBLE3_ROWS, "network passes per tile (networks x views)"),
-                    "The ensemble joins the three runs' best checkpoints (training/ensemble.py) and averages the"
-                    " six maps of each tile (three networks, each on the tile and its left-right flip); its"
-                    " operating point is validated on the valid flight on those views, and its exported file runs"
-                    " them. imagenet_seams_seed1's own row is on one view, as it was validated. Training minutes:"
-                    " the members' summed, one after another on this CPU. Model seconds: ONNX Runtime's time in"
-                    " `ordnance score` on the test mosaic, as run.py ran each stage. The ensemble has no int8 file:"
-                    " its percentile calibration on 8 tiles was killed for memory on this 24 GiB machine, and the"
-                    " export now refuses such a calibration with its estimate (training/export.py,"
-                    " `calibration_memory_bytes`); its float32 file was exported and scored again"
-                    " (`run.py --reexport imagenet_ensemble3`).",
-                ]
-                if ensemble_table(results, ENSEMBLE3_ROWS)
-                else []
+            *ensemble_section(
+                results,
+                "#### Three ImageNet runs as one ensemble (stage `imagenet_ensemble3`)",
+                ENSEMBLE3_ROWS,
+                "The ensemble joins the three runs' best checkpoints (training/ensemble.py) and averages the"
+                " six maps of each tile (three networks, each on the tile and its left-right flip); its"
+                " operating point is validated on the valid flight on those views, and its exported file runs"
+                " them. imagenet_seams_seed1's own row is on one view, as it was validated. Training minutes:"
+                " the members' summed, one after another on this CPU. Model seconds: ONNX Runtime's time in"
+                " `ordnance score` on the test mosaic, as run.py ran each stage. The ensemble has no int8 file:"
+                " its percentile calibration on 8 tiles was killed for memory on this 24 GiB machine, and the"
+                " export now refuses such a calibration with its estimate (training/export.py,"
+                " `calibration_memory_bytes`); its float32 file was exported and scored again"
+                " (`run.py --reexport imagenet_ensemble3`).",
+                "network passes per tile (networks x views)",
             ),
-            *(
-                [
-                    "#### The recipe's two seeds as one ensemble (stage `imagenet_seams_ensemble2`)",
-                    ensemble_table(results, RECIPE_ENSEMBLE_ROWS, "network passes per tile (networks x views)"),
-                    "configs/pfm1.yaml as it stands (seams, two views) with seeds 0 and 1, and the two joined"
-                    " (training/ensemble.py): four maps averaged per tile, the operating point validated on the valid"
-                    " flight on those views. The seed rows show how far one run of the recipe lies from the next;"
-                    " the ensemble row what a second run buys at twice the model time. Training minutes and model"
-                    " seconds as in the table above.",
-                ]
-                if ensemble_table(results, RECIPE_ENSEMBLE_ROWS)
-                else []
+            *ensemble_section(
+                results,
+                "#### The recipe's two seeds as one ensemble (stage `imagenet_seams_ensemble2`)",
+                RECIPE_ENSEMBLE_ROWS,
+                "configs/pfm1.yaml as it stands (seams, two views) with seeds 0 and 1, and the two joined"
+                " (training/ensemble.py): four maps averaged per tile, the operating point validated on the valid"
+                " flight on those views. The seed rows show how far one run of the recipe lies from the next;"
+                " the ensemble row what a second run buys at twice the model time. Training minutes and model"
+                " seconds as in the table above.",
+                "network passes per tile (networks x views)",
             ),
-            *(
-                [
-                    "#### Four ImageNet runs as one ensemble (stage `imagenet_ensemble4`)",
-                    ensemble_table(results, ENSEMBLE4_ROWS, "network passes per tile (networks x views)"),
-                    "imagenet_ensemble3 with the recipe's seed 1 as a fourth member: eight maps averaged per tile,"
-                    " the operating point validated again on the valid flight. Training minutes and model seconds as"
-                    " in the tables above.",
-                ]
-                if ensemble_table(results, ENSEMBLE4_ROWS)
-                else []
+            *ensemble_section(
+                results,
+                "#### Four ImageNet runs as one ensemble (stage `imagenet_ensemble4`)",
+                ENSEMBLE4_ROWS,
+                "imagenet_ensemble3 with the recipe's seed 1 as a fourth member: eight maps averaged per tile,"
+                " the operating point validated again on the valid flight. Training minutes and model seconds as"
+                " in the tables above.",
+                "network passes per tile (networks x views)",
             ),
             "#### Working GSD (synthetic checkpoint, then real, the earlier 16-epoch schedule each)",
             gsd_table(results, speed),

@@ -8,7 +8,8 @@ scores the first photo; ``ordnance score`` scores the same photo. Each reports m
 (the page: the worker's session.run; Python: the manifest's inference time) and seconds for the photo. Then the page
 scores the whole flight with the file ``--flight`` names (the tablet's file; default float32, which onnxruntime-web
 ran faster than int8 for the EfficientNet detector) and ``ordnance score`` does the same. Each run starts its
-results afresh, so no figure of an earlier model is kept. Writes results.json and results.md beside this script and
+results afresh, so no figure of an earlier model is kept; until it ends they lie in results.partial.json and
+results.json stays the last whole run's. Writes results.json and results.md beside this script and
 the block in experiments/README.md.
 
     .venv/bin/python experiments/tablet/run.py [--fp32 M.onnx --int8 M.int8.onnx] [--photos 20] [--flight int8]
@@ -36,6 +37,7 @@ from helpers import StaticServer, chromium, dji_xmp, exif_dms, wait_for  # noqa:
 
 DATA = HERE / "data"
 RESULTS = HERE / "results.json"
+PARTIAL = HERE / "results.partial.json"  # a run's figures so far; renamed to RESULTS only when the run is whole
 DEFAULT = REPO / "experiments" / "models" / "rgb.onnx"  # the published RGB model (experiments/pfm1/publish.py)
 PHOTO_W, PHOTO_H = 4000, 3000  # a 12 MP drone camera
 HEIGHT_M, FOCAL_MM = 10.0, 4.5
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     card = open_session(args.fp32).card
     photos = write_flight(DATA / "flight", args.photos, card.gsd_m)
-    results: dict = {}  # afresh: figures of another model never stand beside this one's
+    results: dict = {}  # afresh: figures of another model never stand beside this one's (results.json is replaced
+    # only by a whole run; the figures so far lie in results.partial.json)
     results["setup"] = {"photo_px": [PHOTO_W, PHOTO_H], "gsd_m": card.gsd_m, "tile_px": card.tile_size_px,
                         "overlap_px": card.overlap_px, "cpu_cores": os.cpu_count(), "test_flips": card.test_flips,
                         "model": card.model_name, "mlflow_run": card.mlflow_run_id}  # fmt: skip
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"one_photo_{kind}"] = {"model": str(model.relative_to(REPO)), "page": page_run(model, photos[:1]),
                                         "python": python_run(model, photos[:1])}  # fmt: skip
         print(kind, json.dumps(results[f"one_photo_{kind}"]), flush=True)
-        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        PARTIAL.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     crop = test_crop()
     if crop is not None:  # the real model on real imagery: the page's candidates against ordnance score's
         for kind, model in (("fp32", args.fp32), ("int8", args.int8)):
@@ -195,12 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             scored = DATA / f"scored_{model.stem.replace('.', '_')}_1"
             results[f"parity_{kind}"] = candidates_parity(run.pop("found"), scored / "candidates.csv")
             print(kind, results[f"parity_{kind}"], flush=True)
-            RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+            PARTIAL.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     flight_model = args.fp32 if args.flight == "fp32" else args.int8
     results[f"flight_{args.flight}"] = {"model": str(flight_model.relative_to(REPO)),
                                         "page": page_run(flight_model, photos),
                                         "python": python_run(flight_model, photos)}  # fmt: skip
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    PARTIAL.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    os.replace(PARTIAL, RESULTS)  # a stopped run leaves the last whole run's results as they were
     report(results)
     return 0
 
